@@ -261,8 +261,10 @@ class ImageSet:
 
         if ids is None:
             width = max(6, len(str(max(n - 1, 0))))
-            ids = np.array([f"{self.name}/{i:0{width}d}" for i in range(n)])
+            ids = np.array([f"{self.name}/{i:0{width}d}" for i in range(n)], dtype=str)
         ids = np.asarray(ids)
+        if ids.size == 0:
+            ids = ids.astype(str)
         if _validate:
             if ids.dtype.kind not in "U":
                 if ids.dtype.kind in "OSiu":
@@ -450,8 +452,9 @@ class ImageSet:
             missing = ids[~found]
             raise fail(
                 "ids",
-                f"{len(missing)} ids not in set {self.name!r}, e.g. {missing[:3].tolist()}",
-                "ids of images in the set",
+                missing[:3].tolist(),
+                f"ids of images in set {self.name!r}",
+                f"{len(missing)} of the ids given are not in the set.",
                 error=KeyError,
             )
         return order[where]
