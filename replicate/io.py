@@ -18,13 +18,13 @@ import csv
 import json
 import os
 import pickle
-import tomllib
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import tomllib
 
 from replicate._validation import check_choice, fail
 from replicate.imageset import CIFAR10_CLASSES, ImageSet, is_saved_imageset
@@ -252,12 +252,16 @@ def load_npz(
     metadata column; arrays that are not per-image are listed in a warning (never
     dropped silently) and kept in ``info['npz_other_keys']``.
     """
+    import zipfile
+
     p = _exists("path", path)
-    try:
-        data = np.load(p, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"path == {str(p)!r}; must be a readable .npz archive ({exc}).") from exc
-    with data:
+    with open(p, "rb") as fh:
+        try:
+            data = np.load(fh, allow_pickle=False)
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"path == {str(p)!r}; must be a readable .npz archive ({exc}).") from exc
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise fail("path", str(p), "an .npz archive (it holds a single array)")
         keys = list(data.files)
         if image_key not in keys:
             raise fail("image_key", image_key, f"one of the archive's keys {keys}", f"File: {p}.", error=KeyError)
@@ -487,10 +491,10 @@ def load_folder(
     shapes = {im.shape for im in images}
     if len(shapes) > 1:
         first = images[0].shape
-        odd = next(f for f, im in zip(files, images) if im.shape != first)
+        odd, odd_shape = next((f, im.shape) for f, im in zip(files, images) if im.shape != first)
         raise fail(
             f"size of {odd}",
-            odd and next(im.shape for im in images if im.shape != first),
+            odd_shape,
             f"{first} like {files[0].name} (one size per set)",
             "Resize the images to one size first.",
         )
