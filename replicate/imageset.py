@@ -61,12 +61,12 @@ _HASH_CHUNK = 4096
 
 def _hash_rows(block: np.ndarray) -> np.ndarray:
     block = np.ascontiguousarray(block)
-    out = np.empty((len(block), 32), dtype=np.uint8)
-    flat = block.reshape(len(block), -1)
+    n = len(block)
+    size = block[0].nbytes if n else 0
+    view = memoryview(block.reshape(-1)).cast("B") if n else memoryview(b"")
     sha = hashlib.sha256
-    for i in range(len(flat)):
-        out[i] = np.frombuffer(sha(flat[i].data).digest(), dtype=np.uint8)
-    return out
+    digests = b"".join(sha(view[i * size : (i + 1) * size]).digest() for i in range(n))
+    return np.frombuffer(digests, dtype=np.uint8).reshape(n, 32).copy()
 
 
 def content_hashes(images: np.ndarray, threads: int | None = None) -> np.ndarray:
