@@ -1,0 +1,115 @@
+"""``replicate report INPUTS... --out DIR``: render a report from saved results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from replicate._validation import fail
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="render an HTML/Markdown/JSON/CSV/LaTeX report from comparison results and manifests",
+        description=(
+            "Render a report from JSON results: comparisons written by 'replicate compare --json' "
+            "(one comparison or a list), manifests, and sampling/dedup/shift results (JSON with a "
+            "'result' key naming the stage, or passed with --sampling/--dedup/--shift)."
+        ),
+    )
+    p.add_argument("inputs", nargs="*", help="JSON files: comparisons and manifests (kind detected from their keys)")
+    p.add_argument("--out", required=True, help="output directory (created if needed)")
+    p.add_argument("--format", default="html,md,json", help="comma-separated: html, md, json, csv, tex (default html,md,json)")
+    p.add_argument("--title", default="Replication report")
+    p.add_argument("--label", action="append", default=None, help="label per comparison, in input order (repeat)")
+    p.add_argument("--sampling", action="append", default=[], help="sampling result JSON (repeat)")
+    p.add_argument("--dedup", action="append", default=[], help="near-duplicate result JSON (repeat)")
+    p.add_argument("--shift", action="append", default=[], help="dataset-shift result JSON (repeat)")
+    p.add_argument("--images", action="append", default=[], help="image set (any format replicate.load reads) for image grids (repeat)")
+    p.add_argument("--figure-format", default="png", help="png (default) or svg for charts")
+    p.add_argument("--seed", type=int, default=0, help="seed for the random images shown per class")
+    p.add_argument("--stem", default="report", help="file name stem (default 'report')")
+    p.add_argument("--json", action="store_true", help="print the written paths as JSON")
+    p.set_defaults(func=run)
+
+
+def _read_json(path: str) -> Any:
+    file = Path(path)
+    if not file.is_file():
+        raise fail("input", path, "an existing JSON file", error=FileNotFoundError)
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise fail("input", path, "a JSON file", f"It does not parse ({exc.msg} at line {exc.lineno}).") from None
+
+
+def classify(data: Any, path: str) -> list[tuple[str, Any]]:
+    """Split one JSON document into (kind, object) pairs: comparison, manifest, sampling, dedup, shift."""
+    from replicate.report import _kind_of
+
+    if isinstance(data, list):
+        out: list[tuple[str, Any]] = []
+        for item in data:
+            out.extend(classify(item, path))
+        return out
+    if not isinstance(data, dict):
+        raise fail("input", path, "a JSON object or a list of objects")
+    if "manifest_version" in data:
+        return [("manifest", data)]
+    stage = data.get("result") or data.get("stage")
+    if stage in ("sampling", "dedup", "shift", "comparison"):
+        return [(stage, data)]
+    if "comparisons" in data and isinstance(data["comparisons"], list):
+        return [("comparison", c) for c in data["comparisons"]]
+    if "models" in data or any(_kind_of(v) == "gap" for v in data.values()):
+        return [("comparison", data)]
+    raise fail(
+        "input",
+        path,
+        "a comparison (from 'replicate compare --json'), a manifest, or a result with 'result': "
+        "'sampling' | 'dedup' | 'shift'",
+        "Pass sampling, dedup and shift results with --sampling/--dedup/--shift.",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from replicate._validation import check_choice
+    from replicate.cli import print_json
+    from replicate.report import FORMATS, build_report, write_report
+
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    for f in formats:
+        check_choice("--format", f, FORMATS)
+    groups: dict[str, list[Any]] = {k: [] for k in ("comparison", "manifest", "sampling", "dedup", "shift")}
+    for path in args.inputs:
+        for kind, obj in classify(_read_json(path), path):
+            groups[kind].append(obj)
+    for kind in ("sampling", "dedup", "shift"):
+        groups[kind].extend(_read_json(p) for p in getattr(args, kind))
+    sets = []
+    if args.images:
+        from replicate.io import load
+
+        sets = [load(p) for p in args.images]
+    report = build_report(
+        groups["comparison"],
+        sampling=groups["sampling"],
+        dedup=groups["dedup"],
+        shift=groups["shift"],
+        manifests=groups["manifest"],
+        test_sets=sets,
+        title=args.title,
+        labels=args.label,
+        figure_format=args.figure_format,
+        seed=args.seed,
+    )
+    paths = write_report(report, args.out, formats, stem=args.stem)
+    if args.json:
+        print_json({k: str(v) for k, v in paths.items()})
+    else:
+        for f, path in paths.items():
+            print(f"{f}: {path}")
+    return 0
