@@ -287,7 +287,7 @@ def keyword_counts(
         raise fail(
             "column",
             column,
-            f"a metadata column of {imageset.name!r} (columns: {imageset.columns or 'none'})",
+            f"a metadata column of {imageset.name!r} (columns: {', '.join(imageset.columns) or 'none'})",
             "Pass column= naming the per-image keyword column.",
             error=KeyError,
         )
@@ -600,6 +600,16 @@ class KeywordMatch:
         }
 
 
+def _finder(parent: dict[tuple[str, str], tuple[str, str]]) -> Any:
+    def find(x: tuple[str, str]) -> tuple[str, str]:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    return find
+
+
 def match_keywords(
     original: KeywordCounts,
     pool: KeywordCounts,
@@ -627,13 +637,9 @@ def match_keywords(
         # union-find over nodes ("o", kw) and ("p", kw)
         parent: dict[tuple[str, str], tuple[str, str]] = {}
 
-        def find(x: tuple[str, str]) -> tuple[str, str]:
-            while parent[x] != x:
-                parent[x] = parent[parent[x]]
-                x = parent[x]
-            return x
+        find = _finder(parent)
 
-        def union(a: tuple[str, str], b: tuple[str, str]) -> None:
+        def union(a: tuple[str, str], b: tuple[str, str], find: Any = find, parent: Any = parent) -> None:
             ra, rb = find(a), find(b)
             if ra != rb:
                 parent[max(ra, rb)] = min(ra, rb)

@@ -471,7 +471,7 @@ def _check_pool(pool: Any, column: str | None) -> None:
         raise fail(
             "column",
             column,
-            f"a metadata column of pool {pool.name!r} (columns: {pool.columns or 'none'})",
+            f"a metadata column of pool {pool.name!r} (columns: {', '.join(pool.columns) or 'none'})",
             "Pass column= naming the per-image keyword column.",
             error=KeyError,
         )
