@@ -717,10 +717,10 @@ def _bootstrap_accuracies(correct: np.ndarray, n_boot: int, rng: np.random.Gener
 
     All models are resampled with the same image indices (they share the test set). The
     multiplicity of each image in a replicate is a bincount, so a chunk of replicates is one
-    matrix product ``correct @ counts.T``.
+    matrix product ``correct @ counts.T`` (float32 holds the integer counts exactly).
     """
     m, n = correct.shape
-    cf = correct.astype(np.float32)
+    cf = np.ascontiguousarray(correct, dtype=np.float32)
     done = 0
     while done < n_boot:
         b = min(chunk, n_boot - done)
@@ -728,7 +728,7 @@ def _bootstrap_accuracies(correct: np.ndarray, n_boot: int, rng: np.random.Gener
         counts = np.empty((b, n), dtype=np.float32)
         for r in range(b):
             counts[r] = np.bincount(idx[r], minlength=n)
-        yield (counts @ cf.T) / n
+        yield (cf @ counts.T).T / n
         done += b
 
 
@@ -776,6 +776,7 @@ def linear_fit(
     correct_new: Any = None,
     seed: int | None = 0,
     grid: Any = None,
+    boot_accuracies: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> LinearFit:
     """Fit ``f(new) = intercept + slope * f(orig)`` over models, with bands and intervals.
 
@@ -801,6 +802,9 @@ def linear_fit(
     grid
         original accuracies at which to tabulate the bands (default: 101 points spanning the
         models' range).
+    boot_accuracies
+        precomputed ``(n_bootstrap, models)`` accuracies on each set from resampling images
+        (as :func:`compare` shares them with :func:`rank_stability`); default: drawn here.
     """
     import statsmodels.api as sm
 
@@ -895,11 +899,13 @@ def linear_fit(
             co = _accuracy_matrix("correct_orig", correct_orig, k)
             cn = _accuracy_matrix("correct_new", correct_new, k)
             bo, bn = float(co.shape[1]), float(cn.shape[1])
-            r = 0
-            for ao, an in zip(_bootstrap_accuracies(co, n_boot, rng), _bootstrap_accuracies(cn, n_boot, rng)):
-                for j in range(ao.shape[0]):
-                    params[r] = fit_one(ao[j].astype(float), an[j].astype(float), bo, bn)
-                    r += 1
+            if boot_accuracies is None:
+                boot_accuracies = _boot_pairs(co, cn, n_boot, seed)
+            ao, an = boot_accuracies
+            if ao.shape != (n_boot, k) or an.shape != (n_boot, k):
+                raise fail("boot_accuracies", f"shapes {ao.shape}, {an.shape}", f"({n_boot}, {k}) each")
+            for r in range(n_boot):
+                params[r] = fit_one(ao[r], an[r], bo, bn)
         intercept_boot = _percentile_ci(params[:, 0], alpha)
         slope_boot = _percentile_ci(params[:, 1], alpha)
 
@@ -1082,6 +1088,7 @@ def rank_stability(
     alpha: float = 0.05,
     seed: int | None = 0,
     top: int = 5,
+    boot_accuracies: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> RankStability:
     """Kendall's tau and Spearman's rho between the two rankings, with bootstrap intervals.
 
@@ -1114,8 +1121,10 @@ def rank_stability(
                 raise fail("correct_orig" if correct_orig is None else "correct_new", None,
                            "per-image correctness (bool, models x images) for bootstrap='images'",
                            "Pass correct_orig and correct_new, or use bootstrap='models'.")
-            ao, an = _boot_pairs(_accuracy_matrix("correct_orig", correct_orig, k),
-                                 _accuracy_matrix("correct_new", correct_new, k), n_boot, seed)
+            if boot_accuracies is None:
+                boot_accuracies = _boot_pairs(_accuracy_matrix("correct_orig", correct_orig, k),
+                                              _accuracy_matrix("correct_new", correct_new, k), n_boot, seed)
+            ao, an = boot_accuracies
             for r in range(n_boot):
                 taus[r] = sps.kendalltau(ao[r], an[r])[0]
                 rhos[r] = sps.spearmanr(ao[r], an[r])[0]
@@ -1532,6 +1541,9 @@ def compare(
     co_mat = np.stack([r.correct for r in ro]) if per_image else None  # type: ignore[misc]
     cn_mat = np.stack([r.correct for r in rn]) if per_image else None  # type: ignore[misc]
 
+    n_bootstrap = check_int("n_bootstrap", n_bootstrap, minimum=10)
+    boot = _boot_pairs(co_mat, cn_mat, n_bootstrap, seed) if bootstrap == "images" and len(names) >= 3 else None  # type: ignore[arg-type]
+
     fit = er = ranks = diag = None
     in_fit = np.array([n not in excluded for n in names])
     if int(in_fit.sum()) >= 3:
@@ -1541,6 +1553,7 @@ def compare(
             method=fit_method, alpha=alpha, names=[names[i] for i in idx], bootstrap=bootstrap,
             n_bootstrap=n_bootstrap, correct_orig=None if co_mat is None else co_mat[idx],
             correct_new=None if cn_mat is None else cn_mat[idx], seed=seed,
+            boot_accuracies=None if boot is None else (boot[0][:, idx], boot[1][:, idx]),
         )
         er = effective_robustness(acc_o.accuracy, acc_n.accuracy, fit, n_orig=n_o, n_new=n_n, names=names,
                                   alpha=alpha)
@@ -1552,7 +1565,7 @@ def compare(
     if len(names) >= 3:
         ranks = rank_stability(acc_o.accuracy, acc_n.accuracy, names=names, correct_orig=co_mat,
                                correct_new=cn_mat, bootstrap="images" if bootstrap == "images" else "models",
-                               n_bootstrap=n_bootstrap, alpha=alpha, seed=seed)
+                               n_bootstrap=n_bootstrap, alpha=alpha, seed=seed, boot_accuracies=boot)
 
     class_drops: dict[str, GapCI] = {}
     for a, b in zip(ro, rn):

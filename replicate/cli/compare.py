@@ -1,0 +1,159 @@
+"""``replicate compare``: accuracy drop of many models between an original and a new test set.
+
+Inputs are either two evaluation-result JSON files (as ``replicate evaluate --json`` writes:
+one result object, a list of them, or ``{"results": [...]}``), or one published prediction
+file (``--predictions FILE --original NAME --new NAME``) holding predicted labels per model
+for each set. Prints the summary table, or the machine-readable form with ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from replicate._validation import fail
+from replicate.cli import print_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from replicate.stats import ADJUST_METHODS, FIT_METHODS, GAP_METHODS, INTERVAL_METHODS, SCALES
+
+    p = sub.add_parser(
+        "compare",
+        help="intervals, gaps, fit, effective robustness and rank stability between two test sets",
+        description="Compare many models' accuracy on an original and a new test set.",
+    )
+    p.add_argument("results", nargs="*", metavar="JSON",
+                   help="two files: original and new evaluation results (replicate evaluate --json)")
+    p.add_argument("--predictions", metavar="FILE",
+                   help="a prediction file (.npz) with predicted labels per model for both sets")
+    p.add_argument("--original", metavar="NAME", help="the original set's name in the prediction file "
+                   "(keys top1__NAME / pred_NAME, labels__NAME / labels_NAME, models__NAME)")
+    p.add_argument("--new", metavar="NAME", help="the new set's name in the prediction file")
+    p.add_argument("--labels", "--original-labels", dest="original_labels", metavar="FILE",
+                   help="labels of the original set when the prediction file lacks them (.npz with 'labels', or .npy)")
+    p.add_argument("--new-labels", metavar="FILE", help="labels of the new set when the prediction file lacks them")
+    p.add_argument("--alpha", type=float, default=0.05, help="1 - confidence level (default 0.05)")
+    p.add_argument("--interval", default="clopper-pearson", choices=INTERVAL_METHODS)
+    p.add_argument("--gap-method", default="newcombe", choices=GAP_METHODS)
+    p.add_argument("--adjust", default="holm", choices=ADJUST_METHODS)
+    p.add_argument("--scale", default="probit", choices=SCALES, help="scale of the linear fit (default probit)")
+    p.add_argument("--fit-method", default="ols", choices=FIT_METHODS)
+    p.add_argument("--bootstrap", default="auto", choices=("auto", "none", "models", "images"))
+    p.add_argument("--n-bootstrap", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--exclude-from-fit", action="append", default=[], metavar="MODEL",
+                   help="leave a model out of the fit (repeatable); it is still compared")
+    p.add_argument("--json", action="store_true", help="print the full comparison as JSON")
+    p.set_defaults(func=run)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _read_results(path: str) -> tuple[list[dict[str, Any]], str | None]:
+    """Evaluation results from JSON: one object, a list, or {"results": [...]}; plus the dataset name."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"results == {path!r}; must be an existing JSON file. Write one with "
+                                "'replicate evaluate --json'.")
+    data = json.loads(p.read_text())
+    if isinstance(data, dict) and "results" in data:
+        data = data["results"]
+    items = [data] if isinstance(data, dict) else data
+    if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
+        raise fail("results", path, "a JSON object or list of objects with model, n and n_correct")
+    datasets = {str(x["dataset"]) for x in items if x.get("dataset")}
+    return items, (datasets.pop() if len(datasets) == 1 else None)
+
+
+def _labels_file(path: str) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"labels == {path!r}; must be an existing .npz or .npy file.")
+    if p.suffix == ".npy":
+        return np.load(p)
+    with np.load(p) as z:
+        if "labels" not in z.files:
+            raise fail("labels", path, "an .npz with a 'labels' array", f"It holds: {', '.join(z.files)}.")
+        return z["labels"]
+
+
+def _first(z: Any, keys: list[str]) -> str | None:
+    return next((k for k in keys if k in z.files), None)
+
+
+def _prediction_results(path: str, name: str, labels_path: str | None, arg: str) -> list[dict[str, Any]]:
+    """Per-model results of one set from a published prediction file (CIFAR-10.1 / ImageNetV2 layout)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--predictions == {path!r}; must be an existing .npz file.")
+    with np.load(p) as z:
+        pk = _first(z, [f"top1__{name}", f"pred_{name}", f"predictions__{name}"])
+        if pk is None:
+            sets = sorted({k.split("__", 1)[1] for k in z.files if k.startswith("top1__")}
+                          | {k[5:] for k in z.files if k.startswith("pred_")})
+            raise fail(arg, name, "a set in the prediction file", f"Sets there: {', '.join(sets)}.")
+        pred = z[pk]
+        lk = _first(z, [f"labels__{name}", f"labels_{name}"])
+        if labels_path is not None:
+            labels = _labels_file(labels_path)
+        elif lk is not None:
+            labels = z[lk]
+        else:
+            raise fail(f"{arg}-labels" if arg == "--new" else "--labels", None,
+                       f"a labels file for set {name!r} (the prediction file has none)",
+                       "Pass --labels FILE (original) or --new-labels FILE.")
+        mk = _first(z, [f"models__{name}", "model_names", "models"])
+        if mk is None:
+            raise fail("--predictions", path, "a file with model names (models__NAME or model_names)")
+        models = [str(m) for m in z[mk]]
+        t5k = _first(z, [f"top5_correct__{name}"])
+        top5 = z[t5k] if t5k else None
+    if pred.shape != (len(models), labels.shape[0]):
+        raise fail(arg, name, f"predictions of shape (models={len(models)}, images={labels.shape[0]})",
+                   f"Got {pred.shape}: do the labels belong to this set?")
+    correct = pred == labels[None, :].astype(pred.dtype)
+    out = []
+    for i, m in enumerate(models):
+        r: dict[str, Any] = {"model": m, "n": int(correct.shape[1]), "n_correct": int(correct[i].sum()),
+                             "correct": correct[i], "dataset": name}
+        if top5 is not None:
+            r["top5_correct"] = top5[i]
+        out.append(r)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from replicate.stats import compare
+
+    if args.predictions:
+        if args.results:
+            raise fail("results", args.results, "empty with --predictions", "Pass either JSON files or --predictions.")
+        if not args.original or not args.new:
+            raise fail("--original" if not args.original else "--new", None,
+                       "a set name in the prediction file", "Pass --original NAME --new NAME.")
+        orig = _prediction_results(args.predictions, args.original, args.original_labels, "--original")
+        new = _prediction_results(args.predictions, args.new, args.new_labels, "--new")
+        oname, nname = args.original, args.new
+    else:
+        if len(args.results) != 2:
+            raise fail("results", args.results, "two JSON files (original, new)",
+                       "Or use --predictions FILE --original NAME --new NAME.")
+        orig, oname = _read_results(args.results[0])
+        new, nname = _read_results(args.results[1])
+    result = compare(
+        orig, new, alpha=args.alpha, interval=args.interval, gap_method=args.gap_method, adjust=args.adjust,
+        scale=args.scale, fit_method=args.fit_method, bootstrap=args.bootstrap, n_bootstrap=args.n_bootstrap,
+        exclude_from_fit=args.exclude_from_fit, seed=args.seed,
+        original_name=oname or "original", new_name=nname or "new",
+    )
+    if args.json:
+        print_json(result.to_dict())
+    else:
+        print(result.summary())
+    return 0
