@@ -310,3 +310,28 @@ def test_keyword_counts_json_roundtrip(tmp_path) -> None:
     back = load_keyword_counts(p)
     assert back.counts == kc.counts and back.classes == kc.classes
     assert math.isclose(back.total, 30)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_keywords(tmp_path, capsys) -> None:
+    from replicate.cli import main
+
+    s = make_imageset(30)
+    path = s.save(tmp_path / "toy")
+    assert main(["keywords", str(path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["total"] == 30 and data["counts"]["cat"] == dict(keyword_counts(s)["cat"])
+    assert main(["keywords", str(path)]) == 0
+    assert "KeywordCounts from imageset:toy:keyword" in capsys.readouterr().out
+    assert main(["keywords", str(path), "--column", "nope"]) == 2
+    assert "column == 'nope'; must be a metadata column" in capsys.readouterr().err
+
+
+@pytest.mark.shared
+def test_cli_keywords_cifar10_1(shared, capsys) -> None:
+    from replicate.cli import main
+
+    assert main(["keywords", str(shared / "data/cifar10_1/keyword_metadata.json"), "--version", "v4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["total"] == 57148

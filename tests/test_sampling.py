@@ -257,3 +257,33 @@ def test_real_pool_v6_shortfalls(candidate_pool, shared) -> None:
     assert all(pc[c]["achieved"] == 200 for c in ("automobile", "bird", "cat", "dog", "frog", "ship", "truck"))
     assert r.n_selected == 1400
     assert len(set(r.selected_ids)) == 1400
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_sample(tmp_path, capsys) -> None:
+    from replicate.cli import main
+
+    p = make_imageset(300, classes=10)
+    pool_path = p.save(tmp_path / "pool")
+    kc = KeywordCounts.from_dict({c: {f"{c}_kw0": 2, f"{c}_kw1": 1} for c in p.class_names}, classes=p.class_names)
+    target = tmp_path / "target.json"
+    target.write_text(json.dumps(kc.to_dict()))
+    ex = tmp_path / "dups.json"
+    ex.write_text(json.dumps({"flagged_ids": [str(p.ids[0]), "missing-id"]}))
+    args = ["sample", str(pool_path), "--target", str(target), "--size", "60", "--strategy", "v6", "--seed", "2",
+            "--exclude", str(ex), "--out", str(tmp_path / "new"), "--json"]
+    assert main(args) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["n_selected"] == 60 and data["exclusions"] == {"exclude:dups.json": 1}
+    assert data["exclusions_not_in_pool"] == {"exclude:dups.json": 1}
+    new = ImageSet.load(tmp_path / "new")
+    assert len(new) == 60 and str(p.ids[0]) not in set(new.ids)
+    saved = json.loads((tmp_path / "new" / "sampling.json").read_text())
+    assert saved["selected_ids"] == list(new.ids)
+    # same seed, same draw
+    assert main(args[:-3] + ["--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["strata"] == data["strata"]
+    assert main(["sample", str(pool_path), "--target", str(target), "--size", "6000", "--policy", "fail"]) == 2
+    assert "must be at most what the pool can give under policy 'fail'" in capsys.readouterr().err
