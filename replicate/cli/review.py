@@ -21,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "append-only SQLite log; reopening the same --db resumes where the reviewer left off.",
     )
     p.add_argument("path", help="the candidates: any format replicate.load() reads")
-    p.add_argument("--pairs", help="CSV of flagged pairs: query_id, reference_set, reference_id, distances...")
+    p.add_argument(
+        "--pairs", help="CSV of flagged pairs: query_id, reference_set, reference_id, distances..."
+    )
     p.add_argument(
         "--reference",
         action="append",
@@ -31,7 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--db", default="review.sqlite", help="the review log (default: review.sqlite)")
     p.add_argument("--reviewer", default="", help="your name (the page asks when omitted)")
-    p.add_argument("--stage", default="select", choices=("select", "verify"), help="review stage (default: select)")
+    p.add_argument(
+        "--stage", default="select", choices=("select", "verify"), help="review stage (default: select)"
+    )
     p.add_argument("--keyword-column", default="keyword", help="metadata column with each image's keyword")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others warn)")
     p.add_argument("--port", type=int, default=0, help="port (default 0: a free port)")
@@ -44,12 +48,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Read a review log and write its results. Without an output option, print a summary.",
     )
     e.add_argument("db", help="the review log written by `replicate review`")
-    e.add_argument("--blacklist", metavar="FILE", help="write ids to exclude (one per line) for sampling and dedup")
-    e.add_argument("--verdicts", metavar="CSV", help="write one row per reviewed image with each stage's verdict")
+    e.add_argument(
+        "--blacklist", metavar="FILE", help="write ids to exclude (one per line) for sampling and dedup"
+    )
+    e.add_argument(
+        "--verdicts", metavar="CSV", help="write one row per reviewed image with each stage's verdict"
+    )
     e.add_argument("--pair-verdicts", metavar="CSV", help="write one row per reviewed pair")
-    e.add_argument("--labels", metavar="DIR", help="save the verified set (needs --candidates) with corrected labels")
+    e.add_argument(
+        "--labels", metavar="DIR", help="save the verified set (needs --candidates) with corrected labels"
+    )
     e.add_argument("--candidates", metavar="PATH", help="the reviewed set, for --labels")
-    e.add_argument("--stage", default="verify", choices=("select", "verify"), help="stage whose kept images --labels saves")
+    e.add_argument(
+        "--stage",
+        default="verify",
+        choices=("select", "verify"),
+        help="stage whose kept images --labels saves",
+    )
     e.add_argument("--json", action="store_true", help="print the summary as JSON")
     e.set_defaults(func=run_export)
 
@@ -61,7 +76,9 @@ def _parse_references(items: list[str]) -> dict[str, str]:
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            raise fail("--reference", item, "NAME=PATH", "e.g. --reference cifar10-test=data/cifar10/test.npz")
+            raise fail(
+                "--reference", item, "NAME=PATH", "e.g. --reference cifar10-test=data/cifar10/test.npz"
+            )
         out[name] = path
     return out
 
@@ -80,9 +97,13 @@ def run(args: argparse.Namespace) -> int:
         import pandas as pd
 
         pairs = pd.read_csv(args.pairs, dtype={"query_id": str, "reference_set": str, "reference_id": str})
-    session = open_review(candidates, args.db, pairs=pairs, references=refs, keyword_column=args.keyword_column)
+    session = open_review(
+        candidates, args.db, pairs=pairs, references=refs, keyword_column=args.keyword_column
+    )
     if not _is_loopback(args.host):
-        print(f"warning: binding to {args.host}: the review is reachable from other machines.", file=sys.stderr)
+        print(
+            f"warning: binding to {args.host}: the review is reachable from other machines.", file=sys.stderr
+        )
     server = start_server(
         session, host=args.host, port=args.port, reviewer=args.reviewer, stage=args.stage, background=False
     )
@@ -142,8 +163,10 @@ def run_export(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary)
         return 0
-    print(f"{db}: {summary['label_items']} images reviewed {summary['label_final']}; "
-          f"{summary['pair_items']} pairs {summary['pair_final']}; blacklist {summary['blacklist']} ids")
+    print(
+        f"{db}: {summary['label_items']} images reviewed {summary['label_final']}; "
+        f"{summary['pair_items']} pairs {summary['pair_final']}; blacklist {summary['blacklist']} ids"
+    )
     print(kappa.summary())
     if summary["pair_items"]:
         print(kappa_pairs.summary())

@@ -82,10 +82,16 @@ def create_app(
 
     @app.before_request
     def guard() -> Response | None:
-        host = (request.host or "").rsplit(":", 1)[0] if not (request.host or "").startswith("[") else request.host.split("]")[0]
+        host = (
+            (request.host or "").rsplit(":", 1)[0]
+            if not (request.host or "").startswith("[")
+            else request.host.split("]")[0]
+        )
         host = host.strip("[]").lower()
         if host not in hosts:
-            return error(403, f"Host == {host!r}; must be one of {sorted(hosts)}. Open the URL the server printed.")
+            return error(
+                403, f"Host == {host!r}; must be one of {sorted(hosts)}. Open the URL the server printed."
+            )
         if request.path.startswith("/static/"):
             return None
         if request.method == "POST":
@@ -102,7 +108,9 @@ def create_app(
                         status=403,
                         mimetype="text/html",
                     )
-                return error(403, "token missing or wrong; pass the session token (X-Review-Token header or ?token=).")
+                return error(
+                    403, "token missing or wrong; pass the session token (X-Review-Token header or ?token=)."
+                )
         return None
 
     @app.after_request
@@ -173,8 +181,10 @@ def create_app(
             )
         data = request.get_json(silent=True)
         if not isinstance(data, dict):
-            raise BadRequest("body == not a JSON object; must be a JSON object such as "
-                             '{"kind": "label", "item": "<id>", "verdict": "accept"}.')
+            raise BadRequest(
+                "body == not a JSON object; must be a JSON object such as "
+                '{"kind": "label", "item": "<id>", "verdict": "accept"}.'
+            )
         unknown = sorted(set(data) - set(allowed))
         if unknown:
             raise BadRequest(f"fields == {unknown}; must be among {list(allowed)}.")
@@ -184,8 +194,10 @@ def create_app(
         for f in ("kind", "item", "ref_set", "ref_id", "stage", "reviewer", "verdict"):
             if f in data and data[f] is not None and not isinstance(data[f], str):
                 raise BadRequest(f"{f} == {data[f]!r}; must be a string.")
-        if "label" in data and data["label"] is not None and (
-            isinstance(data["label"], bool) or not isinstance(data["label"], (str, int))
+        if (
+            "label" in data
+            and data["label"] is not None
+            and (isinstance(data["label"], bool) or not isinstance(data["label"], (str, int)))
         ):
             raise BadRequest(f"label == {data['label']!r}; must be a class name or index.")
         data.setdefault("reviewer", reviewer)
@@ -201,6 +213,10 @@ def create_app(
     def index() -> Response:
         page = resources.files("replicate.review").joinpath("static/index.html").read_text(encoding="utf-8")
         return Response(page, mimetype="text/html")
+
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(status=204)
 
     @app.get("/api/config")
     def config() -> Response:
@@ -321,8 +337,11 @@ def create_app(
         from replicate.review.export import blacklist
 
         ids = blacklist(session.store.path)
-        return Response("".join(f"{x}\n" for x in ids), mimetype="text/plain",
-                        headers={"Content-Disposition": "attachment; filename=blacklist.txt"})
+        return Response(
+            "".join(f"{x}\n" for x in ids),
+            mimetype="text/plain",
+            headers={"Content-Disposition": "attachment; filename=blacklist.txt"},
+        )
 
     @app.get("/api/export/verdicts")
     def export_verdicts() -> Response:
@@ -332,8 +351,11 @@ def create_app(
         df = verdicts(session.store.path, kind)  # type: ignore[arg-type]
         buf = io.StringIO()
         df.to_csv(buf, index=False, quoting=csv.QUOTE_MINIMAL)
-        return Response(buf.getvalue(), mimetype="text/csv",
-                        headers={"Content-Disposition": f"attachment; filename=verdicts-{kind}.csv"})
+        return Response(
+            buf.getvalue(),
+            mimetype="text/csv",
+            headers={"Content-Disposition": f"attachment; filename=verdicts-{kind}.csv"},
+        )
 
     return app
 
@@ -364,7 +386,9 @@ class ReviewServer:
 
     def start(self) -> ReviewServer:
         """Serve in a daemon thread."""
-        self._thread = threading.Thread(target=self._server.serve_forever, name="replicate-review", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="replicate-review", daemon=True
+        )
         self._thread.start()
         return self
 

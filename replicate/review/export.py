@@ -56,7 +56,9 @@ def decisions(path: str | os.PathLike[str]) -> pd.DataFrame:
     df = pd.DataFrame([e.to_dict() for e in events], columns=list(ReviewStore.columns()))
     df["label"] = df["label"].astype("Int64")
     df["undoes"] = df["undoes"].astype("Int64")
-    df["standing"] = np.array([e.verdict != "undo" and not state.is_undone(e.seq) for e in events], dtype=bool)
+    df["standing"] = np.array(
+        [e.verdict != "undo" and not state.is_undone(e.seq) for e in events], dtype=bool
+    )
     df["time"] = pd.to_datetime(df["time"], utc=True, format="ISO8601")
     return df
 
@@ -77,11 +79,15 @@ def verdicts(path: str | os.PathLike[str], kind: Literal["label", "pair"] = "lab
     rows = []
     for key in keys:
         _, item, ref_set, ref_id = key
-        row: dict[str, Any] = {"id": item} if kind == "label" else {
-            "query_id": item,
-            "reference_set": ref_set,
-            "reference_id": ref_id,
-        }
+        row: dict[str, Any] = (
+            {"id": item}
+            if kind == "label"
+            else {
+                "query_id": item,
+                "reference_set": ref_set,
+                "reference_id": ref_id,
+            }
+        )
         final = None
         for stage in STAGES:
             e = state.verdict(key, stage)
@@ -153,14 +159,20 @@ class Agreement:
         if not self.n_items:
             return head + "no item decided by both raters."
         lines = [
-            head + f"{self.n_agree}/{self.n_items} items agree; Cohen's kappa = "
-            + (f"{self.kappa:.3f} ({100 * (1 - self.alpha):g}% CI {self.ci_low:.3f} to {self.ci_high:.3f})"
-               if not math.isnan(self.kappa) else "undefined"),
+            head
+            + f"{self.n_agree}/{self.n_items} items agree; Cohen's kappa = "
+            + (
+                f"{self.kappa:.3f} ({100 * (1 - self.alpha):g}% CI {self.ci_low:.3f} to {self.ci_high:.3f})"
+                if not math.isnan(self.kappa)
+                else "undefined"
+            ),
         ]
         if self.note:
             lines.append(self.note)
         width = max(len(c) for c in self.categories)
-        lines.append(" " * (width + 2) + " ".join(f"{c[:8]:>8}" for c in self.categories) + f"   <- {self.rater_b}")
+        lines.append(
+            " " * (width + 2) + " ".join(f"{c[:8]:>8}" for c in self.categories) + f"   <- {self.rater_b}"
+        )
         for c, row in zip(self.categories, self.table):
             lines.append(f"{c:>{width}}  " + " ".join(f"{v:>8d}" for v in row))
         lines.append(f"rows: {self.rater_a}")

@@ -74,9 +74,20 @@ class ReviewQueue:
         keyword_column: str = "keyword",
     ) -> None:
         if not isinstance(candidates, ImageSet):
-            raise fail("candidates", type(candidates).__name__, "an ImageSet", "Read one with replicate.load(path).", error=TypeError)
+            raise fail(
+                "candidates",
+                type(candidates).__name__,
+                "an ImageSet",
+                "Read one with replicate.load(path).",
+                error=TypeError,
+            )
         if len(candidates.class_names) == 0:
-            raise fail("candidates.class_names", candidates.class_names, "at least one class name", "Label the set first.")
+            raise fail(
+                "candidates.class_names",
+                candidates.class_names,
+                "at least one class name",
+                "Label the set first.",
+            )
         self.candidates = candidates
         self.class_names: tuple[str, ...] = candidates.class_names
         self.ids: np.ndarray = candidates.ids
@@ -158,7 +169,9 @@ class ReviewQueue:
         if pairs is None:
             pairs = pd.DataFrame({c: pd.Series([], dtype=str) for c in PAIR_KEY_COLUMNS})
         if not isinstance(pairs, pd.DataFrame):
-            raise fail("pairs", type(pairs).__name__, "a pandas DataFrame (DedupResult.pairs)", error=TypeError)
+            raise fail(
+                "pairs", type(pairs).__name__, "a pandas DataFrame (DedupResult.pairs)", error=TypeError
+            )
         missing = [c for c in PAIR_KEY_COLUMNS if c not in pairs.columns]
         if missing:
             raise fail(
@@ -203,8 +216,12 @@ class ReviewQueue:
         if len(set(keys)) != len(keys):
             seen: set[tuple[str, str, str]] = set()
             dup = [k for k in keys if k in seen or seen.add(k)]  # type: ignore[func-returns-value]
-            raise fail("pairs", f"{len(dup)} repeated pairs, e.g. {dup[:2]}", "one row per pair", "Drop the repeats.")
-        dist = [c for c in pairs.columns if c not in PAIR_KEY_COLUMNS and pd.api.types.is_numeric_dtype(pairs[c])]
+            raise fail(
+                "pairs", f"{len(dup)} repeated pairs, e.g. {dup[:2]}", "one row per pair", "Drop the repeats."
+            )
+        dist = [
+            c for c in pairs.columns if c not in PAIR_KEY_COLUMNS and pd.api.types.is_numeric_dtype(pairs[c])
+        ]
         self.distance_columns = tuple(str(c) for c in dist)
         self.distances = {str(c): pairs[c].to_numpy(dtype=float) for c in dist}
         self.pair_query, self.pair_ref_set, self.pair_ref_id = q, rs, ri

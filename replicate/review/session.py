@@ -237,7 +237,9 @@ class ReviewSession:
                     "query_id": qid,
                     "reference_set": rset,
                     "reference_id": rid,
-                    "query_class": q.class_names[int(q.labels[qpos])] if qpos is not None and q.labels[qpos] >= 0 else None,
+                    "query_class": q.class_names[int(q.labels[qpos])]
+                    if qpos is not None and q.labels[qpos] >= 0
+                    else None,
                     "distances": {c: _num(q.distances[c][i]) for c in q.distance_columns},
                     "status": PAIR_STATUSES[int(st[i])],
                     "decision": _brief(self.state.verdict(key, stage)),
@@ -294,7 +296,9 @@ class ReviewSession:
                 verdict = check_choice("verdict", verdict, LABEL_VERDICTS)
                 pos = q.position(item) if isinstance(item, str) else None
                 if pos is None:
-                    raise fail("item", item, f"the id of a candidate in {q.candidates.name!r}", error=KeyError)
+                    raise fail(
+                        "item", item, f"the id of a candidate in {q.candidates.name!r}", error=KeyError
+                    )
                 if ref_set or ref_id:
                     raise fail("ref_set/ref_id", (ref_set, ref_id), "empty for a label decision")
                 if stage == "verify" and self.status["select"][pos] not in _SELECTED:
@@ -311,13 +315,25 @@ class ReviewSession:
                         raise fail("label", label, "a class name or index for verdict 'relabel'")
                     new = q.class_index(label)
                     if new == shown:
-                        raise fail("label", label, f"a class other than the shown one ({q.class_names[shown]!r})", "Use 'accept' to keep it.")
+                        raise fail(
+                            "label",
+                            label,
+                            f"a class other than the shown one ({q.class_names[shown]!r})",
+                            "Use 'accept' to keep it.",
+                        )
                 elif label is not None:
-                    raise fail("label", label, f"omitted for verdict {verdict!r} (only 'relabel' takes a label)")
+                    raise fail(
+                        "label", label, f"omitted for verdict {verdict!r} (only 'relabel' takes a label)"
+                    )
                 else:
                     new = shown if verdict == "accept" else None
                 if verdict == "accept" and (new is None or new < 0):
-                    raise fail("verdict", verdict, "'relabel' for an unlabelled candidate", "Give it a class with 'relabel'.")
+                    raise fail(
+                        "verdict",
+                        verdict,
+                        "'relabel' for an unlabelled candidate",
+                        "Give it a class with 'relabel'.",
+                    )
                 event = self.store.append(
                     reviewer=reviewer,
                     stage=stage,
@@ -333,11 +349,25 @@ class ReviewSession:
                 verdict = check_choice("verdict", verdict, PAIR_VERDICTS)
                 if label is not None:
                     raise fail("label", label, "omitted for a pair decision")
-                i = q.pair_index.get((item, ref_set, ref_id)) if all(isinstance(x, str) for x in (item, ref_set, ref_id)) else None
+                i = (
+                    q.pair_index.get((item, ref_set, ref_id))
+                    if all(isinstance(x, str) for x in (item, ref_set, ref_id))
+                    else None
+                )
                 if i is None:
-                    raise fail("pair", (item, ref_set, ref_id), "a flagged pair (query_id, reference_set, reference_id) of the queue", error=KeyError)
+                    raise fail(
+                        "pair",
+                        (item, ref_set, ref_id),
+                        "a flagged pair (query_id, reference_set, reference_id) of the queue",
+                        error=KeyError,
+                    )
                 if stage == "verify" and self.pair_status["select"][i] == 0:
-                    raise fail("pair", (item, ref_set, ref_id), "a pair decided in the select stage to verify it", error=LookupError)
+                    raise fail(
+                        "pair",
+                        (item, ref_set, ref_id),
+                        "a pair decided in the select stage to verify it",
+                        error=LookupError,
+                    )
                 event = self.store.append(
                     reviewer=reviewer,
                     stage=stage,
@@ -388,7 +418,9 @@ class ReviewSession:
 def check_reviewer(name: Any) -> str:
     """A reviewer name: 1-64 printable characters."""
     if not isinstance(name, str) or not name.strip():
-        raise fail("reviewer", name, "a non-empty name", "Pass --reviewer NAME (or ?reviewer=NAME in the page URL).")
+        raise fail(
+            "reviewer", name, "a non-empty name", "Pass --reviewer NAME (or ?reviewer=NAME in the page URL)."
+        )
     name = name.strip()
     if len(name) > 64 or not name.isprintable():
         raise fail("reviewer", name, "at most 64 printable characters")

@@ -130,7 +130,12 @@ class ReviewStore:
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
         p = Path(path)
         if p.is_dir():
-            raise fail("path", str(p), "a file path for the SQLite review log, not a directory", error=IsADirectoryError)
+            raise fail(
+                "path",
+                str(p),
+                "a file path for the SQLite review log, not a directory",
+                error=IsADirectoryError,
+            )
         if not create and not p.is_file():
             raise fail(
                 "path",
@@ -211,7 +216,19 @@ class ReviewStore:
             con.execute("BEGIN IMMEDIATE")
             try:
                 event = self._insert(
-                    con, reviewer, stage, kind, item, ref_set, ref_id, verdict, label, class_name, reason, None, session
+                    con,
+                    reviewer,
+                    stage,
+                    kind,
+                    item,
+                    ref_set,
+                    ref_id,
+                    verdict,
+                    label,
+                    class_name,
+                    reason,
+                    None,
+                    session,
                 )
                 con.execute("COMMIT")
             except BaseException:
@@ -278,7 +295,9 @@ class ReviewStore:
     def events(self, since: int = 0) -> list[Event]:
         """Every event with ``seq > since``, in log order."""
         with self._connect() as con:
-            rows = con.execute(f"SELECT {', '.join(_COLUMNS)} FROM events WHERE seq > ? ORDER BY seq", (since,))
+            rows = con.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM events WHERE seq > ? ORDER BY seq", (since,)
+            )
             return [Event(*r) for r in rows.fetchall()]
 
     def count(self) -> int:
