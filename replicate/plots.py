@@ -218,14 +218,18 @@ def class_drop_plot(
     *,
     name: str,
     title: str,
+    others: Sequence[Sequence[float]] | None = None,
+    reference: str | None = None,
     fmt: str = "png",
     dpi: int = 110,
     label_top: int = 10,
 ) -> Figure:
-    """Drop per class (original minus new accuracy, in points) with its interval.
+    """Drop per class (original minus new accuracy, in points) of one model with its interval.
 
-    Up to 40 classes are drawn as labelled bars; more (e.g. ImageNet's 1,000) as the
-    sorted drop profile with its interval band and the ``label_top`` largest drops named.
+    Up to 40 classes are drawn as labelled bars, with the other models' drops per class
+    (``others``, one sequence per model in the same class order) as grey dots; more classes
+    (e.g. ImageNet's 1,000) as the sorted drop profile with its interval band and the
+    ``label_top`` largest drops named.
     """
     plt = _pyplot()
     g = np.asarray(gap, float) * 100
@@ -236,7 +240,13 @@ def class_drop_plot(
         fig, ax = plt.subplots(figsize=(6.4, max(2.4, 0.28 * k + 1.0)))
         order = np.arange(k)[::-1]
         xerr = None if lo is None or hi is None else np.abs(np.vstack([g - lo, hi - g]))[:, order]
-        ax.barh(np.arange(k), g[order], xerr=xerr, color=np.where(g[order] >= 0, "#c0504d", "#4f81bd"), alpha=0.85, capsize=2)
+        ax.barh(np.arange(k), g[order], xerr=xerr, color=np.where(g[order] >= 0, "#c0504d", "#4f81bd"), alpha=0.85,
+                capsize=2, label=reference)
+        if others:
+            o = np.asarray(others, float)[:, order] * 100
+            ax.scatter(o.ravel(), np.tile(np.arange(k), o.shape[0]), s=7, color="0.35", alpha=0.45, zorder=3,
+                       label=f"other models ({o.shape[0]})")
+            ax.legend(fontsize=7, loc="lower right")
         ax.set_yticks(np.arange(k), [classes[i] for i in order], fontsize=8)
         ax.axvline(0, color="0.3", lw=0.8)
         ax.set_xlabel("drop (percentage points, original - new)")
@@ -258,11 +268,16 @@ def class_drop_plot(
     ax.set_title(title, fontsize=11)
     ax.grid(True, axis="x" if k <= 40 else "y", alpha=0.3)
     worst = [classes[i] for i in np.argsort(-g)[:3]]
+    who = f" of {reference}" if reference else ""
     alt = (
-        f"{kind.capitalize()} of the accuracy drop for each of {k} classes in percentage points"
-        f"{' with intervals' if lo is not None else ''}; largest drops: {', '.join(worst)}."
+        f"{kind.capitalize()} of the accuracy drop{who} for each of {k} classes in percentage points"
+        f"{' with intervals' if lo is not None else ''}"
+        f"{' and grey dots for the other models' if others and k <= 40 else ''}; largest drops: {', '.join(worst)}."
     )
-    caption = "Drop per class (original minus new accuracy, percentage points), with its interval."
+    caption = (
+        f"Drop per class{who} (original minus new accuracy, percentage points), with its interval"
+        + ("; grey dots: the other models." if others and k <= 40 else ".")
+    )
     return Figure(name, title, alt, caption, _encode(fig, fmt, dpi), fmt)
 
 

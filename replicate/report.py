@@ -176,6 +176,7 @@ class ResultSection:
     summary: str
     numbers: Mapping[str, Any]
     figures: tuple[str, ...] = ()
+    highlights: tuple[str, ...] = ()
     data: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -183,6 +184,7 @@ class ResultSection:
             "kind": self.kind,
             "label": self.label,
             "summary": self.summary,
+            "highlights": list(self.highlights),
             "numbers": dict(self.numbers),
             "figures": list(self.figures),
             "result": dict(self.data),
@@ -318,329 +320,189 @@ def _slug(text: str) -> str:
 # --------------------------------------------------------------------------- comparisons
 
 
-def _set_info(d: Mapping[str, Any], role: str) -> TestSetInfo:
-    """The original/new test set of a comparison dict (nested or flat keys)."""
-    nested = d.get(role)
-    if isinstance(nested, Mapping):
-        name = _pick(nested, "name", "dataset")
-        return TestSetInfo(
-            str(name) if name is not None else "",
-            _int(_pick(nested, "n", "size")),
-            _pick(nested, "fingerprint", "dataset_fingerprint"),
-        )
-    name = _pick(d, f"{role}_name", f"{role}_dataset", default=nested if isinstance(nested, str) else None)
-    return TestSetInfo(
-        str(name) if name is not None else "",
-        _int(_pick(d, f"{role}_n", f"n_{role}")),
-        _pick(d, f"{role}_fingerprint"),
-    )
+_ROW_KEYS = {
+    # replicate.stats.Comparison.rows() -> report row fields
+    "model": "model",
+    "n_orig": "original_n",
+    "correct_orig": "original_correct",
+    "acc_orig": "original_acc",
+    "acc_orig_lower": "original_low",
+    "acc_orig_upper": "original_high",
+    "n_new": "new_n",
+    "correct_new": "new_correct",
+    "acc_new": "new_acc",
+    "acc_new_lower": "new_low",
+    "acc_new_upper": "new_high",
+    "gap": "gap",
+    "gap_lower": "gap_low",
+    "gap_upper": "gap_high",
+    "p_value": "p_value",
+    "p_adjusted": "p_adjusted",
+    "effective_robustness": "effective_robustness",
+    "effective_robustness_lower": "er_low",
+    "effective_robustness_upper": "er_high",
+    "rank_orig": "rank_original",
+    "rank_new": "rank_new",
+}
+_REQUIRED_ROW_KEYS = ("model", "n_orig", "correct_orig", "acc_orig", "n_new", "correct_new", "acc_new", "gap")
 
 
-def _interval(m: Mapping[str, Any], prefix: str) -> tuple[float | None, float | None]:
-    ci = _pick(m, f"{prefix}_ci", f"{prefix}_interval")
-    if isinstance(ci, Mapping):
-        return _num(_pick(ci, "low", "lower")), _num(_pick(ci, "high", "upper"))
-    if isinstance(ci, (list, tuple)) and len(ci) == 2:
-        return _num(ci[0]), _num(ci[1])
-    return (
-        _num(_pick(m, f"{prefix}_low", f"{prefix}_lower", f"{prefix}_ci_low")),
-        _num(_pick(m, f"{prefix}_high", f"{prefix}_upper", f"{prefix}_ci_high")),
-    )
-
-
-def _model_row(m: Mapping[str, Any]) -> ModelRow:
-    o_low, o_high = _interval(m, "original")
-    n_low, n_high = _interval(m, "new")
-    g_low, g_high = _interval(m, "gap")
-    e_low, e_high = _interval(m, "effective_robustness")
-    if e_low is None:
-        e_low, e_high = _interval(m, "er")
-    orig_acc = _num(_pick(m, "original_accuracy", "original_acc"))
-    new_acc = _num(_pick(m, "new_accuracy", "new_acc"))
-    gap = _num(_pick(m, "gap", "drop"))
-    name = _pick(m, "model", "name")
-    if name is None or orig_acc is None or new_acc is None or gap is None:
+def _model_row(m: Mapping[str, Any], where: str) -> ModelRow:
+    missing = [k for k in _REQUIRED_ROW_KEYS if m.get(k) is None]
+    if missing:
         raise fail(
-            "comparison model entry",
-            {k: m[k] for k in list(m)[:6]},
-            "a dict with the model's name, original and new accuracy and gap",
-            "Pass the Comparison returned by replicate.stats.compare (or its to_dict()).",
+            where,
+            {k: m.get(k) for k in list(m)[:4]},
+            f"a model row of replicate.stats.Comparison with {', '.join(_REQUIRED_ROW_KEYS)} (missing: {', '.join(missing)})",
+            "Pass the Comparison returned by replicate.stats.compare, or the JSON of 'replicate compare --json'.",
         )
-    return ModelRow(
-        model=str(name),
-        original_n=_int(_pick(m, "original_n", "n_original")),
-        original_correct=_int(_pick(m, "original_correct", "correct_original")),
-        original_acc=orig_acc,
-        original_low=o_low,
-        original_high=o_high,
-        new_n=_int(_pick(m, "new_n", "n_new")),
-        new_correct=_int(_pick(m, "new_correct", "correct_new")),
-        new_acc=new_acc,
-        new_low=n_low,
-        new_high=n_high,
-        gap=gap,
-        gap_low=g_low,
-        gap_high=g_high,
-        p_value=_num(_pick(m, "p_value", "pvalue")),
-        p_adjusted=_num(_pick(m, "p_adjusted", "p_adj", "adjusted_p_value")),
-        effective_robustness=_num(_pick(m, "effective_robustness", "er")),
-        er_low=e_low,
-        er_high=e_high,
-        rank_original=_num(_pick(m, "rank_original", "original_rank")),
-        rank_new=_num(_pick(m, "rank_new", "new_rank")),
-        flags=tuple(str(f) for f in (_pick(m, "flags", default=()) or ())),
-    )
+    kw: dict[str, Any] = {}
+    for src, dst in _ROW_KEYS.items():
+        v = m.get(src)
+        if dst == "model":
+            kw[dst] = str(v)
+        elif dst.endswith("_n") or dst.endswith("_correct"):
+            kw[dst] = _int(v)
+        else:
+            kw[dst] = _num(v)
+    flags = [str(f) for f in (m.get("flags") or ())]
+    if m.get("in_fit") is False:
+        flags.append("left out of the fit")
+    return ModelRow(**kw, flags=tuple(flags))
 
 
-def _fit(d: Mapping[str, Any] | None) -> FitSummary | None:
-    if not d:
+def _stats_fit(f: Mapping[str, Any] | None) -> FitSummary | None:
+    """A ``LinearFit.to_dict()`` in the report's form (the band is the line's confidence band)."""
+    if not f:
         return None
-    s_low, s_high = _interval(d, "slope")
-    i_low, i_high = _interval(d, "intercept")
-    band = _pick(d, "band", "bands")
-    grid = line = b_low = b_high = None
-    band_name = None
-    if isinstance(band, Mapping):
-        grid = _pick(band, "grid", "x")
-        line = _pick(band, "line", "fitted", "y")
-        b_low = _pick(band, "low", "lower", "confidence_low")
-        b_high = _pick(band, "high", "upper", "confidence_high")
-        band_name = _pick(band, "kind", "name", "label")
-    else:
-        grid = _pick(d, "grid", "band_x", "x_grid")
-        line = _pick(d, "line", "band_fit", "fitted")
-        b_low = _pick(d, "band_low", "confidence_low", "ci_low")
-        b_high = _pick(d, "band_high", "confidence_high", "ci_high")
-        band_name = _pick(d, "band_kind")
+    alpha = _num(f.get("alpha"))
+    level = f"{100 * (1 - alpha):g}% " if alpha is not None else ""
 
     def tup(v: Any) -> tuple[float, ...] | None:
         return None if v is None else tuple(float(x) for x in v)
 
-    known = {"slope", "intercept", "scale", "method", "band", "grid", "line", "band_low", "band_high", "band_kind", "r_squared", "r2"}
-    extra = {k: _json_safe(v) for k, v in d.items() if k not in known and not isinstance(v, (list, tuple, np.ndarray))}
+    def ci(v: Any) -> tuple[float | None, float | None]:
+        return (None, None) if not v else (_num(v[0]), _num(v[1]))
+
+    extra_keys = ("alpha", "n_models", "slope_se", "intercept_se", "residual_std", "df", "bootstrap", "n_bootstrap",
+                  "slope_boot_ci", "intercept_boot_ci", "boundary_rule", "clipped", "outliers", "seed")
     return FitSummary(
-        scale=str(_pick(d, "scale", default="probit")),
-        method=_pick(d, "method"),
-        slope=float(_pick(d, "slope")),
-        intercept=float(_pick(d, "intercept")),
-        slope_low=s_low,
-        slope_high=s_high,
-        intercept_low=i_low,
-        intercept_high=i_high,
-        r_squared=_num(_pick(d, "r_squared", "r2", "rsquared")),
-        band=None if band_name is None else str(band_name),
-        grid=tup(grid),
-        line=tup(line),
-        band_low=tup(b_low),
-        band_high=tup(b_high),
-        extra=extra,
+        scale=str(f.get("scale")),
+        method=f.get("method"),
+        slope=float(f["slope"]),
+        intercept=float(f["intercept"]),
+        slope_low=ci(f.get("slope_ci"))[0],
+        slope_high=ci(f.get("slope_ci"))[1],
+        intercept_low=ci(f.get("intercept_ci"))[0],
+        intercept_high=ci(f.get("intercept_ci"))[1],
+        r_squared=_num(f.get("r2")),
+        band=f"{level}confidence band of the line",
+        grid=tup(f.get("grid")),
+        line=tup(f.get("fitted")),
+        band_low=tup(f.get("conf_lower")),
+        band_high=tup(f.get("conf_upper")),
+        extra={k: _json_safe(f[k]) for k in extra_keys if k in f},
     )
 
 
-def _kind_of(v: Any) -> str | None:
-    """Which replicate.stats result a ``to_dict()`` output is, from its keys."""
-    if not isinstance(v, Mapping):
-        return None
-    k = set(v)
-    if {"gap", "lower", "upper", "p_adjusted"} <= k:
-        return "gap"
-    if {"slope", "intercept", "grid", "fitted"} <= k:
-        return "fit"
-    if {"effective_robustness", "predicted", "lower", "upper"} <= k:
-        return "er"
-    if {"kendall_tau", "rank_orig", "rank_new"} <= k:
-        return "ranks"
-    if {"verdict", "text"} <= k:
-        return "diagnosis"
-    if {"correct", "n", "accuracy", "lower", "upper"} <= k:
-        return "accuracy"
-    return None
+def _class_drops(drops: Mapping[str, Any] | None, rows: Sequence[ModelRow], max_entries: int) -> dict[str, Any] | None:
+    """Per-model per-class drops (``Comparison.class_drops``) in the report's form.
 
-
-def _columns_to_models(d: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Per-model rows from a comparison stored as per-result columns (stats ``to_dict()`` parts).
-
-    Returns the rows and the parts found (fit, diagnosis, ranks, per-class gaps, accuracy
-    interval method). Sub-results are recognised by their keys, so a comparison may name
-    them as it likes; the accuracy intervals are told apart by 'orig'/'new' in their key.
+    The reference model (drawn in the figure) is the one with the highest original accuracy.
+    When models x classes exceeds ``max_entries`` only the reference model's classes are kept,
+    and the others are named in ``omitted_models``.
     """
-    parts: dict[str, Any] = {}
-    for key, v in d.items():
-        kind = _kind_of(v)
-        if kind is None:
-            continue
-        low = key.lower()
-        if kind == "gap" and ("class" in low or "group" in low or "keyword" in low):
-            parts.setdefault("per_class", v)
-        elif kind == "accuracy":
-            parts["acc_new" if "new" in low else "acc_orig"] = v
-        else:
-            parts.setdefault(kind, v)
-    gap = parts.get("gap")
-    if gap is None:
-        return [], parts
-    names = list(gap.get("names") or [])
-    k = len(gap["gap"])
-    names = names or [f"model{i}" for i in range(k)]
-    rows: list[dict[str, Any]] = []
-    acc_o, acc_n, er, ranks = parts.get("acc_orig"), parts.get("acc_new"), parts.get("er"), parts.get("ranks")
-
-    def aligned(part: Mapping[str, Any] | None, field_: str, i: int) -> Any:
-        if part is None or part.get(field_) is None:
-            return None
-        pn = part.get("names")
-        if pn and list(pn) != names:
-            j = {n: t for t, n in enumerate(pn)}.get(names[i])
-            return None if j is None else part[field_][j]
-        return part[field_][i]
-
-    for i in range(k):
-        rows.append(
-            {
-                "model": names[i],
-                "original_n": gap["n_orig"][i],
-                "original_correct": gap["correct_orig"][i],
-                "original_accuracy": gap["acc_orig"][i],
-                "original_low": aligned(acc_o, "lower", i),
-                "original_high": aligned(acc_o, "upper", i),
-                "new_n": gap["n_new"][i],
-                "new_correct": gap["correct_new"][i],
-                "new_accuracy": gap["acc_new"][i],
-                "new_low": aligned(acc_n, "lower", i),
-                "new_high": aligned(acc_n, "upper", i),
-                "gap": gap["gap"][i],
-                "gap_low": gap["lower"][i],
-                "gap_high": gap["upper"][i],
-                "p_value": gap["p_value"][i],
-                "p_adjusted": gap["p_adjusted"][i],
-                "effective_robustness": aligned(er, "effective_robustness", i),
-                "effective_robustness_low": aligned(er, "lower", i),
-                "effective_robustness_high": aligned(er, "upper", i),
-                "rank_original": aligned(ranks, "rank_orig", i),
-                "rank_new": aligned(ranks, "rank_new", i),
-            }
-        )
-    return rows, parts
-
-
-def _stats_fit(f: Mapping[str, Any]) -> dict[str, Any]:
-    """A ``LinearFit.to_dict()`` in the report's fit form (band = the line's confidence band)."""
-    alpha = _num(f.get("alpha"))
-    level = f"{100 * (1 - alpha):g}% " if alpha is not None else ""
-    out = {
-        "scale": f.get("scale"),
-        "method": f.get("method"),
-        "slope": f.get("slope"),
-        "intercept": f.get("intercept"),
-        "slope_ci": f.get("slope_ci"),
-        "intercept_ci": f.get("intercept_ci"),
-        "r2": f.get("r2"),
-        "grid": f.get("grid"),
-        "line": f.get("fitted"),
-        "band_low": f.get("conf_lower"),
-        "band_high": f.get("conf_upper"),
-        "band_kind": f"{level}confidence band of the line",
+    if not drops:
+        return None
+    order = sorted(drops, key=lambda name: -next((r.original_acc for r in rows if r.model == name), -1.0))
+    ref = order[0]
+    total = sum(len(g.get("gap") or ()) for g in drops.values())
+    keep = list(drops) if total <= max_entries else [ref]
+    fields = ("n_orig", "correct_orig", "n_new", "correct_new", "acc_orig", "acc_new", "gap", "lower", "upper",
+              "p_adjusted")
+    first = drops[ref]
+    return {
+        "reference_model": ref,
+        "method": first.get("method"),
+        "adjust": first.get("adjust"),
+        "alpha": first.get("alpha"),
+        "models": {m: {"classes": list(drops[m].get("names") or []), **{k: drops[m].get(k) for k in fields}} for m in keep},
+        "omitted_models": [m for m in drops if m not in keep],
     }
-    for k in ("alpha", "n_models", "slope_se", "intercept_se", "residual_std", "df", "bootstrap", "n_bootstrap",
-              "slope_boot_ci", "intercept_boot_ci", "boundary_rule", "clipped", "outliers", "pred_lower", "pred_upper"):
-        if k in f:
-            out[k] = f[k]
-    return out
 
 
-def _stats_class_drops(g: Mapping[str, Any]) -> dict[str, Any]:
-    """A per-class ``GapCI.to_dict()`` (from ``group_drops``) in the report's per-class form."""
-    keep = ("names", "n_orig", "correct_orig", "n_new", "correct_new", "acc_orig", "acc_new", "gap", "lower",
-            "upper", "p_adjusted", "method", "adjust", "alpha")
-    out = {k: g[k] for k in keep if k in g}
-    out["classes"] = out.pop("names", None)
-    out["gap_low"] = out.pop("lower", None)
-    out["gap_high"] = out.pop("upper", None)
-    return out
-
-
-def _comparison_section(obj: Any, index: int, label: str | None) -> ComparisonSection:
+def _comparison_sections(
+    obj: Any, index: int, label: str | None, max_class_entries: int, fingerprints: Mapping[str, str]
+) -> list[ComparisonSection]:
+    """One section per metric of a ``replicate.stats.Comparison`` (top-1, and top-5 when it holds one)."""
     d = _as_dict(obj, f"comparisons[{index}]")
-    original = _set_info(d, "original")
-    new = _set_info(d, "new")
-    metric = str(_pick(d, "metric", default="top-1"))
-    models = _pick(d, "models", "rows", "per_model")
-    if not models:
-        models, parts = _columns_to_models(d)
-        d = dict(d)
-        if "fit" in parts:
-            d["fit"] = _stats_fit(parts["fit"])
-        if "diagnosis" in parts:
-            d["diagnosis"] = parts["diagnosis"]
-        if "ranks" in parts:
-            r = parts["ranks"]
-            d["rank_stability"] = {
-                k: r[k]
-                for k in ("kendall_tau", "kendall_ci", "kendall_p", "spearman_rho", "spearman_ci", "spearman_p",
-                          "bootstrap", "n_bootstrap", "largest_changes")
-                if k in r
-            }
-        if "per_class" in parts and not d.get("per_class"):
-            d["per_class"] = _stats_class_drops(parts["per_class"])
-        gap = parts.get("gap") or {}
-        acc = parts.get("acc_orig") or {}
-        d.setdefault("params", {})
-        d["params"] = {
-            **{k: v for k, v in (("interval_method", acc.get("method")), ("gap_method", gap.get("method")),
-                                  ("test", gap.get("test")), ("adjust", gap.get("adjust")), ("alpha", gap.get("alpha")))
-               if v is not None},
-            **(d["params"] if isinstance(d["params"], Mapping) else {}),
-        }
-    if not models:
+    where = f"comparisons[{index}]"
+    models = d.get("models")
+    if not isinstance(models, list) or not models:
         raise fail(
-            f"comparisons[{index}]",
+            where,
             {k: d[k] for k in list(d)[:5]},
-            "a comparison with per-model results ('models')",
-            "Pass the Comparison returned by replicate.stats.compare (or its to_dict()).",
+            "a comparison with per-model rows ('models')",
+            "Pass the Comparison returned by replicate.stats.compare, or the JSON of 'replicate compare --json'.",
         )
-    if isinstance(models, Mapping):  # {name: {...}}
-        models = [{"model": k, **v} for k, v in models.items()]
-    rows = tuple(_model_row(m) for m in models)
-    _check_one_table(rows, index, original, new)
-    fit = _fit(_pick(d, "fit", "linear_fit"))
-    drop = _pick(d, "drop", "drop_summary", default=None)
+    rows = tuple(_model_row(m, f"{where}.models[{i}]") for i, m in enumerate(models))
+    metric = str(d.get("metric") or "top-1")
+    names = [str(d.get(f"{side}_name") or "") for side in ("original", "new")]
+    infos = []
+    for side, name in zip(("original", "new"), names):
+        sizes = {getattr(r, f"{side}_n") for r in rows}
+        n = sizes.pop() if len(sizes) == 1 else None
+        fp = d.get(f"{side}_fingerprint") or fingerprints.get(name)
+        infos.append(TestSetInfo(name, n, fp))
+    _check_one_table(rows, index, infos[0], infos[1])
     gaps = np.array([r.gap for r in rows])
-    if not isinstance(drop, Mapping):
-        # The median and range of the per-model gaps the comparison states (order statistics, no estimate).
-        drop = {
-            "median": float(np.median(gaps)),
-            "min": float(gaps.min()),
-            "max": float(gaps.max()),
-            "min_model": rows[int(gaps.argmin())].model,
-            "max_model": rows[int(gaps.argmax())].model,
-            "n_models": len(rows),
-        }
-    diagnosis = _pick(d, "diagnosis")
-    if isinstance(diagnosis, Mapping):
-        verdict, text = _pick(diagnosis, "verdict"), _pick(diagnosis, "text", "summary")
-        diagnosis = " ".join(x for x in (f"Diagnosis: {verdict}." if verdict else None, text) if x) or None
-    methods = {
-        k: _json_safe(d[k])
-        for k in ("interval_method", "gap_method", "adjust", "adjust_method", "alpha", "test", "scale", "fit_method")
-        if k in d
+    drop = {
+        # order statistics of the per-model gaps the comparison states (no estimate is made here)
+        "median": float(np.median(gaps)),
+        "min": float(gaps.min()),
+        "max": float(gaps.max()),
+        "min_model": rows[int(gaps.argmin())].model,
+        "max_model": rows[int(gaps.argmax())].model,
+        "n_models": len(rows),
     }
-    if isinstance(d.get("params"), Mapping):
-        methods.update({k: _json_safe(v) for k, v in d["params"].items()})
-    key_label = label or _pick(d, "label", "name") or f"{original.name or 'original'} vs {new.name or 'new'} ({metric})"
-    return ComparisonSection(
-        key=f"c{index}-{_slug(str(key_label))}"[:60],
-        label=str(key_label),
-        original=original,
-        new=new,
+    diagnosis = d.get("diagnosis")
+    diag_text = None
+    if isinstance(diagnosis, Mapping):
+        diag_text = f"Diagnosis: {diagnosis.get('verdict')}. {diagnosis.get('text') or ''}".strip()
+    ranks = d.get("ranks")
+    rank_stability = None
+    if isinstance(ranks, Mapping):
+        rank_stability = {
+            k: _json_safe(ranks[k])
+            for k in ("kendall_tau", "kendall_ci", "kendall_p", "spearman_rho", "spearman_ci", "spearman_p",
+                      "bootstrap", "n_bootstrap", "alpha", "largest_changes")
+            if k in ranks
+        }
+    methods = {k: _json_safe(d[k]) for k in ("alpha", "interval_method", "gap_method", "test", "adjust") if k in d}
+    for key in ("unmatched_original", "unmatched_new", "fit_excluded"):
+        if d.get(key):
+            methods[key] = list(d[key])
+    text = label or f"{names[0] or 'original'} vs {names[1] or 'new'} ({metric})"
+    if label and metric != "top-1":
+        text = f"{label} ({metric})"
+    sec = ComparisonSection(
+        key=f"c{index}-{_slug(text)}"[:60],
+        label=text,
+        original=infos[0],
+        new=infos[1],
         metric=metric,
         rows=rows,
-        fit=fit,
-        diagnosis=None if diagnosis is None else str(diagnosis),
-        drop=_json_safe(drop),
+        fit=_stats_fit(d.get("fit")),
+        diagnosis=diag_text,
+        drop=drop,
         methods=methods,
-        rank_stability=_json_safe(_pick(d, "rank_stability", "ranks")) if isinstance(_pick(d, "rank_stability", "ranks"), Mapping) else None,
-        per_class=_json_safe(_pick(d, "per_class", "class_drops")) if _pick(d, "per_class", "class_drops") else None,
+        rank_stability=rank_stability,
+        per_class=_class_drops(d.get("class_drops"), rows, max_class_entries),
     )
+    out = [sec]
+    if isinstance(d.get("top5"), Mapping):
+        out.extend(_comparison_sections(d["top5"], index, label, max_class_entries, fingerprints))
+    return out
 
 
 def _check_one_table(rows: Sequence[ModelRow], index: int, original: TestSetInfo, new: TestSetInfo) -> None:
@@ -668,8 +530,12 @@ def _check_one_table(rows: Sequence[ModelRow], index: int, original: TestSetInfo
             )
 
 
-def _check_labelled(sections: Sequence[ComparisonSection]) -> None:
-    """Several comparisons in one report must each say which test sets they compare."""
+def _check_labelled(sections: Sequence[ComparisonSection], labelled: bool) -> None:
+    """Several comparisons in one report must each say which test sets they compare.
+
+    Unnamed test sets, or one pair of names for different test sets (other sizes or
+    fingerprints), are refused unless the caller labels the comparisons apart.
+    """
     if len(sections) > 1:
         for i, s in enumerate(sections):
             for side in ("original", "new"):
@@ -685,7 +551,7 @@ def _check_labelled(sections: Sequence[ComparisonSection]) -> None:
     for i, s in enumerate(sections):
         key = (s.original.name, s.new.name, s.metric)
         other = seen.get(key)
-        if other is not None and (
+        if other is not None and not labelled and (
             (other.original.fingerprint, other.new.fingerprint, other.original.n, other.new.n)
             != (s.original.fingerprint, s.new.fingerprint, s.original.n, s.new.n)
         ):
@@ -720,14 +586,45 @@ def _scalars(d: Mapping[str, Any], prefix: str = "", depth: int = 0) -> dict[str
     return out
 
 
+def _highlights(kind: str, d: Mapping[str, Any]) -> list[str]:
+    """The few numbers a reader looks for first, in words (copied from the result)."""
+    out: list[str] = []
+    if kind == "shift" and "auc" in d:
+        acc_ci, auc_ci = d.get("accuracy_ci") or (None, None), d.get("auc_ci") or (None, None)
+        out.append(
+            f"Held-out accuracy {_pct(_num(d.get('accuracy')))}% {_ival(_num(acc_ci[0]), _num(acc_ci[1]))} "
+            f"({d.get('n_correct')} of {d.get('n_total')}), AUC {_num_fmt(_num(d.get('auc')))} "
+            f"[{_num_fmt(_num(auc_ci[0]))}, {_num_fmt(_num(auc_ci[1]))}], permutation p = {_pfmt(_num(d.get('p_value')))}"
+            f" ({d.get('permutations')} permutations); features {d.get('features')}, classifier {d.get('classifier')}."
+        )
+        if d.get("distinguishable") is not None:
+            out.append("The sets are distinguishable." if d["distinguishable"] else "The sets are not distinguishable.")
+    if kind == "sampling" and "n_selected" in d:
+        out.append(
+            f"{d.get('n_selected')} of {d.get('target_total')} targeted images drawn "
+            f"({len(d.get('shortfalls') or [])} strata short); method {d.get('method')}, seed {d.get('seed')}."
+        )
+    return out
+
+
 def _result_section(obj: Any, kind: str, index: int) -> ResultSection:
     d = _json_safe(_as_dict(obj, f"{kind}[{index}]"))
     summary = obj.summary() if hasattr(obj, "summary") else ""
     label = _pick(d, "label", "name", "dataset", default=None)
     if label is None:
-        a, b = _pick(d, "a", "a_name", "query"), _pick(d, "b", "b_name", "reference")
-        label = f"{a} vs {b}" if isinstance(a, str) and isinstance(b, str) else f"{kind} {index + 1}"
-    return ResultSection(kind=kind, label=str(label), summary=str(summary), numbers=_scalars(d), data=d)
+        a = _pick(d, "name_a", "a", "a_name", "query")
+        b = _pick(d, "name_b", "b", "b_name", "reference")
+        label = f"{a} vs {b}" if isinstance(a, str) and isinstance(b, str) else None
+    if label is None and kind == "sampling" and isinstance(d.get("pool"), Mapping):
+        label = f"sample from {d['pool'].get('name')}"
+    return ResultSection(
+        kind=kind,
+        label=str(label or f"{kind} {index + 1}"),
+        summary=str(summary),
+        numbers=_scalars(d),
+        highlights=tuple(_highlights(kind, d)),
+        data=d,
+    )
 
 
 def _manifest(obj: Any, index: int) -> dict[str, Any]:
@@ -772,24 +669,25 @@ def _class_figure(c: ComparisonSection, fmt: str, dpi: int) -> Figure | None:
     pc = c.per_class
     if not pc:
         return None
-    names = _pick(pc, "classes", "class_names", "names")
-    gap = _pick(pc, "gap", "drop")
-    if names is None or gap is None:
-        return None
-    low, high = _interval(pc, "gap")
-    if low is None:
-        low = _pick(pc, "gap_low", "low")
-        high = _pick(pc, "gap_high", "high")
+    ref = pc["reference_model"]
+    m = pc["models"][ref]
+    others = [
+        dict(zip(v["classes"], v["gap"], strict=True)) for name, v in pc["models"].items() if name != ref
+    ]
     from replicate.plots import class_drop_plot
 
-    what = _pick(pc, "model", "what", default="")
+    def floats(v: Any) -> list[float]:
+        return [float("nan") if x is None else float(x) for x in v]
+
     return class_drop_plot(
-        [str(x) for x in names],
-        [float(x) if x is not None else float("nan") for x in gap],
-        None if low is None else [float(x) if x is not None else float("nan") for x in low],
-        None if high is None else [float(x) if x is not None else float("nan") for x in high],
+        [str(x) for x in m["classes"]],
+        floats(m["gap"]),
+        floats(m["lower"]),
+        floats(m["upper"]),
+        others=[[float(o.get(k, float("nan")) or float("nan")) for k in m["classes"]] for o in others] or None,
         name=f"{c.key}-classes",
-        title=f"Drop per class: {c.label}" + (f" ({what})" if what else ""),
+        title=f"Drop per class: {c.label}",
+        reference=ref,
         fmt=fmt,
         dpi=dpi,
     )
@@ -806,8 +704,14 @@ def _imageset_by_name(test_sets: Any) -> dict[str, Any]:
 def _keyword_figures(sec: ResultSection, obj: Any, fmt: str, dpi: int, key: str) -> list[Figure]:
     """Keyword distribution of the new set against its target, when the result holds both."""
     d = sec.data
-    new_counts = _pick(d, "keyword_counts", "selected_keyword_counts", "new_keyword_counts")
-    target = _pick(d, "target_keyword_counts", "target_counts", "keyword_targets")
+    strata = d.get("strata")
+    if isinstance(strata, list) and strata and isinstance(strata[0], Mapping) and "achieved" in strata[0]:
+        # replicate.sampling.SamplingResult: achieved vs target per (class, keyword) stratum
+        new_counts = {f"{r['class']}/{r['keyword']}": r["achieved"] for r in strata}
+        target = {f"{r['class']}/{r['keyword']}": r["target"] for r in strata}
+    else:
+        new_counts = _pick(d, "keyword_counts", "selected_keyword_counts", "new_keyword_counts")
+        target = _pick(d, "target_keyword_counts", "target_counts", "keyword_targets")
     if not isinstance(new_counts, Mapping) or not isinstance(target, Mapping):
         return []
     # nested {class: {keyword: count}} -> flat "class/keyword"
@@ -885,6 +789,32 @@ def _pair_figures(sec: ResultSection, sets: Mapping[str, Any], fmt: str, dpi: in
     ]
 
 
+def _shift_figures(sec: ResultSection, sets: Mapping[str, Any], dpi: int, key: str, per_row: int = 8) -> list[Figure]:
+    """The most distinguishing images of each set (as in Torralba & Efros 2011), where the pixels are at hand."""
+    d = sec.data
+    rows = []
+    for side in ("a", "b"):
+        name, ids = d.get(f"name_{side}"), d.get(f"top_{side}")
+        s = sets.get(name) if isinstance(name, str) else None
+        if s is None or not ids:
+            continue
+        try:
+            pos = s.positions([str(i) for i in ids[:per_row]])
+        except (KeyError, ValueError):
+            continue
+        rows.append((f"most {name}-like", [np.asarray(s.images[p]) for p in pos]))
+    if not rows:
+        return []
+    from replicate.plots import image_grid
+
+    fig = image_grid(rows, name=f"{key}-distinguishing", title=f"Most distinguishing images: {sec.label}", set_label=sec.label, fmt="png", dpi=dpi)
+    alt = (
+        f"Two rows of images: the held-out images the classifier scored as most typical of each set ({sec.label}),"
+        f" up to {per_row} per set."
+    )
+    return [_replace(fig, alt=alt, caption="The images the dataset classifier found most typical of each set (held-out scores).")]
+
+
 def _grid_figure(s: Any, seed: int, per_class: int, max_classes: int, fmt: str, dpi: int) -> Figure | None:
     labels = np.asarray(s.labels)
     classes = [k for k in range(len(s.class_names)) if np.any(labels == k)]
@@ -923,6 +853,8 @@ def build_report(
     images_per_class: int = 8,
     max_grid_classes: int = 20,
     max_pairs: int = 24,
+    max_class_entries: int = 20_000,
+    fingerprints: Mapping[str, str] | None = None,
     created: str | None = None,
 ) -> Report:
     """Gather results into a :class:`Report` and draw its figures.
@@ -951,6 +883,13 @@ def build_report(
         ``"png"`` (default) or ``"svg"`` for charts (image grids are always PNG).
     seed
         seed for the random images shown per class (stored in the report).
+    max_class_entries
+        per-class drops of every model are kept while models x classes stays below this;
+        beyond it (e.g. 67 models x 1,000 ImageNet classes) only the reference model's
+        (highest original accuracy) are kept and the others are listed as omitted.
+    fingerprints
+        content fingerprints of test sets by name, for comparisons that do not carry them
+        (the fingerprints of ``test_sets`` are used too).
 
     Raises
     ------
@@ -971,8 +910,15 @@ def build_report(
     comps = seq(comparisons)
     if labels is not None and len(labels) != len(comps):
         raise fail("labels", list(labels), f"one label per comparison ({len(comps)})")
-    sections = [_comparison_section(c, i, None if labels is None else labels[i]) for i, c in enumerate(comps)]
-    _check_labelled(sections)
+    sets = _imageset_by_name(test_sets)
+    fps = {name: s.fingerprint for name, s in sets.items()}
+    fps.update(fingerprints or {})
+    sections = [
+        sec
+        for i, c in enumerate(comps)
+        for sec in _comparison_sections(c, i, None if labels is None else labels[i], max_class_entries, fps)
+    ]
+    _check_labelled(sections, labelled=labels is not None)
 
     figures: list[Figure] = []
     final: list[ComparisonSection] = []
@@ -1016,7 +962,10 @@ def build_report(
                 )
             )
 
-    sets = _imageset_by_name(test_sets)
+    for obj in seq(sampling):  # a sampling result may carry the new test set it drew
+        drawn = getattr(obj, "testset", None)
+        if drawn is not None and getattr(drawn, "name", None) and drawn.name not in sets:
+            sets[drawn.name] = drawn
     sampling_secs, dedup_secs, shift_secs = [], [], []
     for i, obj in enumerate(seq(sampling)):
         sec = _result_section(obj, "sampling", i)
@@ -1030,7 +979,9 @@ def build_report(
         dedup_secs.append(_replace(sec, figures=tuple(f.name for f in figs)))
     for i, obj in enumerate(seq(shift)):
         sec = _result_section(obj, "shift", i)
-        shift_secs.append(sec)
+        figs = _shift_figures(sec, sets, dpi, f"shift{i}")
+        figures.extend(figs)
+        shift_secs.append(_replace(sec, figures=tuple(f.name for f in figs)))
 
     grid_names = []
     for s in sets.values():
@@ -1042,12 +993,12 @@ def build_report(
     manifest_list = [_manifest(m, i) for i, m in enumerate(seq(manifests))]
 
     # Test sets named anywhere, once each (by name and fingerprint).
-    infos: dict[tuple[str, str | None], TestSetInfo] = {}
+    infos: dict[tuple[str, int | None, str | None], TestSetInfo] = {}
     for c in final:
         for t in (c.original, c.new):
-            infos.setdefault((t.name, t.fingerprint), t)
+            infos.setdefault((t.name, t.n, t.fingerprint), t)
     for s in sets.values():
-        infos.setdefault((s.name, s.fingerprint), TestSetInfo(s.name, len(s), s.fingerprint))
+        infos.setdefault((s.name, len(s), s.fingerprint), TestSetInfo(s.name, len(s), s.fingerprint))
 
     absent: dict[str, str] = {}
     if not final:

@@ -48,8 +48,6 @@ def _read_json(path: str) -> Any:
 
 def classify(data: Any, path: str) -> list[tuple[str, Any]]:
     """Split one JSON document into (kind, object) pairs: comparison, manifest, sampling, dedup, shift."""
-    from replicate.report import _kind_of
-
     if isinstance(data, list):
         out: list[tuple[str, Any]] = []
         for item in data:
@@ -64,7 +62,7 @@ def classify(data: Any, path: str) -> list[tuple[str, Any]]:
         return [(stage, data)]
     if "comparisons" in data and isinstance(data["comparisons"], list):
         return [("comparison", c) for c in data["comparisons"]]
-    if "models" in data or any(_kind_of(v) == "gap" for v in data.values()):
+    if isinstance(data.get("models"), list) and "new_name" in data:  # replicate.stats.Comparison.to_dict()
         return [("comparison", data)]
     raise fail(
         "input",
