@@ -59,6 +59,7 @@ __all__ = [
     "mcnemar_test",
     "group_drops",
     "adjust_pvalues",
+    "interval_coverage",
     "linear_fit",
     "effective_robustness",
     "rank_stability",
@@ -303,6 +304,30 @@ def accuracy_ci(
     acc = c / m
     _readonly(c, m, acc, lo, hi)
     return AccuracyCI(c, m, acc, lo, hi, method, alpha, _names(names, c.size) if (names is not None or c.ndim) else ())
+
+
+def interval_coverage(
+    n: int,
+    p: Any,
+    alpha: float = 0.05,
+    method: IntervalMethod = "clopper-pearson",
+) -> np.ndarray:
+    """Exact coverage probability of :func:`accuracy_ci` intervals for true accuracies ``p``.
+
+    Sums the binomial probabilities of the outcomes ``k = 0..n`` whose interval contains ``p``
+    (no simulation error). Clopper-Pearson's coverage is at least ``1 - alpha`` for every ``p``.
+    """
+    n = check_int("n", n, minimum=1)
+    alpha = _check_alpha(alpha)
+    pv = np.asarray(p, dtype=float)
+    if np.any(~np.isfinite(pv) | (pv < 0) | (pv > 1)):
+        raise fail("p", p, "true accuracies in [0, 1]")
+    k = np.arange(n + 1)
+    ci = accuracy_ci(k, n, alpha=alpha, method=method)
+    flat = pv.ravel()
+    inside = (ci.lower[:, None] <= flat[None, :]) & (flat[None, :] <= ci.upper[:, None])
+    pmf = sps.binom.pmf(k[:, None], n, flat[None, :])
+    return np.sum(pmf * inside, axis=0).reshape(pv.shape)
 
 
 # --------------------------------------------------------------------------- the gap
@@ -1213,8 +1238,8 @@ def diagnose(
     nm = _names(names, k)
     lin = linear_fit(x, y, scale="linear", alpha=alpha, names=nm)
     if top_k is None:
-        top_k = max(3, int(round(k / 5)))
-    top_k = check_int("top_k", top_k, minimum=1, maximum=max(1, k - 3))
+        top_k = max(1, min(max(3, int(round(k / 5))), k - 3))
+    top_k = check_int("top_k", top_k, minimum=1, maximum=k - 1)
     order = np.argsort(-x, kind="stable")
     top, rest = order[:top_k], order[top_k:]
     excess, excess_ci = float("nan"), (float("nan"), float("nan"))
