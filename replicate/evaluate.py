@@ -15,6 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
+import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from replicate._validation import fail
+from replicate._validation import check_choice, check_int, fail
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -325,6 +328,420 @@ def make_result(
     )
 
 
+# --------------------------------------------------------------------------- models
+
+
+@dataclass
+class _Runner:
+    """A model made ready for inference: forward functions, preprocessing, identity."""
+
+    name: str
+    source: str
+    forward: Any
+    preprocessing: Any
+    num_classes: int | None
+    identity: dict[str, Any] | None
+    weights_sha256: str | None = None
+    features: Any = None
+    module: Any = None
+    card: Any = None
+
+
+def _module_identity(module: Any) -> dict[str, Any]:
+    """Identity of a module for the cache: its class and a hash of every parameter and buffer."""
+    import torch
+
+    d = hashlib.sha256()
+    for key, t in module.state_dict().items():
+        if not isinstance(t, torch.Tensor):
+            continue
+        t = t.detach().cpu().contiguous()
+        d.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
+        d.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    cls = type(module)
+    return {"class": f"{cls.__module__}.{cls.__qualname__}", "state_sha256": d.hexdigest()}
+
+
+def _prepare(
+    model_or_name: Any,
+    *,
+    weights: Any,
+    preprocessing: Any,
+    name: str | None,
+    cache_key: str | None,
+    device: str,
+    compile: bool,
+    need_features: bool = False,
+) -> _Runner:
+    import copy
+
+    import torch
+
+    from replicate.models._registry import ModelCard, Preprocessing, get_card, load_model
+
+    if preprocessing is not None and not isinstance(preprocessing, Preprocessing):
+        raise fail(
+            "preprocessing",
+            preprocessing,
+            "a replicate.models.Preprocessing",
+            "e.g. Preprocessing(scale='unit', mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)).",
+            error=TypeError,
+        )
+    card = None
+    module = None
+    source = "module"
+    identity: dict[str, Any] | None = None
+    sha = None
+    if isinstance(model_or_name, str) and model_or_name.startswith("hub:"):
+        spec = model_or_name[4:]
+        repo, _, entry = spec.rpartition(":")
+        if not repo or not entry:
+            raise fail("model", model_or_name, "'hub:owner/repo:entry' (a torch.hub entry point)")
+        module = torch.hub.load(repo, entry, trust_repo=True)
+        source = "hub"
+        name = name or model_or_name
+        identity = {"hub": spec, **_module_identity(module)}
+        fresh = False
+    elif isinstance(model_or_name, (str, ModelCard)):
+        card = get_card(model_or_name) if isinstance(model_or_name, str) else model_or_name
+        module = load_model(card, weights)
+        source, sha, fresh = "zoo", module.weights_sha256, True
+    elif isinstance(model_or_name, torch.nn.Module):
+        module = model_or_name
+        card = getattr(module, "card", None)
+        sha = getattr(module, "weights_sha256", None)
+        if card is not None and sha is not None:
+            source = "zoo"
+        fresh = False
+    elif callable(model_or_name):
+        if need_features:
+            raise fail(
+                "model",
+                model_or_name,
+                "a zoo name or a torch.nn.Module with forward_features(x) for feature extraction",
+                "Wrap your network in an nn.Module whose forward_features returns the penultimate layer.",
+                error=TypeError,
+            )
+        pre = preprocessing or Preprocessing()
+        fname = name or getattr(model_or_name, "__name__", type(model_or_name).__name__)
+        ident = None if cache_key is None else {"callable": cache_key}
+        return _Runner(fname, "callable", model_or_name, pre, None, ident)
+    else:
+        raise fail(
+            "model",
+            model_or_name,
+            "a zoo model name, a ModelCard, a torch.nn.Module, a callable or 'hub:owner/repo:entry'",
+            "See replicate.models.list_models().",
+            error=TypeError,
+        )
+
+    if card is not None:
+        pre = preprocessing or card.preprocessing
+        name = name or card.name
+        num_classes: int | None = card.num_classes
+        if sha is not None:
+            identity = {"card": card.name, "architecture": card.architecture, "weights_sha256": sha}
+    else:
+        pre = preprocessing or Preprocessing()
+        name = name or type(module).__name__
+        num_classes = None
+    if identity is None:
+        identity = _module_identity(module)
+    if cache_key is not None:
+        identity = {**identity, "cache_key": cache_key}
+
+    # Speed-ups that leave predictions unchanged: batch norm folded into convs (zoo
+    # architectures define fuse()), weights in channels-last memory (a copy for a
+    # module we did not build).
+    if need_features and not hasattr(module, "forward_features"):
+        raise fail(
+            "model",
+            name,
+            "a module with forward_features(x) (the penultimate layer)",
+            "Zoo models have it; add one to your module.",
+            error=TypeError,
+        )
+    was_training = module.training
+    if hasattr(module, "fuse") or was_training:
+        if not fresh:
+            module = copy.deepcopy(module)
+        module.eval()
+        if hasattr(module, "fuse"):
+            module.fuse()
+    elif not fresh:
+        module = copy.deepcopy(module)
+    module = module.to(device=device, memory_format=torch.channels_last)
+    fwd = module
+    feats = getattr(module, "forward_features", None)
+    if compile:
+        fwd = torch.compile(module)
+        if feats is not None:
+            feats = torch.compile(feats)
+    return _Runner(name, source, fwd, pre, num_classes, identity, sha, feats, module, card)
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def cache_dir() -> Path:
+    """Where evaluations are cached: ``$REPLICATE_HOME/evaluations``."""
+    from replicate.models._weights import home_dir
+
+    return home_dir() / "evaluations"
+
+
+def clear_cache() -> int:
+    """Delete every cached evaluation and feature file; returns how many were removed."""
+    removed = 0
+    root = cache_dir()
+    if root.is_dir():
+        for p in root.rglob("*.npz"):
+            p.unlink()
+            removed += 1
+    return removed
+
+
+def _cache_key(kind: str, identity: Mapping[str, Any], image_fingerprint: str, pre: Any) -> str:
+    blob = json.dumps(
+        {"v": 1, "kind": kind, "model": identity, "images": image_fingerprint, "pre": pre.to_dict()},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _cache_path(key: str) -> Path:
+    return cache_dir() / key[:2] / f"{key}.npz"
+
+
+def _cache_read(key: str) -> dict[str, np.ndarray] | None:
+    path = _cache_path(key)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except Exception as exc:  # noqa: BLE001 - any unreadable entry is recomputed
+        warnings.warn(
+            f"unreadable evaluation cache entry {path} ({type(exc).__name__}); recomputing it",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+
+
+def _cache_write(key: str, arrays: Mapping[str, np.ndarray]) -> Path:
+    """Write atomically: a temporary file in the same folder, then ``os.replace``."""
+    path = _cache_path(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{key[:8]}-", suffix=".npz.tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+# --------------------------------------------------------------------------- inference
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    check_choice("device", device, DEVICES)
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise fail("device", device, "'cpu' or 'auto' on a machine without CUDA", "Use device='auto'.")
+    return device
+
+
+def _as_imageset(dataset: Any) -> ImageSet:
+    from replicate.imageset import ImageSet
+
+    if isinstance(dataset, ImageSet):
+        return dataset
+    if isinstance(dataset, (str, os.PathLike)):
+        from replicate.io import load
+
+        return load(dataset)
+    raise fail("dataset", dataset, "an ImageSet or a path replicate.load() reads", error=TypeError)
+
+
+def _check_images(runner: _Runner, ds: ImageSet) -> None:
+    pre = runner.preprocessing
+    h, w, c = ds.image_shape if len(ds) else (0, 0, 3)
+    if pre.input_size is not None and len(ds) and (h, w) != tuple(pre.input_size):
+        raise fail(
+            f"image size of {ds.name!r}",
+            f"{h}x{w}",
+            f"{pre.input_size[0]}x{pre.input_size[1]} for {runner.name}",
+            "Resize the images first (e.g. with PIL), or evaluate a model made for this size.",
+        )
+    if pre.mean is not None and len(pre.mean) != c:
+        raise fail(
+            f"channels of {ds.name!r}",
+            c,
+            f"{len(pre.mean)} for {runner.name}'s normalisation",
+            "Convert the images to RGB first.",
+        )
+
+
+@dataclass
+class _Inference:
+    predictions: np.ndarray
+    logits: np.ndarray | None
+    top5: np.ndarray | None
+    cached: bool
+    seconds: float
+    cache_file: str | None
+
+
+def _run_logits(
+    runner: _Runner,
+    ds: ImageSet,
+    *,
+    batch_size: int,
+    device: str,
+    threads: int | None,
+    progress: bool,
+    keep_logits: bool,
+    features: bool = False,
+    expected_classes: int | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Forward every batch; returns predictions, logits (if kept) and top-5 indices (if >= 100 classes)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    n = len(ds)
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    fn = runner.features if features else runner.forward
+    preds = np.empty(n, dtype=np.int64)
+    logits_out: np.ndarray | None = None
+    top5: np.ndarray | None = None
+    old_tf32 = torch.backends.cudnn.allow_tf32 if device == "cuda" else None
+    try:
+        if device == "cuda":
+            torch.backends.cudnn.allow_tf32 = False  # the same numbers as float32 on the CPU
+        with torch.inference_mode(), tqdm(
+            total=n, disable=not progress, unit="img", desc=runner.name, leave=False
+        ) as bar:
+            for start in range(0, n, batch_size):
+                x = runner.preprocessing(ds.images[start : start + batch_size], device)
+                out = fn(x)
+                if not isinstance(out, torch.Tensor):
+                    out = torch.as_tensor(np.asarray(out))
+                if out.ndim != 2 or out.shape[0] != x.shape[0]:
+                    raise fail(
+                        f"output of {runner.name}",
+                        tuple(out.shape),
+                        f"({x.shape[0]}, classes) for a batch of {x.shape[0]} images",
+                        "The model (or callable) must return one row of logits per image.",
+                    )
+                out = out.float()
+                bad = torch.isnan(out).any(1)
+                if bool(bad.any()):
+                    pos = (torch.nonzero(bad).flatten()[:5] + start).tolist()
+                    raise fail(
+                        f"{'features' if features else 'logits'} of {runner.name}",
+                        f"NaN for {int(bad.sum())} images of batch at {start} (positions {pos})",
+                        "finite",
+                        "Check the weights (a failed load or training blow-up) and the preprocessing.",
+                    )
+                if logits_out is None:
+                    k = out.shape[1]
+                    if not features and runner.num_classes is None:
+                        runner.num_classes = k
+                        if expected_classes is not None and k != expected_classes:
+                            raise fail(
+                                f"classes of {ds.name!r}",
+                                expected_classes,
+                                f"{k}, the number of classes {runner.name} predicts (logits.shape[1])",
+                                "Evaluate on a set with the model's classes, or wrap the model to map "
+                                "its outputs to the set's classes.",
+                            )
+                    if not features and k != runner.num_classes:
+                        raise fail(f"logits.shape[1] of {runner.name}", k, f"{runner.num_classes}")
+                    if features or keep_logits:
+                        logits_out = np.empty((n, k), dtype=np.float32)
+                    else:
+                        logits_out = np.empty((0, k), dtype=np.float32)
+                    if not features and k >= 100:
+                        top5 = np.empty((n, 5), dtype=np.int64)
+                stop = start + x.shape[0]
+                if features or keep_logits:
+                    logits_out[start:stop] = out.cpu().numpy()
+                if not features:
+                    preds[start:stop] = out.argmax(1).cpu().numpy()
+                    if top5 is not None:
+                        top5[start:stop] = out.topk(5, 1).indices.cpu().numpy()
+                bar.update(x.shape[0])
+    finally:
+        if threads is not None:
+            torch.set_num_threads(old_threads)
+        if old_tf32 is not None:
+            torch.backends.cudnn.allow_tf32 = old_tf32
+    if n == 0:
+        logits_out = np.empty((0, runner.num_classes or 0), dtype=np.float32)
+    keep = features or keep_logits
+    return preds, (logits_out if keep else None), top5
+
+
+def _infer(
+    runner: _Runner,
+    ds: ImageSet,
+    *,
+    batch_size: int,
+    device: str,
+    threads: int | None,
+    progress: bool,
+    cache: bool,
+    expected_classes: int | None = None,
+) -> _Inference:
+    """Predictions of a runner on a set, from the cache when there."""
+    t0 = time.perf_counter()
+    key = None
+    if cache and runner.identity is not None:
+        key = _cache_key("logits", runner.identity, ds.image_fingerprint, runner.preprocessing)
+        hit = _cache_read(key)
+        if hit is not None and len(hit.get("predictions", ())) == len(ds):
+            if runner.num_classes is None and "logits" in hit:
+                runner.num_classes = int(hit["logits"].shape[1])
+            return _Inference(
+                hit["predictions"].astype(np.int64),
+                hit["logits"] if hit["logits"].shape[0] == len(ds) else None,
+                hit["top5"] if "top5" in hit else None,
+                True,
+                time.perf_counter() - t0,
+                str(_cache_path(key)),
+            )
+    preds, logits, top5 = _run_logits(
+        runner,
+        ds,
+        batch_size=batch_size,
+        device=device,
+        threads=threads,
+        progress=progress,
+        keep_logits=True,
+        expected_classes=expected_classes,
+    )
+    path = None
+    if key is not None:
+        arrays: dict[str, np.ndarray] = {"predictions": preds}
+        k = logits.shape[1] if logits is not None else 0
+        # Logits are kept for small heads only (1000-class logits of 50k images are 200 MB).
+        arrays["logits"] = logits if logits is not None and k <= 100 else np.empty((0, k), np.float32)
+        if top5 is not None:
+            arrays["top5"] = top5
+        path = str(_cache_write(key, arrays))
+    return _Inference(preds, logits, top5, False, time.perf_counter() - t0, path)
+
+
 # --------------------------------------------------------------------------- API
 
 
@@ -350,17 +767,21 @@ def evaluate(
     ----------
     model_or_name
         a zoo name (``"resnet20"``; see :func:`replicate.models.list_models`), a
-        prediction-file entry (``"cifar10.1/wrn_28_10"``), a
-        :class:`replicate.models.ModelCard`, a ``torch.nn.Module``, a callable from a
-        float batch to logits, or ``"hub:owner/repo:entry"`` (torch.hub).
+        prediction-file entry (``"cifar10.1/wrn_28_10"``, bound to the sets it was
+        computed on), a :class:`replicate.models.ModelCard`, a ``torch.nn.Module``
+        (logits from ``forward``), a callable from a float batch to logits, or
+        ``"hub:owner/repo:entry"`` (torch.hub).
     dataset
-        an :class:`~replicate.imageset.ImageSet` or a path ``replicate.load`` reads.
+        an :class:`~replicate.imageset.ImageSet` or a path ``replicate.load`` reads;
+        every image must be labelled, with as many classes as the model predicts.
     batch_size, threads
         images per forward pass; CPU threads (``None`` keeps torch's setting).
     device
         ``"auto"`` (CUDA when present, else CPU), ``"cpu"`` or ``"cuda"``.
     cache
-        read and write the on-disk cache (``REPLICATE_HOME``/evaluations).
+        read and write the on-disk cache (``$REPLICATE_HOME/evaluations``), keyed by
+        the model card, weights sha256, the set's image fingerprint and the
+        preprocessing. Plain callables are cached only with a ``cache_key``.
     progress
         show a tqdm progress bar.
     compile
@@ -368,29 +789,187 @@ def evaluate(
     return_logits
         keep the ``(n, classes)`` logits in the result.
     weights
-        an explicit weights file for a zoo model.
+        an explicit weights file for a zoo model (its sha256 is checked).
     preprocessing
-        for user modules/callables: a :class:`replicate.models.Preprocessing`
-        (default: pixels scaled to [0, 1], NCHW).
+        a :class:`replicate.models.Preprocessing` for user models (default: pixels
+        scaled to [0, 1], NCHW) or to override a card's.
     name
-        the result's model name for user models.
+        the result's model name (default: the card's or the class's name).
     cache_key
-        an identity string that lets results of a plain callable be cached.
+        a string naming a callable's identity so its results can be cached.
+
+    Returns
+    -------
+    EvalResult
+        per-image predictions and correctness, counts per class, provenance.
     """
-    raise NotImplementedError("evaluate() is being filled in")
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    if threads is not None:
+        threads = check_int("threads", threads, minimum=1)
+    ds = _as_imageset(dataset)
+    if _is_prediction_model(model_or_name):
+        from replicate.models.predictions import evaluate_prediction_model
+
+        return evaluate_prediction_model(model_or_name, ds, name=name)
+    dev = _resolve_device(device)
+    if len(ds) and not ds.is_labeled:
+        unl = int((ds.labels < 0).sum())
+        raise fail(
+            f"labels of {ds.name!r}",
+            f"{unl} unlabelled images (label -1)",
+            "labelled for evaluate()",
+            "Use replicate.evaluate.predict() for unlabelled images, or "
+            "dataset.select(dataset.labels >= 0).",
+        )
+    runner = _prepare(
+        model_or_name,
+        weights=weights,
+        preprocessing=preprocessing,
+        name=name,
+        cache_key=cache_key,
+        device=dev,
+        compile=compile,
+    )
+    _check_images(runner, ds)
+    _check_classes(runner, ds)
+    inf = _infer(
+        runner,
+        ds,
+        batch_size=batch_size,
+        device=dev,
+        threads=threads,
+        progress=progress,
+        cache=cache,
+        expected_classes=len(ds.class_names),
+    )
+    _check_classes(runner, ds)
+    labels = ds.labels
+    top5_correct = None
+    if inf.top5 is not None:
+        top5_correct = (inf.top5 == labels[:, None]).any(1)
+    params = {
+        "preprocessing": runner.preprocessing.to_dict(),
+        "batch_size": batch_size,
+        "device": dev,
+        "threads": threads,
+        "compile": compile,
+        "cached": inf.cached,
+        "seconds": round(inf.seconds, 4),
+        "cache_file": inf.cache_file,
+        "image_fingerprint": ds.image_fingerprint,
+    }
+    return make_result(
+        model=runner.name,
+        dataset=ds.name,
+        dataset_fingerprint=labels_fingerprint(ds.image_fingerprint, labels),
+        predictions=inf.predictions,
+        labels=labels,
+        class_names=ds.class_names,
+        top5_correct=top5_correct,
+        logits=inf.logits if return_logits else None,
+        ids=ds.ids,
+        source=runner.source,
+        weights_sha256=runner.weights_sha256,
+        params=params,
+    )
 
 
-def predict(*args: Any, **kwargs: Any) -> np.ndarray:  # pragma: no cover - filled in below
-    raise NotImplementedError
+def _check_classes(runner: _Runner, ds: ImageSet) -> None:
+    k = len(ds.class_names)
+    if runner.num_classes is not None and len(ds) and runner.num_classes != k:
+        raise fail(
+            f"classes of {ds.name!r}",
+            k,
+            f"{runner.num_classes}, the number of classes {runner.name} predicts",
+            "Evaluate on a set with the model's classes (class_names in the model's order), "
+            "or wrap the model to map its outputs to the set's classes.",
+        )
 
 
-def extract_features(*args: Any, **kwargs: Any) -> np.ndarray:  # pragma: no cover - filled in below
-    raise NotImplementedError
+def _is_prediction_model(model_or_name: Any) -> bool:
+    from replicate.models._registry import ModelCard, get_card
+
+    if isinstance(model_or_name, ModelCard):
+        return model_or_name.kind == "predictions"
+    if isinstance(model_or_name, str) and not model_or_name.startswith("hub:"):
+        return get_card(model_or_name).kind == "predictions"
+    return False
 
 
-def cache_dir() -> Path:  # pragma: no cover - filled in below
-    raise NotImplementedError
+def predict(
+    model_or_name: Any,
+    dataset: ImageSet | str | os.PathLike[str],
+    *,
+    batch_size: int = 500,
+    device: Device = "auto",
+    cache: bool = True,
+    threads: int | None = None,
+    progress: bool = False,
+    weights: str | os.PathLike[str] | None = None,
+    preprocessing: Any = None,
+    cache_key: str | None = None,
+) -> np.ndarray:
+    """Predicted class of every image (labels not needed), int64 ``(N,)``; cached like :func:`evaluate`."""
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    ds = _as_imageset(dataset)
+    dev = _resolve_device(device)
+    runner = _prepare(
+        model_or_name,
+        weights=weights,
+        preprocessing=preprocessing,
+        name=None,
+        cache_key=cache_key,
+        device=dev,
+        compile=False,
+    )
+    _check_images(runner, ds)
+    inf = _infer(runner, ds, batch_size=batch_size, device=dev, threads=threads, progress=progress, cache=cache)
+    return inf.predictions
 
 
-def clear_cache() -> int:  # pragma: no cover - filled in below
-    raise NotImplementedError
+def extract_features(
+    model_or_name: Any,
+    dataset: ImageSet | str | os.PathLike[str],
+    *,
+    batch_size: int = 500,
+    device: Device = "auto",
+    cache: bool = True,
+    threads: int | None = None,
+    progress: bool = False,
+    weights: str | os.PathLike[str] | None = None,
+    preprocessing: Any = None,
+) -> np.ndarray:
+    """Penultimate-layer features ``(N, D)`` float32 of every image (``forward_features``).
+
+    Zoo models give their pooled features (64-d for the CIFAR ResNets); any module
+    with a ``forward_features(x)`` method works. Cached like :func:`evaluate`.
+    """
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    ds = _as_imageset(dataset)
+    dev = _resolve_device(device)
+    runner = _prepare(
+        model_or_name,
+        weights=weights,
+        preprocessing=preprocessing,
+        name=None,
+        cache_key=None,
+        device=dev,
+        compile=False,
+        need_features=True,
+    )
+    _check_images(runner, ds)
+    key = None
+    if cache and runner.identity is not None:
+        key = _cache_key("features", runner.identity, ds.image_fingerprint, runner.preprocessing)
+        hit = _cache_read(key)
+        if hit is not None and hit["features"].shape[0] == len(ds):
+            return hit["features"]
+    _p, feats, _t = _run_logits(
+        runner, ds, batch_size=batch_size, device=dev, threads=threads, progress=progress,
+        keep_logits=True, features=True,
+    )
+    if feats is None:  # pragma: no cover - features=True always keeps them
+        raise RuntimeError("feature extraction returned nothing")
+    if key is not None:
+        _cache_write(key, {"features": feats})
+    return feats
