@@ -95,61 +95,103 @@ def _check_radius(radius: Any, bits: int) -> int:
 # exhaustive kernels
 
 _REF_BLOCK = 1 << 15  # references per block (256 KiB of 64-bit hashes: stays in L2)
-_LANES = 16
+_SUB = 2048  # references per sub-block: count hits with SIMD, scan only sub-blocks that have one
 
 
-@njit(parallel=True, cache=True)
-def _radius_kernel_1(q, r, radius, starts, r0, r1, cap, out_ref, out_dist, counts):  # pragma: no cover
-    nq = q.shape[0]
+def _threads() -> int:
+    import numba
+
+    return max(1, int(numba.get_num_threads()))
+
+
+def _run_chunks(kernel: Any, nq: int, args: tuple[Any, ...], weights: str = "flat") -> None:
+    """Run ``kernel(*args, a, b)`` over query ranges [a, b) on a few threads (nogil kernels)."""
+    threads = _threads()
+    pieces = max(1, min(nq, 8 * threads))
+    if weights == "triangle":
+        # within-set radius search: row i scans M - i - 1 references; equal work per piece
+        edges = np.unique(np.round(nq * (1 - np.sqrt(1 - np.linspace(0, 1, pieces + 1)))).astype(np.int64))
+    else:
+        edges = np.unique(np.linspace(0, nq, pieces + 1).astype(np.int64))
+    ranges = list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+    if threads == 1 or len(ranges) == 1:
+        for a, b in ranges:
+            kernel(*args, a, b)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as ex:
+        for _ in ex.map(lambda ab: kernel(*args, ab[0], ab[1]), ranges):
+            pass
+
+
+@njit(nogil=True, cache=True)
+def _radius_kernel_1(q, r, radius, starts, cap, out_ref, out_dist, counts, a, b):  # pragma: no cover
     rad = np.uint64(radius)
-    for i in prange(nq):
-        qi = q[i]
-        j0 = max(r0, starts[i])
-        c = counts[i]
-        j = j0
-        # SIMD-friendly: minimum distance over a lane block, scan only blocks with a hit
-        while j + _LANES <= r1:
-            m = np.uint64(64)
-            for t in range(_LANES):
-                d = _popcount(qi ^ r[j + t])
-                m = min(m, d)
-            if m <= rad:
-                for t in range(_LANES):
-                    d = _popcount(qi ^ r[j + t])
-                    if d <= rad:
-                        if c < cap:
-                            out_ref[i, c] = j + t
-                            out_dist[i, c] = d
-                        c += 1
-            j += _LANES
-        while j < r1:
-            d = _popcount(qi ^ r[j])
-            if d <= rad:
-                if c < cap:
-                    out_ref[i, c] = j
-                    out_dist[i, c] = d
-                c += 1
-            j += 1
-        counts[i] = c
+    nr = r.shape[0]
+    for r0 in range(0, nr, _REF_BLOCK):
+        r1 = min(nr, r0 + _REF_BLOCK)
+        for i in range(a, b):
+            qi = q[i]
+            c = counts[i]
+            j0 = max(r0, starts[i])
+            while j0 < r1:
+                rb = r[j0 : min(r1, j0 + _SUB)]
+                h = 0
+                for t in range(rb.shape[0]):
+                    h += np.int64(_popcount(qi ^ rb[t]) <= rad)
+                if h > 0:
+                    for t in range(rb.shape[0]):
+                        d = _popcount(qi ^ rb[t])
+                        if d <= rad:
+                            if c < cap:
+                                out_ref[i, c] = j0 + t
+                                out_dist[i, c] = d
+                            c += 1
+                j0 += _SUB
+            counts[i] = c
 
 
-@njit(parallel=True, cache=True)
-def _radius_kernel_w(q, r, radius, starts, r0, r1, cap, out_ref, out_dist, counts):  # pragma: no cover
-    nq, w = q.shape
-    for i in prange(nq):
-        c = counts[i]
-        for j in range(max(r0, starts[i]), r1):
-            d = 0
-            for k in range(w):
-                d += _popcount(q[i, k] ^ r[j, k])
-                if d > radius:
-                    break
-            if d <= radius:
-                if c < cap:
-                    out_ref[i, c] = j
-                    out_dist[i, c] = d
-                c += 1
-        counts[i] = c
+@njit(nogil=True, cache=True)
+def _radius_kernel_w(q, rt, radius, starts, cap, out_ref, out_dist, counts, a, b):  # pragma: no cover
+    # rt is the reference transposed, (W, M): one SIMD pass per word into a distance buffer
+    w = q.shape[1]
+    nr = rt.shape[1]
+    dist = np.empty(_SUB, dtype=np.int64)
+    for r0 in range(0, nr, _REF_BLOCK):
+        r1 = min(nr, r0 + _REF_BLOCK)
+        for i in range(a, b):
+            c = counts[i]
+            j0 = max(r0, starts[i])
+            while j0 < r1:
+                n = min(r1, j0 + _SUB) - j0
+                buf = dist[:n]
+                for t in range(n):
+                    buf[t] = 0
+                for k in range(w):
+                    qk = q[i, k]
+                    col = rt[k, j0 : j0 + n]
+                    for t in range(n):
+                        buf[t] += np.int64(_popcount(qk ^ col[t]))
+                h = 0
+                for t in range(n):
+                    h += np.int64(buf[t] <= radius)
+                if h > 0:
+                    for t in range(n):
+                        if buf[t] <= radius:
+                            if c < cap:
+                                out_ref[i, c] = j0 + t
+                                out_dist[i, c] = buf[t]
+                            c += 1
+                j0 += _SUB
+            counts[i] = c
+
+
+def _layout(q: np.ndarray, r: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
+    """Kernel inputs: 1-D arrays for one word, else queries (N, W) and references (W, M)."""
+    if q.shape[1] == 1:
+        return True, np.ascontiguousarray(q[:, 0]), np.ascontiguousarray(r[:, 0])
+    return False, q, np.ascontiguousarray(r.T)
 
 
 def _radius_exhaustive(q: np.ndarray, r: np.ndarray, radius: int, starts: np.ndarray, cap: int):
@@ -157,11 +199,10 @@ def _radius_exhaustive(q: np.ndarray, r: np.ndarray, radius: int, starts: np.nda
     out_ref = np.empty((nq, cap), dtype=np.int64)
     out_dist = np.empty((nq, cap), dtype=np.int64)
     counts = np.zeros(nq, dtype=np.int64)
-    kernel = _radius_kernel_1 if q.shape[1] == 1 else _radius_kernel_w
-    q1 = q[:, 0].copy() if q.shape[1] == 1 else q
-    r1 = r[:, 0].copy() if r.shape[1] == 1 else r
-    for b0 in range(0, len(r), _REF_BLOCK):
-        kernel(q1, r1, radius, starts, b0, min(len(r), b0 + _REF_BLOCK), cap, out_ref, out_dist, counts)
+    one, qk, rk = _layout(q, r)
+    kernel = _radius_kernel_1 if one else _radius_kernel_w
+    within = bool(starts[0] > 0) if len(starts) else False
+    _run_chunks(kernel, nq, (qk, rk, radius, starts, cap, out_ref, out_dist, counts), "triangle" if within else "flat")
     return out_ref, out_dist, counts
 
 
@@ -219,64 +260,71 @@ def radius_search(
     return _radius_blocked(q, r, radius, within)
 
 
-@njit(parallel=True, cache=True)
-def _knn_kernel_1(q, r, k, within, r0, r1, best_idx, best_dist):  # pragma: no cover
-    nq = q.shape[0]
-    for i in prange(nq):
-        qi = q[i]
-        worst = best_dist[i, k - 1]
-        j = r0
-        while j < r1:
-            if j + _LANES <= r1:
-                m = np.int64(65)
-                for t in range(_LANES):
-                    d = np.int64(_popcount(qi ^ r[j + t]))
-                    m = min(m, d)
-                if m >= worst:
-                    j += _LANES
-                    continue
-                jend = j + _LANES
-            else:
-                jend = r1
-            for jj in range(j, jend):
-                if within and jj == i:
-                    continue
-                d = np.int64(_popcount(qi ^ r[jj]))
-                if d < worst:
-                    # insert keeping (distance, index) order; earlier index wins ties
-                    p = k - 1
-                    while p > 0 and best_dist[i, p - 1] > d:
-                        best_dist[i, p] = best_dist[i, p - 1]
-                        best_idx[i, p] = best_idx[i, p - 1]
-                        p -= 1
-                    best_dist[i, p] = d
-                    best_idx[i, p] = jj
-                    worst = best_dist[i, k - 1]
-            j = jend
+@njit(inline="always")
+def _insert(best_idx, best_dist, i, k, d, j):  # pragma: no cover - compiled
+    # keep (distance, index) order; an earlier index wins ties (references arrive in order)
+    p = k - 1
+    while p > 0 and best_dist[i, p - 1] > d:
+        best_dist[i, p] = best_dist[i, p - 1]
+        best_idx[i, p] = best_idx[i, p - 1]
+        p -= 1
+    best_dist[i, p] = d
+    best_idx[i, p] = j
 
 
-@njit(parallel=True, cache=True)
-def _knn_kernel_w(q, r, k, within, r0, r1, best_idx, best_dist):  # pragma: no cover
-    nq, w = q.shape
-    for i in prange(nq):
-        worst = best_dist[i, k - 1]
-        for jj in range(r0, r1):
-            if within and jj == i:
-                continue
-            d = np.int64(0)
-            for t in range(w):
-                d += np.int64(_popcount(q[i, t] ^ r[jj, t]))
-                if d >= worst:
-                    break
-            if d < worst:
-                p = k - 1
-                while p > 0 and best_dist[i, p - 1] > d:
-                    best_dist[i, p] = best_dist[i, p - 1]
-                    best_idx[i, p] = best_idx[i, p - 1]
-                    p -= 1
-                best_dist[i, p] = d
-                best_idx[i, p] = jj
-                worst = best_dist[i, k - 1]
+@njit(nogil=True, cache=True)
+def _knn_kernel_1(q, r, k, within, best_idx, best_dist, a, b):  # pragma: no cover
+    nr = r.shape[0]
+    for r0 in range(0, nr, _REF_BLOCK):
+        r1 = min(nr, r0 + _REF_BLOCK)
+        for i in range(a, b):
+            qi = q[i]
+            worst = np.uint64(best_dist[i, k - 1])
+            j0 = r0
+            while j0 < r1:
+                rb = r[j0 : min(r1, j0 + _SUB)]
+                h = 0
+                for t in range(rb.shape[0]):
+                    h += np.int64(_popcount(qi ^ rb[t]) < worst)
+                if h > 0:
+                    for t in range(rb.shape[0]):
+                        d = _popcount(qi ^ rb[t])
+                        if d < worst and not (within and j0 + t == i):
+                            _insert(best_idx, best_dist, i, k, np.int64(d), j0 + t)
+                            worst = np.uint64(best_dist[i, k - 1])
+                j0 += _SUB
+
+
+@njit(nogil=True, cache=True)
+def _knn_kernel_w(q, rt, k, within, best_idx, best_dist, a, b):  # pragma: no cover
+    w = q.shape[1]
+    nr = rt.shape[1]
+    dist = np.empty(_SUB, dtype=np.int64)
+    for r0 in range(0, nr, _REF_BLOCK):
+        r1 = min(nr, r0 + _REF_BLOCK)
+        for i in range(a, b):
+            worst = best_dist[i, k - 1]
+            j0 = r0
+            while j0 < r1:
+                n = min(r1, j0 + _SUB) - j0
+                buf = dist[:n]
+                for t in range(n):
+                    buf[t] = 0
+                for kk in range(w):
+                    qk = q[i, kk]
+                    col = rt[kk, j0 : j0 + n]
+                    for t in range(n):
+                        buf[t] += np.int64(_popcount(qk ^ col[t]))
+                h = 0
+                for t in range(n):
+                    h += np.int64(buf[t] < worst)
+                if h > 0:
+                    for t in range(n):
+                        d = buf[t]
+                        if d < worst and not (within and j0 + t == i):
+                            _insert(best_idx, best_dist, i, k, d, j0 + t)
+                            worst = best_dist[i, k - 1]
+                j0 += _SUB
 
 
 def knn_search(query: Any, reference: Any = None, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -303,11 +351,9 @@ def knn_search(query: Any, reference: Any = None, k: int = 10) -> tuple[np.ndarr
     nq = len(q)
     best_idx = np.full((nq, k), -1, dtype=np.int64)
     best_dist = np.full((nq, k), 64 * q.shape[1] + 1, dtype=np.int64)
-    kernel = _knn_kernel_1 if q.shape[1] == 1 else _knn_kernel_w
-    q1 = q[:, 0].copy() if q.shape[1] == 1 else q
-    r1 = r[:, 0].copy() if r.shape[1] == 1 else r
-    for b0 in range(0, len(r), _REF_BLOCK):
-        kernel(q1, r1, k, within, b0, min(len(r), b0 + _REF_BLOCK), best_idx, best_dist)
+    one, qk, rk = _layout(q, r)
+    kernel = _knn_kernel_1 if one else _knn_kernel_w
+    _run_chunks(kernel, nq, (qk, rk, k, within, best_idx, best_dist))
     return best_idx, best_dist
 
 

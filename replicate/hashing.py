@@ -163,23 +163,49 @@ def _as_images(images: Any, name: str = "images") -> np.ndarray:
 _PRECISION_BITS = 32 - 8 - 2  # Pillow's Resample.c
 
 
-@njit(parallel=True, cache=True)
-def _gray_kernel(images, out):  # pragma: no cover - compiled
-    n, h, w, _ = images.shape
-    for i in prange(n):
-        for y in range(h):
-            for x in range(w):
-                r = np.int32(images[i, y, x, 0])
-                g = np.int32(images[i, y, x, 1])
-                b = np.int32(images[i, y, x, 2])
-                out[i, y, x] = np.uint8((r * 19595 + g * 38470 + b * 7471 + 32768) >> 16)
+def _threads() -> int:
+    import numba
+
+    return max(1, int(numba.get_num_threads()))
+
+
+def _parallel(kernel: Any, n: int, args: tuple[Any, ...]) -> None:
+    """Run ``kernel(*args, a, b)`` over image ranges [a, b) on a few threads (nogil kernels)."""
+    threads = _threads()
+    pieces = max(1, min(n, 4 * threads, max(1, n // 64)))
+    edges = np.unique(np.linspace(0, n, pieces + 1).astype(np.int64)).tolist()
+    ranges = list(zip(edges[:-1], edges[1:]))
+    if threads == 1 or len(ranges) == 1:
+        for a, b in ranges:
+            kernel(*args, a, b)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(threads, len(ranges))) as ex:
+        for _ in ex.map(lambda ab: kernel(*args, ab[0], ab[1]), ranges):
+            pass
+
+
+@njit(inline="always")
+def _luma(flat, p):  # pragma: no cover - compiled
+    return (np.int32(flat[3 * p]) * 19595 + np.int32(flat[3 * p + 1]) * 38470 + np.int32(flat[3 * p + 2]) * 7471 + 32768) >> 16
+
+
+@njit(nogil=True, cache=True)
+def _gray_kernel(images, out, a, b):  # pragma: no cover - compiled
+    npix = images.shape[1] * images.shape[2]
+    for i in range(a, b):
+        flat = images[i].reshape(npix * 3)
+        dst = out[i].reshape(npix)
+        for p in range(npix):
+            dst[p] = np.uint8(_luma(flat, p))
 
 
 def to_gray(images: Any) -> np.ndarray:
     """PIL's ``Image.convert("L")`` of every image: (N, H, W) uint8, bit-identical."""
-    arr = _as_images(images)
+    arr = np.ascontiguousarray(_as_images(images))
     out = np.empty(arr.shape[:3], dtype=np.uint8)
-    _gray_kernel(arr, out)
+    _parallel(_gray_kernel, len(arr), (arr, out))
     return out
 
 
@@ -418,52 +444,112 @@ def _tolerance(size_h: int, size_w: int) -> float:
     return 1e-10 * 4.0 * size_h * size_w * 255.0
 
 
-@njit(parallel=True, cache=True)
-def _phash_kernel(px, d, nbits, out, uncertain, tol):  # pragma: no cover - compiled
-    n, s, _ = px.shape
+@njit(inline="always")
+def _phash_core(x, sd, tmp, c, d, s):  # pragma: no cover - compiled
+    """Low hash_size x hash_size block of the 2-D DCT-II of x (s*s, float64), into c.
+
+    Uses the (anti)symmetry of the DCT basis: even rows of ``d`` see x[r] + x[s-1-r],
+    odd rows x[r] - x[s-1-r], halving the multiplications.
+    """
     hs = d.shape[0]
-    m = hs * hs
+    half = s // 2
+    for r in range(half):
+        top = x[r * s : (r + 1) * s]
+        bot = x[(s - 1 - r) * s : (s - r) * s]
+        s_ = sd[r * s : (r + 1) * s]
+        d_ = sd[(half + r) * s : (half + r + 1) * s]
+        for q in range(s):
+            s_[q] = top[q] + bot[q]
+            d_[q] = top[q] - bot[q]
+    for k in range(hs):
+        row = tmp[k * s : (k + 1) * s]
+        row[:] = 0.0
+        off = 0 if k % 2 == 0 else half
+        for r in range(half):
+            dk = d[k, r]
+            src = sd[(off + r) * s : (off + r + 1) * s]
+            for q in range(s):
+                row[q] += dk * src[q]
+        if s % 2 == 1 and k % 2 == 0:
+            dk = d[k, half]
+            src = x[half * s : (half + 1) * s]
+            for q in range(s):
+                row[q] += dk * src[q]
+    for k in range(hs):
+        row = tmp[k * s : (k + 1) * s]
+        for k2 in range(hs):
+            dr = d[k2]
+            acc = 0.0
+            for q in range(s):
+                acc += dr[q] * row[q]
+            c[k * hs + k2] = acc
+
+
+@njit(inline="always")
+def _median_bits(c, nbits, out_row, tol):  # pragma: no cover - compiled
+    """Set the bits of ``c > median(c)`` in out_row; return True for a near-tie (uncertain).
+
+    Ranks come from counting smaller values (SIMD-friendly for 64 values); the values
+    next to the median must be distinct and further than 2 * tol apart, else the image
+    is re-hashed with imagehash's own calls.
+    """
+    m = c.shape[0]
     mid = m // 2
-    words = out.shape[1]
-    block = 32
-    nblocks = (n + block - 1) // block
-    for bi in prange(nblocks):
-        x = np.empty((s, s), dtype=np.float64)
-        tmp = np.empty((hs, s), dtype=np.float64)
-        c = np.empty(m, dtype=np.float64)
-        for i in range(bi * block, min(n, (bi + 1) * block)):
-            for r in range(s):
-                for q in range(s):
-                    x[r, q] = px[i, r, q]
-            # DCT along axis 0 (columns), low rows only
-            for k in range(hs):
-                for q in range(s):
-                    tmp[k, q] = 0.0
-                for r in range(s):
-                    dk = d[k, r]
-                    for q in range(s):
-                        tmp[k, q] += dk * x[r, q]
-            # then along axis 1
-            for k in range(hs):
-                for k2 in range(hs):
-                    acc = 0.0
-                    for q in range(s):
-                        acc += tmp[k, q] * d[k2, q]
-                    c[k * hs + k2] = acc
-            v = np.sort(c)
-            if m % 2 == 0:
-                med = (v[mid - 1] + v[mid]) / 2
-                unc = v[mid] - v[mid - 1] <= 2 * tol
-            else:
-                med = v[mid]
-                unc = (v[mid] - v[mid - 1] <= 2 * tol) or (v[mid + 1] - v[mid] <= 2 * tol)
-            uncertain[i] = unc
-            for w in range(words):
-                out[i, w] = 0
-            for j in range(m):
-                if c[j] > med:
-                    p = nbits - 1 - j
-                    out[i, words - 1 - p // 64] |= np.uint64(1) << np.uint64(p % 64)
+    lo = np.nan
+    md = np.nan
+    hi = np.nan
+    words = out_row.shape[0]
+    for w in range(words):
+        out_row[w] = 0
+    for j in range(m):
+        x = c[j]
+        lt = 0
+        for q in range(m):
+            lt += np.int64(c[q] < x)
+        if lt == mid - 1:
+            lo = x
+        elif lt == mid:
+            md = x
+        elif lt == mid + 1:
+            hi = x
+        if (m % 2 == 0 and lt >= mid) or (m % 2 == 1 and lt > mid):
+            p = nbits - 1 - j
+            out_row[words - 1 - p // 64] |= np.uint64(1) << np.uint64(p % 64)
+    if m % 2 == 0:
+        return not (md - lo > 2 * tol)  # NaN (a missing rank: a tie) is uncertain too
+    return not (md - lo > 2 * tol and hi - md > 2 * tol)
+
+
+@njit(nogil=True, cache=True)
+def _phash_rgb_kernel(images, d, nbits, out, uncertain, tol, a, b):  # pragma: no cover - compiled
+    s = images.shape[1]
+    npix = s * s
+    x = np.empty(npix, dtype=np.float64)
+    sd = np.empty(npix, dtype=np.float64)
+    tmp = np.empty(d.shape[0] * s, dtype=np.float64)
+    c = np.empty(d.shape[0] * d.shape[0], dtype=np.float64)
+    for i in range(a, b):
+        flat = images[i].reshape(npix * 3)
+        for p in range(npix):
+            x[p] = np.float64(_luma(flat, p))
+        _phash_core(x, sd, tmp, c, d, s)
+        uncertain[i] = _median_bits(c, nbits, out[i], tol)
+
+
+@njit(nogil=True, cache=True)
+def _phash_gray_kernel(px, d, nbits, out, uncertain, tol, a, b):  # pragma: no cover - compiled
+    s = px.shape[1]
+    npix = s * s
+    x = np.empty(npix, dtype=np.float64)
+    sd = np.empty(npix, dtype=np.float64)
+    tmp = np.empty(d.shape[0] * s, dtype=np.float64)
+    c = np.empty(d.shape[0] * d.shape[0], dtype=np.float64)
+    for i in range(a, b):
+        flat = px[i].reshape(npix)
+        for p in range(npix):
+            x[p] = np.float64(flat[p])
+        _phash_core(x, sd, tmp, c, d, s)
+        uncertain[i] = _median_bits(c, nbits, out[i], tol)
 
 
 def _finish(out: np.ndarray) -> np.ndarray:
@@ -485,13 +571,24 @@ def phash(images: np.ndarray, *, hash_size: int = 8, highfreq_factor: int = 4) -
     hash_size x hash_size block above its median."""
     highfreq_factor = check_int("highfreq_factor", highfreq_factor, minimum=1, maximum=64)
     size = hash_size * highfreq_factor
-    px = _gray_resized(images, size, size)
     nbits = hash_size * hash_size
-    out = np.empty((len(px), _words(nbits)), dtype=np.uint64)
-    uncertain = np.empty(len(px), dtype=np.bool_)
-    _phash_kernel(px, _dct_matrix(size, hash_size), nbits, out, uncertain, _tolerance(size, size))
-    for i in np.flatnonzero(uncertain):
-        out[i] = pack_bits(_phash_exact(px[i], hash_size)[None]).reshape(-1)
+    n = len(images)
+    out = np.empty((n, _words(nbits)), dtype=np.uint64)
+    uncertain = np.empty(n, dtype=np.bool_)
+    args = (_dct_matrix(size, hash_size), nbits, out, uncertain, _tolerance(size, size))
+    if images.shape[1:3] == (size, size):
+        # no resize (PIL returns a copy): fuse grayscale conversion into the DCT kernel
+        rgb = np.ascontiguousarray(images)
+        _parallel(_phash_rgb_kernel, n, (rgb, *args))
+        unc = np.flatnonzero(uncertain)
+        px = to_gray(rgb[unc]) if len(unc) else None
+    else:
+        full = _gray_resized(images, size, size)
+        _parallel(_phash_gray_kernel, n, (full, *args))
+        unc = np.flatnonzero(uncertain)
+        px = full[unc]
+    for row, i in enumerate(unc):
+        out[i] = pack_bits(_phash_exact(px[row], hash_size)[None]).reshape(-1)
     return _finish(out)
 
 
