@@ -363,7 +363,7 @@ def load_cifar10_1_counts(
     25-per-class blocks of ``keywords_v4``. ``v6``/``v7``: the counts of the new test set
     (class -> keyword -> count, 200 per class).
     """
-    version = check_choice("version", version, ("v4", "v6", "v7"))
+    check_choice("version", version, ("v4", "v6", "v7"))
     p = Path(path)
     if not p.is_file():
         raise fail("path", str(p), "an existing keyword_metadata.json", error=FileNotFoundError)
@@ -398,7 +398,7 @@ def load_cifar10_2_counts(
 
     Uses the ``keyword``, ``label_derived_from_keyword`` and ``is_train`` columns.
     """
-    split = check_choice("split", split, ("test", "train", "all"))
+    check_choice("split", split, ("test", "train", "all"))
     p = Path(path)
     if not p.is_file():
         raise fail("path", str(p), "an existing CIFAR-10.2 metadata.npz", error=FileNotFoundError)
@@ -815,20 +815,20 @@ def allocate(
                     table[c][kw] = math.ceil(n / ratio)
             params["ratio"] = float(ratio)
         else:
-            assert size is not None
+            want = int(size or 0)
             cells = counts.flat()
             if not cells:
                 raise fail("counts", "empty", "at least one positive count to allocate")
             names = [f"{c}\x00{kw}" for c, kw in cells]
-            n = np.array(list(cells.values()), dtype=np.float64)
-            r = n.sum() / size if size else math.inf
-            q = n / r if size else np.zeros_like(n)
+            weights = np.array(list(cells.values()), dtype=np.float64)
+            r = float(weights.sum()) / want if want else math.inf
+            q = weights / r if want else np.zeros_like(weights)
             alloc = np.ceil(q).astype(np.int64)
-            excess = int(alloc.sum()) - size
+            excess = int(alloc.sum()) - want
             if excess > 0:
                 rounded_up = alloc - q
                 tie = np.argsort(np.argsort(np.asarray(names)))
-                order = np.lexsort((tie, n, -rounded_up))
+                order = np.lexsort((tie, weights, -rounded_up))
                 alloc[order[:excess]] -= 1
             for (c, kw), a in zip(cells, alloc):
                 table[c][kw] = int(a)

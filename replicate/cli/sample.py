@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     result = sample(pool, allocation, column=args.column, synonyms=args.synonyms, exclude=exclude,
                     policy=args.policy, seed=args.seed, original=counts.source)
     data = result.to_dict()
-    if args.out:
+    if args.out and result.testset is not None:
         out = result.testset.save(args.out, overwrite=args.overwrite)
         (out / "sampling.json").write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     if args.json:
