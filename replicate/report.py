@@ -432,7 +432,8 @@ def _class_drops(drops: Mapping[str, Any] | None, rows: Sequence[ModelRow], max_
 
 
 def _comparison_sections(
-    obj: Any, index: int, label: str | None, max_class_entries: int, fingerprints: Mapping[str, str]
+    obj: Any, index: int, label: str | None, max_class_entries: int, fingerprints: Mapping[str, str],
+    sizes: Mapping[str, int] | None = None,
 ) -> list[ComparisonSection]:
     """One section per metric of a ``replicate.stats.Comparison`` (top-1, and top-5 when it holds one)."""
     d = _as_dict(obj, f"comparisons[{index}]")
@@ -450,8 +451,16 @@ def _comparison_sections(
     names = [str(d.get(f"{side}_name") or "") for side in ("original", "new")]
     infos = []
     for side, name in zip(("original", "new"), names):
-        sizes = {getattr(r, f"{side}_n") for r in rows}
-        n = sizes.pop() if len(sizes) == 1 else None
+        row_sizes = {getattr(r, f"{side}_n") for r in rows}
+        n = row_sizes.pop() if len(row_sizes) == 1 else None
+        if sizes and name in sizes and n is not None and sizes[name] != n:
+            raise fail(
+                f"test_sets[{name!r}]",
+                f"{sizes[name]} images",
+                f"the test set of comparisons[{index}], which has {n} images under that name",
+                "An image set and a comparison share a name but not their images; rename one "
+                "(e.g. with ImageSet.renamed) so the report can say which is which.",
+            )
         fp = d.get(f"{side}_fingerprint") or fingerprints.get(name)
         infos.append(TestSetInfo(name, n, fp))
     _check_one_table(rows, index, infos[0], infos[1])
@@ -501,7 +510,7 @@ def _comparison_sections(
     )
     out = [sec]
     if isinstance(d.get("top5"), Mapping):
-        out.extend(_comparison_sections(d["top5"], index, label, max_class_entries, fingerprints))
+        out.extend(_comparison_sections(d["top5"], index, label, max_class_entries, fingerprints, sizes))
     return out
 
 
@@ -916,7 +925,9 @@ def build_report(
     sections = [
         sec
         for i, c in enumerate(comps)
-        for sec in _comparison_sections(c, i, None if labels is None else labels[i], max_class_entries, fps)
+        for sec in _comparison_sections(
+            c, i, None if labels is None else labels[i], max_class_entries, fps, {n: len(s) for n, s in sets.items()}
+        )
     ]
     _check_labelled(sections, labelled=labels is not None)
 
@@ -1108,6 +1119,42 @@ def _headline(c: ComparisonSection) -> str:
     return text
 
 
+def _fit_text(c: ComparisonSection) -> str:
+    """The fit's details for the comparison's own section (the headline has the gist)."""
+    f = c.fit
+    if f is None:
+        return "No line was fitted (fewer than 3 models)."
+    x = f.extra
+    text = (
+        f"Fit: {f.method or ''} on the {f.scale} scale over {x.get('n_models', len(c.rows))} models, "
+        f"f(new) = {f.intercept:.4f} + {f.slope:.4f} f(original)"
+    )
+    if f.slope_low is not None:
+        text += f"; slope interval [{f.slope_low:.4f}, {f.slope_high:.4f}], intercept interval [{f.intercept_low:.4f}, {f.intercept_high:.4f}]"
+    if f.r_squared is not None:
+        text += f"; R² {f.r_squared:.4f}"
+    if x.get("residual_std") is not None:
+        text += f", residual sd {x['residual_std']:.4f} on the scale"
+    text += "."
+    boot_s, boot_i = x.get("slope_boot_ci"), x.get("intercept_boot_ci")
+    if boot_s and boot_i:
+        text += (
+            f" Bootstrap over {x.get('bootstrap')} ({x.get('n_bootstrap')} replicates): slope [{boot_s[0]:.4f}, {boot_s[1]:.4f}],"
+            f" intercept [{boot_i[0]:.4f}, {boot_i[1]:.4f}]."
+        )
+    if x.get("outliers"):
+        text += f" Outliers (kept in the fit): {', '.join(x['outliers'])}."
+    if x.get("clipped"):
+        text += f" Clipped ({x.get('boundary_rule')}): {', '.join(x['clipped'])}."
+    excluded = c.methods.get("fit_excluded")
+    if excluded:
+        text += f" Left out of the fit: {', '.join(excluded)}."
+    unmatched = [f"{side} only: {', '.join(c.methods[k])}" for side, k in (("original", "unmatched_original"), ("new", "unmatched_new")) if c.methods.get(k)]
+    if unmatched:
+        text += " Not compared (results on one set only): " + "; ".join(unmatched) + "."
+    return text
+
+
 def _rank_text(c: ComparisonSection) -> str:
     """Rank stability in one sentence (empty when the comparison holds none)."""
     r = c.rank_stability
@@ -1182,7 +1229,7 @@ def _env(kind: str) -> Any:
             env = jinja2.Environment(loader=loader, autoescape=False, trim_blocks=True, lstrip_blocks=True)
             env.filters["e"] = _md_escape
         env.filters.update(rank=_rank, pct=_pct, ival=_ival, pfmt=_pfmt, num=_num_fmt, slug=_slug)
-        env.globals.update(headline=_headline, ival=_ival, rank_text=_rank_text)
+        env.globals.update(headline=_headline, ival=_ival, rank_text=_rank_text, fit_text=_fit_text)
         _ENV[kind] = env
     return _ENV[kind]
 

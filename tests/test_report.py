@@ -279,6 +279,11 @@ def test_top5_and_several_new_sets_and_many_classes() -> None:
     assert all(len(img.get("alt") or "") > 30 for img in page.imgs)
 
 
+def test_image_set_with_a_comparison_name_but_other_images(small: stats.Comparison) -> None:
+    with pytest.raises(ValueError, match=r"test_sets\['new-test'\] == '40 images'; must be the test set of comparisons\[0\]"):
+        build_report(small, test_sets=[make_imageset(name="new-test")])
+
+
 def test_image_grid_and_provenance(small: stats.Comparison) -> None:
     toy = make_imageset(n=60, classes=30, name="toy-new")
     manifest = make_manifest("sample", fingerprint=toy.fingerprint, config={"seed": 7})
