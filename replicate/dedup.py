@@ -1,0 +1,1039 @@
+"""Near-duplicate detection between a new test set and the original sets.
+
+A new test set is worthless if it contains near-duplicates of the original train or test
+images. CIFAR-10.1 rejected candidates close to a CIFAR-10 image in pixel L2 and checked
+the nearest neighbours by hand; ImageNetV2 combined pixel L2, feature L2 and SSIM with
+human review. :func:`find_near_duplicates` combines several signals:
+
+* perceptual hashes (``phash``, ``dhash``, ... from :mod:`replicate.hashing`): every
+  pair within a Hamming radius (:func:`replicate.hamming.radius_search`);
+* exact pixel L2 (:func:`replicate._l2.l2_knn`, int8 products): the ``l2_k`` nearest
+  references of each query; flagged when the RMS pixel difference is small;
+* a tiny-image signature (mean-removed, unit-norm 8x8 colour thumbnail, robust to
+  brightness, contrast and small shifts): the ``tiny_k`` nearest references;
+* an aligned distance, computed for every candidate pair: the correlation distance
+  between 2x2-pooled grayscale windows after the best shift of up to ``max_shift``
+  pixels (robust to shifts, JPEG noise, photometric and colour changes);
+* optionally, model features (:func:`replicate.evaluate.extract_features`): cosine
+  distance of penultimate-layer features, the ``feature_k`` nearest references.
+
+Every candidate pair carries all distances and ranks. Flagged pairs form duplicate groups
+(connected components, :func:`scipy.sparse.csgraph.connected_components`). The rule of
+CIFAR-10.1 and ImageNetV2: a group that touches an original (reference) set is dropped
+whole; a group within the new set keeps one image (the first in set order). Ids in a
+blacklist file (appended by human review) are dropped too.
+
+Work is organised per query chunk (:func:`candidate_pairs` on one chunk against
+prepared references), so a distributed engine can map it over a large pool and join
+the pair tables before :func:`decide`.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from replicate._l2 import l2_knn, l2_sq_distances
+from replicate._validation import check_int, fail
+from replicate.imageset import ImageSet
+
+__all__ = [
+    "DedupConfig",
+    "DedupResult",
+    "PreparedSet",
+    "find_near_duplicates",
+    "prepare",
+    "candidate_pairs",
+    "decide",
+    "hash_pairs",
+    "aligned_distance",
+    "tiny_signature",
+    "read_blacklist",
+    "append_blacklist",
+    "dedup_gallery",
+    "SIGNALS",
+]
+
+SIGNALS: tuple[str, ...] = ("hash", "l2", "tiny", "aligned", "feature")
+_PAIR_BATCH = 8192
+
+
+# --------------------------------------------------------------------------------------
+# configuration
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    """Signals and thresholds of the near-duplicate detector.
+
+    A candidate pair is flagged when any rule fires:
+
+    * ``hash_radii``: ``{method: radius}``; flagged when the Hamming distance of that
+      hash is <= radius (``hash_size`` bits per side, 64 for 8);
+    * ``l2_rms_max``: flagged when the RMS difference per pixel value,
+      ``sqrt(||q - r||^2 / (H W C))``, is <= this (0-255 scale);
+    * ``aligned_max``: flagged when the aligned distance is <= this (0..2);
+    * ``tiny_max``: flagged when the tiny-image distance is <= this (0..2);
+    * ``feature_max``: flagged when the feature cosine distance is <= this (0..2).
+
+    ``None`` switches a rule off (the signal may still propose candidates). Candidates
+    come from the hash radii and the ``l2_k``, ``tiny_k`` and ``feature_k`` nearest
+    references of each query in each reference set (0 switches a kNN signal off).
+    Defaults were chosen on the planted-copy benchmark built from real CIFAR-10 images
+    (``validation/validate_dedup.py``; the table is in ``docs/dedup.md``).
+    """
+
+    hash_radii: Mapping[str, int] = field(default_factory=lambda: {"phash": 4, "dhash": 4})
+    hash_size: int = 8
+    l2_k: int = 3
+    l2_rms_max: float | None = 6.0
+    tiny_k: int = 10
+    tiny_size: int = 8
+    tiny_max: float | None = None
+    aligned_max: float | None = 0.36
+    max_shift: int = 2
+    feature_model: str | None = None
+    feature_k: int = 5
+    feature_max: float | None = None
+    within_query: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hash_radii", dict(self.hash_radii))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe copy of every setting."""
+        d = asdict(self)
+        d["hash_radii"] = dict(self.hash_radii)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DedupConfig:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**dict(data))
+
+
+def _check_threshold(name: str, value: Any, hi: float) -> float | None:
+    if value is None:
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise fail(name, value, f"a number in [0, {hi:g}] or None", error=TypeError) from None
+    if not (0.0 <= x <= hi):
+        raise fail(name, value, f"in [0, {hi:g}] (or None to switch the rule off)")
+    return x
+
+
+def _check_config(config: DedupConfig) -> DedupConfig:
+    from replicate._validation import check_choice
+    from replicate.hashing import hash_bits, list_hashers
+
+    hs = check_int("hash_size", config.hash_size, minimum=2)
+    radii = {}
+    for method, radius in config.hash_radii.items():
+        check_choice("hash_radii key", method, list_hashers())
+        bits = hash_bits(method, hash_size=hs)
+        radii[method] = check_int(f"hash_radii[{method!r}]", radius, minimum=0, maximum=bits)
+    return replace(
+        config,
+        hash_radii=radii,
+        hash_size=hs,
+        l2_k=check_int("l2_k", config.l2_k, minimum=0),
+        tiny_k=check_int("tiny_k", config.tiny_k, minimum=0),
+        feature_k=check_int("feature_k", config.feature_k, minimum=0),
+        tiny_size=check_int("tiny_size", config.tiny_size, minimum=2),
+        max_shift=check_int("max_shift", config.max_shift, minimum=0, maximum=8),
+        l2_rms_max=_check_threshold("l2_rms_max", config.l2_rms_max, 255.0),
+        aligned_max=_check_threshold("aligned_max", config.aligned_max, 2.0),
+        tiny_max=_check_threshold("tiny_max", config.tiny_max, 2.0),
+        feature_max=_check_threshold("feature_max", config.feature_max, 2.0),
+        within_query=bool(config.within_query),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# signatures
+
+
+def _unit_rows(x: torch.Tensor) -> torch.Tensor:
+    x = x - x.mean(dim=1, keepdim=True)
+    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-6)
+
+
+def tiny_signature(images: np.ndarray, size: int = 8) -> np.ndarray:
+    """Mean-removed, unit-norm ``size x size`` RGB thumbnails (area averages), float32 (N, 3 size^2)."""
+    out = np.empty((len(images), 3 * size * size), dtype=np.float32)
+    for s in range(0, len(images), _PAIR_BATCH):
+        t = torch.from_numpy(np.ascontiguousarray(images[s : s + _PAIR_BATCH])).permute(0, 3, 1, 2).float()
+        t = torch.nn.functional.adaptive_avg_pool2d(t, size).reshape(len(t), -1)
+        out[s : s + len(t)] = _unit_rows(t).numpy()
+    return out
+
+
+def _gray(images: np.ndarray) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(images)).float()
+    return t.mean(dim=3) if t.shape[3] > 1 else t[..., 0]
+
+
+def _window(gray: torch.Tensor, m: int, dy: int, dx: int) -> torch.Tensor:
+    n, h, w = gray.shape
+    win = gray[:, m + dy : h - m + dy, m + dx : w - m + dx]
+    win = torch.nn.functional.avg_pool2d(win[:, None], 2, ceil_mode=True) if min(h, w) - 2 * m >= 2 else win[:, None]
+    return _unit_rows(win.reshape(n, -1))
+
+
+def _aligned_reference(images: np.ndarray, max_shift: int) -> np.ndarray:
+    """The centre window of each image, pooled and normalised (N, P) float32."""
+    out = []
+    for s in range(0, len(images), _PAIR_BATCH):
+        out.append(_window(_gray(images[s : s + _PAIR_BATCH]), max_shift, 0, 0).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
+
+
+def _aligned_query(images: np.ndarray, max_shift: int) -> torch.Tensor:
+    """Every shifted window of each image: (N, S, P) float32, S = (2 max_shift + 1)^2."""
+    g = _gray(images)
+    m = max_shift
+    wins = [_window(g, m, dy, dx) for dy in range(-m, m + 1) for dx in range(-m, m + 1)]
+    return torch.stack(wins, dim=1)
+
+
+def aligned_distance(a: np.ndarray, b: np.ndarray, max_shift: int = 2) -> np.ndarray:
+    """Shift-tolerant distance of paired images ``a[i]``, ``b[i]`` (uint8 NHWC), float64.
+
+    The grayscale centre window of ``b`` (``max_shift`` pixels cropped from each side)
+    is compared with every window of ``a`` shifted by up to ``max_shift`` pixels in
+    each direction; windows are 2x2 average-pooled, mean-removed and scaled to unit
+    norm, and the smallest ``sqrt(2 - 2 cos)`` is returned: 0 for identical content up
+    to a shift and an affine brightness/contrast change, about 1 for unrelated images.
+    """
+    a = np.asarray(a)
+    b = np.asarray(b)
+    if a.shape != b.shape:
+        raise fail("b.shape", b.shape, f"{a.shape} (the shape of a)")
+    out = np.empty(len(a), dtype=np.float64)
+    for s in range(0, len(a), _PAIR_BATCH):
+        qa = _aligned_query(a[s : s + _PAIR_BATCH], max_shift)
+        rb = torch.from_numpy(_aligned_reference(b[s : s + _PAIR_BATCH], max_shift))
+        cos = torch.einsum("nsp,np->ns", qa, rb).max(dim=1).values
+        out[s : s + len(rb)] = torch.sqrt(torch.clamp(2 - 2 * cos, min=0)).double().numpy()
+    return out
+
+
+def _cosine_knn(q: np.ndarray, r: np.ndarray, k: int, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """k nearest rows of unit vectors by ``sqrt(2 - 2 cos)`` (ties: lower index; float32)."""
+    qt = torch.from_numpy(q)
+    rt = torch.from_numpy(r)
+    k = min(k, len(r))
+    idx = np.empty((len(q), k), dtype=np.int64)
+    dist = np.empty((len(q), k), dtype=np.float64)
+    for s in range(0, len(q), chunk):
+        sim = qt[s : s + chunk] @ rt.T
+        v, i = torch.topk(sim, k, dim=1, largest=True, sorted=True)
+        idx[s : s + len(v)] = i.numpy()
+        dist[s : s + len(v)] = torch.sqrt(torch.clamp(2 - 2 * v.double(), min=0)).numpy()
+    return idx, dist
+
+
+def _unit_features(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(n, 1e-12)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------
+# prepared sets and candidate pairs
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedSet:
+    """An image set with the signatures the detector compares (computed once)."""
+
+    name: str
+    images: ImageSet
+    hashes: dict[str, np.ndarray]
+    tiny: np.ndarray
+    aligned: np.ndarray
+    features: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def prepare(images: ImageSet, config: DedupConfig, name: str | None = None) -> PreparedSet:
+    """Hashes, tiny signatures, aligned windows (and features) of one set."""
+    from replicate.hashing import hash_images
+
+    hashes = {m: hash_images(images.images, m, hash_size=config.hash_size) for m in config.hash_radii}
+    feats = None
+    if config.feature_model is not None:
+        from replicate.evaluate import extract_features
+
+        feats = _unit_features(extract_features(config.feature_model, images))
+    return PreparedSet(
+        name=name or images.name,
+        images=images,
+        hashes=hashes,
+        tiny=tiny_signature(images.images, config.tiny_size),
+        aligned=_aligned_reference(images.images, config.max_shift),
+        features=feats,
+    )
+
+
+def hash_pairs(query: Any, reference: Any, radius: int) -> pd.DataFrame:
+    """All pairs of precomputed :class:`~replicate.hashing.Hashes` within ``radius``.
+
+    Both must come from the same hasher with the same parameters. Returns columns
+    ``query_id``, ``reference_id``, ``hamming``.
+    """
+    from replicate.hamming import radius_search
+    from replicate.hashing import Hashes, check_compatible
+
+    for name, h in (("query", query), ("reference", reference)):
+        if not isinstance(h, Hashes):
+            raise fail(name, type(h).__name__, "a replicate.hashing.Hashes", "Make it with hash_set().", error=TypeError)
+    check_compatible(query, reference, "reference")
+    radius = check_int("radius", radius, minimum=0, maximum=query.bits)
+    qi, ri, d = radius_search(query.values, reference.values, radius)
+    return pd.DataFrame({"query_id": query.ids[qi], "reference_id": reference.ids[ri], "hamming": d})
+
+
+def _knn_pairs(idx: np.ndarray, offset: int, within: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query position, reference position, 1-based rank) from a kNN index table.
+
+    Within the query set the search asked for one extra neighbour; each row drops its
+    own position (or, if absent, its last entry).
+    """
+    n, k = idx.shape
+    rows = np.repeat(np.arange(n), k).reshape(n, k)
+    if within:
+        own = idx == (rows + offset)
+        drop_last = ~own.any(axis=1)
+        own[drop_last, k - 1] = True
+        keep = ~own
+        idx = idx[keep].reshape(n, k - 1)
+        rows = rows[keep].reshape(n, k - 1)
+        k -= 1
+    ranks = np.tile(np.arange(1, k + 1), n)
+    return rows.ravel() + offset, idx.ravel(), ranks
+
+
+def candidate_pairs(
+    query: PreparedSet,
+    references: Sequence[PreparedSet],
+    config: DedupConfig,
+    *,
+    offset: int = 0,
+    within: PreparedSet | None = None,
+) -> pd.DataFrame:
+    """Candidate pairs of one query chunk against prepared references, with every distance.
+
+    ``offset`` is the chunk's first position in the whole query set; ``within`` is the
+    whole prepared query set (for pairs inside the query, reported once with the lower
+    position first). Returns positions (``query_pos``, ``reference_set``,
+    ``reference_pos``) plus the distance and rank columns; :func:`decide` turns the
+    joined tables of all chunks into a :class:`DedupResult`.
+    """
+    from replicate.hamming import radius_search
+
+    targets: list[tuple[PreparedSet, bool]] = [(r, False) for r in references]
+    if within is not None:
+        targets.append((within, True))
+    frames = []
+    for ref, is_within in targets:
+        keys: list[pd.DataFrame] = []
+        extra = 1 if is_within else 0
+        for method, radius in config.hash_radii.items():
+            qi, ri, _ = radius_search(query.hashes[method], ref.hashes[method], radius)
+            keys.append(pd.DataFrame({"query_pos": qi + offset, "reference_pos": ri}))
+        available = len(ref) - (1 if is_within else 0)
+        if config.l2_k and available > 0:
+            k = min(config.l2_k, available) + extra
+            nn = l2_knn(query.images.images, ref.images.images, k=k)
+            qp, rp, rk = _knn_pairs(nn.indices, offset, is_within)
+            keys.append(pd.DataFrame({"query_pos": qp, "reference_pos": rp, "l2_rank": rk}))
+        if config.tiny_k and available > 0:
+            idx, _ = _cosine_knn(query.tiny, ref.tiny, min(config.tiny_k, available) + extra)
+            qp, rp, rk = _knn_pairs(idx, offset, is_within)
+            keys.append(pd.DataFrame({"query_pos": qp, "reference_pos": rp, "tiny_rank": rk}))
+        if config.feature_model is not None and config.feature_k and available > 0:
+            assert query.features is not None and ref.features is not None  # made by prepare()
+            idx, _ = _cosine_knn(query.features, ref.features, min(config.feature_k, available) + extra)
+            qp, rp, rk = _knn_pairs(idx, offset, is_within)
+            keys.append(pd.DataFrame({"query_pos": qp, "reference_pos": rp, "feature_rank": rk}))
+        if not keys:
+            continue
+        cand = pd.concat(keys, ignore_index=True)
+        for col in ("l2_rank", "tiny_rank", "feature_rank"):
+            if col not in cand:
+                cand[col] = np.nan
+        if is_within:
+            cand = cand[cand.query_pos != cand.reference_pos]
+            lo = np.minimum(cand.query_pos, cand.reference_pos)
+            hi = np.maximum(cand.query_pos, cand.reference_pos)
+            cand = cand.assign(query_pos=lo, reference_pos=hi)
+        cand = cand.groupby(["query_pos", "reference_pos"], as_index=False, sort=True).min()
+        frames.append(_distances(cand, query, ref, offset, within if is_within else None, config))
+    if not frames:
+        return _empty_pairs(config)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _empty_pairs(config: DedupConfig) -> pd.DataFrame:
+    cols = ["query_pos", "reference_set", "reference_pos"] + _distance_columns(config)
+    return pd.DataFrame({c: pd.Series(dtype="object" if c == "reference_set" else "float64") for c in cols})
+
+
+def _distance_columns(config: DedupConfig) -> list[str]:
+    cols = [f"hamming_{m}" for m in config.hash_radii]
+    cols += ["l2", "l2_rms", "l2_rank", "tiny", "tiny_rank", "aligned"]
+    if config.feature_model is not None:
+        cols += ["feature", "feature_rank"]
+    return cols
+
+
+def _distances(
+    cand: pd.DataFrame,
+    query: PreparedSet,
+    ref: PreparedSet,
+    offset: int,
+    whole_query: PreparedSet | None,
+    config: DedupConfig,
+) -> pd.DataFrame:
+    """All distances of candidate pairs (positions; ``whole_query`` for pairs within the query)."""
+    qpos = cand.query_pos.to_numpy(np.int64)
+    rpos = cand.reference_pos.to_numpy(np.int64)
+    # Within the query set both ends are query positions: read them from the whole set.
+    qsrc = whole_query if whole_query is not None else query
+    qloc = qpos if whole_query is not None else qpos - offset
+    out = pd.DataFrame({"query_pos": qpos, "reference_set": ref.name, "reference_pos": rpos})
+    from replicate.hamming import hamming_distance
+
+    for m in config.hash_radii:
+        out[f"hamming_{m}"] = hamming_distance(qsrc.hashes[m][qloc], ref.hashes[m][rpos])
+    qimg = qsrc.images.images
+    rimg = ref.images.images
+    sq = np.empty(len(qpos), dtype=np.int64)
+    al = np.empty(len(qpos), dtype=np.float64)
+    for s in range(0, len(qpos), _PAIR_BATCH):
+        a, b = qloc[s : s + _PAIR_BATCH], rpos[s : s + _PAIR_BATCH]
+        sq[s : s + len(a)] = l2_sq_distances(qimg[a], rimg[b])
+        qa = _aligned_query(qimg[a], config.max_shift)
+        rb = torch.from_numpy(ref.aligned[b])
+        cos = torch.einsum("nsp,np->ns", qa, rb).max(dim=1).values
+        al[s : s + len(a)] = torch.sqrt(torch.clamp(2 - 2 * cos, min=0)).double().numpy()
+    values_per_image = int(np.prod(qimg.shape[1:]))
+    out["l2"] = np.sqrt(sq.astype(np.float64))
+    out["l2_rms"] = np.sqrt(sq / values_per_image)
+    out["l2_rank"] = cand.l2_rank.to_numpy()
+    tiny_cos = np.einsum("ij,ij->i", qsrc.tiny[qloc], ref.tiny[rpos])
+    out["tiny"] = np.sqrt(np.clip(2 - 2 * tiny_cos.astype(np.float64), 0, None))
+    out["tiny_rank"] = cand.tiny_rank.to_numpy()
+    out["aligned"] = al
+    if config.feature_model is not None:
+        assert qsrc.features is not None and ref.features is not None
+        fcos = np.einsum("ij,ij->i", qsrc.features[qloc], ref.features[rpos])
+        out["feature"] = np.sqrt(np.clip(2 - 2 * fcos.astype(np.float64), 0, None))
+        out["feature_rank"] = cand.feature_rank.to_numpy()
+    for col in ("l2_rank", "tiny_rank", "feature_rank"):
+        if col in out:
+            out[col] = out[col].astype("Int64")
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# blacklist
+
+
+def read_blacklist(path: str | os.PathLike[str] | None) -> list[str]:
+    """Ids in a blacklist file: one per line; blank lines and ``#`` comments ignored.
+
+    A missing file is an empty blacklist only when ``path`` is None.
+    """
+    if path is None:
+        return []
+    p = Path(path)
+    if not p.is_file():
+        raise fail("blacklist", str(p), "an existing text file with one id per line", error=FileNotFoundError)
+    ids = []
+    for line in p.read_text(encoding="utf-8").splitlines():
+        text = line.split("#", 1)[0].strip()
+        if text:
+            ids.append(text)
+    return ids
+
+
+def append_blacklist(path: str | os.PathLike[str], ids: Iterable[str], comment: str | None = None) -> int:
+    """Append ids (not already listed) to a blacklist file; returns how many were added."""
+    p = Path(path)
+    have = set(read_blacklist(p)) if p.exists() else set()
+    new = [str(i) for i in ids if str(i) not in have]
+    new = list(dict.fromkeys(new))
+    for i in new:
+        if not i or "\n" in i or "#" in i:
+            raise fail("ids", i, "non-empty ids without newlines or '#'")
+    if new:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with p.open("a", encoding="utf-8") as f:
+            if comment:
+                f.write(f"# {comment}\n")
+            f.write("".join(f"{i}\n" for i in new))
+    return len(new)
+
+
+# --------------------------------------------------------------------------------------
+# result
+
+
+@dataclass(frozen=True, eq=False)
+class DedupResult:
+    """Near-duplicates of a query set in reference sets (and within itself).
+
+    Attributes
+    ----------
+    pairs
+        one row per candidate pair: ``query_id``, ``reference_set``, ``reference_id``,
+        ``hamming_<method>`` per hash, ``l2`` (exact pixel L2), ``l2_rms``, ``l2_rank``,
+        ``tiny``, ``tiny_rank``, ``aligned`` (and ``feature``, ``feature_rank``),
+        ``flagged`` and ``flagged_by`` (the rules that fired). Ranks are 1-based among
+        the query's neighbours in that set, missing when outside the k searched.
+        Pairs within the query set have ``reference_set`` equal to the query's name.
+    groups
+        members of every duplicate group: ``group``, ``set``, ``id``, ``is_query``,
+        ``kept``.
+    flagged
+        query images to exclude: ``query_id``, ``reason`` (``reference`` — in a group
+        with an original image; ``within_query`` — a group inside the new set, one other
+        member kept; ``blacklist``), ``group`` (-1 for none) and ``matches``.
+    kept_ids
+        query ids not flagged, in set order.
+    config
+        the signals and thresholds used.
+    """
+
+    pairs: pd.DataFrame
+    groups: pd.DataFrame
+    flagged: pd.DataFrame
+    kept_ids: np.ndarray
+    config: DedupConfig
+    query_name: str
+    n_query: int
+    reference_sizes: dict[str, int]
+    blacklist: dict[str, Any]
+
+    @property
+    def flagged_ids(self) -> np.ndarray:
+        """Query ids to exclude (every reason)."""
+        return self.flagged.query_id.to_numpy(dtype=str)
+
+    @property
+    def n_flagged(self) -> int:
+        return len(self.flagged)
+
+    def counts(self) -> dict[str, int]:
+        """Flagged query images per reason, and pair/group counts."""
+        reasons = self.flagged.reason.value_counts()
+        return {
+            "query": self.n_query,
+            "flagged": self.n_flagged,
+            "kept": len(self.kept_ids),
+            "reference": int(reasons.get("reference", 0)),
+            "within_query": int(reasons.get("within_query", 0)),
+            "blacklist": int(reasons.get("blacklist", 0)),
+            "candidate_pairs": len(self.pairs),
+            "flagged_pairs": int(self.pairs.flagged.sum()) if len(self.pairs) else 0,
+            "groups": int(self.groups.group.nunique()) if len(self.groups) else 0,
+        }
+
+    def flagged_by_signal(self) -> dict[str, int]:
+        """Flagged pairs per rule (a pair can count under several)."""
+        out: dict[str, int] = {}
+        for s in self.pairs.flagged_by[self.pairs.flagged] if len(self.pairs) else []:
+            for r in str(s).split(","):
+                out[r] = out.get(r, 0) + 1
+        return dict(sorted(out.items()))
+
+    def summary(self) -> str:
+        """A few lines of text."""
+        c = self.counts()
+        refs = ", ".join(f"{k} ({v})" for k, v in self.reference_sizes.items()) or "none"
+        rules = _rules_text(self.config)
+        lines = [
+            f"Near-duplicates of {self.query_name} ({self.n_query} images) in: {refs}"
+            + ("; and within the set" if self.config.within_query else ""),
+            f"rules: {rules}",
+            f"{c['flagged']} flagged ({c['reference']} near an original image, "
+            f"{c['within_query']} duplicates within the set, {c['blacklist']} blacklisted); "
+            f"{c['kept']} kept",
+            f"{c['candidate_pairs']} candidate pairs, {c['flagged_pairs']} flagged, in {c['groups']} groups; "
+            f"flagged pairs per rule: {self.flagged_by_signal()}",
+        ]
+        if self.blacklist.get("path"):
+            lines.append(
+                f"blacklist {self.blacklist['path']}: {self.blacklist['n_ids']} ids, "
+                f"{self.blacklist['n_matched']} in this set"
+            )
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe: counts, config, the flagged ids with reasons."""
+        return {
+            "query": self.query_name,
+            "n_query": self.n_query,
+            "references": dict(self.reference_sizes),
+            "counts": self.counts(),
+            "flagged_pairs_by_rule": self.flagged_by_signal(),
+            "config": self.config.to_dict(),
+            "blacklist": dict(self.blacklist),
+            "flagged": [
+                {"query_id": str(r.query_id), "reason": str(r.reason), "group": int(r.group), "matches": str(r.matches)}
+                for r in self.flagged.itertuples()
+            ],
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write ``pairs.csv``, ``groups.csv``, ``flagged.csv``, ``flagged_ids.txt``,
+        ``kept_ids.txt`` and ``result.json`` into directory ``path``."""
+        p = Path(path)
+        p.mkdir(parents=True, exist_ok=True)
+        self.pairs.to_csv(p / "pairs.csv", index=False)
+        self.groups.to_csv(p / "groups.csv", index=False)
+        self.flagged.to_csv(p / "flagged.csv", index=False)
+        (p / "flagged_ids.txt").write_text("".join(f"{i}\n" for i in self.flagged_ids))
+        (p / "kept_ids.txt").write_text("".join(f"{i}\n" for i in self.kept_ids))
+        meta = {k: v for k, v in self.to_dict().items() if k != "flagged"}
+        (p / "result.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        return p
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> DedupResult:
+        """Read a directory written by :meth:`save`."""
+        p = Path(path)
+        if not (p / "result.json").is_file():
+            raise fail("path", str(p), "a directory written by DedupResult.save (with result.json)", error=FileNotFoundError)
+        meta = json.loads((p / "result.json").read_text())
+        str_cols = {"query_id": str, "reference_set": str, "reference_id": str, "id": str, "set": str, "matches": str}
+        pairs = pd.read_csv(p / "pairs.csv", dtype=str_cols, keep_default_na=False, na_values=[""])
+        for col in ("l2_rank", "tiny_rank", "feature_rank"):
+            if col in pairs:
+                pairs[col] = pairs[col].astype("Int64")
+        if "flagged_by" in pairs:
+            pairs["flagged_by"] = pairs["flagged_by"].fillna("")
+        groups = pd.read_csv(p / "groups.csv", dtype=str_cols, keep_default_na=False)
+        flagged = pd.read_csv(p / "flagged.csv", dtype=str_cols, keep_default_na=False)
+        kept = np.array([x for x in (p / "kept_ids.txt").read_text().splitlines() if x], dtype=str)
+        return cls(
+            pairs=pairs,
+            groups=groups,
+            flagged=flagged,
+            kept_ids=kept,
+            config=DedupConfig.from_dict(meta["config"]),
+            query_name=meta["query"],
+            n_query=int(meta["n_query"]),
+            reference_sizes={k: int(v) for k, v in meta["references"].items()},
+            blacklist=meta["blacklist"],
+        )
+
+
+def _rules_text(config: DedupConfig) -> str:
+    parts = [f"{m} <= {r}" for m, r in config.hash_radii.items()]
+    if config.l2_rms_max is not None:
+        parts.append(f"l2_rms <= {config.l2_rms_max:g} (among {config.l2_k} nearest)")
+    if config.aligned_max is not None:
+        parts.append(f"aligned <= {config.aligned_max:g} (shift <= {config.max_shift})")
+    if config.tiny_max is not None:
+        parts.append(f"tiny <= {config.tiny_max:g}")
+    if config.feature_model is not None and config.feature_max is not None:
+        parts.append(f"{config.feature_model} feature <= {config.feature_max:g}")
+    return " or ".join(parts) if parts else "(none)"
+
+
+# --------------------------------------------------------------------------------------
+# the detector
+
+
+def _as_references(references: Any, query: ImageSet) -> list[tuple[str, ImageSet]]:
+    if references is None:
+        items: list[tuple[str, ImageSet]] = []
+    elif isinstance(references, ImageSet):
+        items = [(references.name, references)]
+    elif isinstance(references, Mapping):
+        items = [(str(k), v) for k, v in references.items()]
+    elif isinstance(references, Sequence) and not isinstance(references, (str, bytes)):
+        items = [(getattr(v, "name", f"reference{i}"), v) for i, v in enumerate(references)]
+    else:
+        raise fail("references", type(references).__name__, "a mapping name -> ImageSet, a list of ImageSets, or None", error=TypeError)
+    names = [n for n, _ in items]
+    for name, s in items:
+        if not isinstance(s, ImageSet):
+            raise fail(f"references[{name!r}]", type(s).__name__, "an ImageSet", error=TypeError)
+        if names.count(name) > 1:
+            raise fail("references", names, "sets with distinct names", "Pass a mapping {name: set} or rename with s.renamed().")
+        if name == query.name:
+            raise fail(
+                f"reference name {name!r}",
+                name,
+                f"different from the query's name ({query.name!r}), which labels pairs within the query",
+                "Rename one of them with s.renamed().",
+            )
+        if len(s) == 0:
+            raise fail(f"references[{name!r}]", "an empty set", "at least one image")
+        if s.image_shape != query.image_shape:
+            raise fail(
+                f"image shape of references[{name!r}]",
+                s.image_shape,
+                f"{query.image_shape} (the query's)",
+                "Resize both sets to one size before looking for near-duplicates.",
+            )
+    seen: dict[str, np.ndarray] = {}
+    for label, ids in [(f"query {query.name!r}", query.ids)] + [(f"reference {n!r}", s.ids) for n, s in items]:
+        for other_label, other_ids in seen.items():
+            clash = np.intersect1d(ids, other_ids)
+            if len(clash):
+                raise fail(
+                    f"ids of {label}",
+                    f"{len(clash)} ids shared with {other_label}, e.g. {clash[:3].tolist()}",
+                    "unique across the query and reference sets",
+                    "Give each set its own ids (the default ids are '<name>/<index>'), or pass a set only once.",
+                )
+        seen[label] = ids
+    return items
+
+
+def find_near_duplicates(
+    query: ImageSet,
+    references: Mapping[str, ImageSet] | Sequence[ImageSet] | ImageSet | None = None,
+    *,
+    config: DedupConfig | None = None,
+    blacklist: str | os.PathLike[str] | Iterable[str] | None = None,
+    chunk_size: int = 4096,
+    **overrides: Any,
+) -> DedupResult:
+    """Find the near-duplicates of ``query`` images in ``references`` and within ``query``.
+
+    Parameters
+    ----------
+    query
+        the new set (e.g. candidate test images).
+    references
+        the original sets, ``{"cifar10-train": train, "cifar10-test": test}`` or a list
+        (named by ``ImageSet.name``); ``None`` checks only within ``query``.
+    config
+        signals and thresholds (:class:`DedupConfig`); keyword ``overrides`` replace
+        single fields, e.g. ``aligned_max=0.3`` or ``feature_model="resnet56"``.
+    blacklist
+        a blacklist file (one id per line, appended by review) or an iterable of ids;
+        listed query images are dropped.
+    chunk_size
+        query images compared at once (bounds memory).
+
+    Returns
+    -------
+    DedupResult
+        pairs with every distance, duplicate groups, flagged and kept ids.
+    """
+    if not isinstance(query, ImageSet):
+        raise fail("query", type(query).__name__, "an ImageSet", "Wrap arrays with ImageSet(images).", error=TypeError)
+    if len(query) == 0:
+        raise fail("query", "an empty set", "at least one image")
+    base = config if config is not None else DedupConfig()
+    unknown = sorted(set(overrides) - set(DedupConfig.__dataclass_fields__))
+    if unknown:
+        from replicate._validation import check_choice
+
+        check_choice("keyword argument", unknown[0], sorted(DedupConfig.__dataclass_fields__))
+    cfg = _check_config(replace(base, **overrides))
+    chunk_size = check_int("chunk_size", chunk_size, minimum=1)
+    refs = _as_references(references, query)
+    if isinstance(blacklist, (str, os.PathLike)):
+        bl_ids, bl_path = read_blacklist(blacklist), str(blacklist)
+    else:
+        bl_ids, bl_path = [str(i) for i in (blacklist or [])], None
+
+    prepared_refs = [prepare(s, cfg, name) for name, s in refs]
+    whole = prepare(query, cfg)
+    frames = []
+    for start in range(0, len(query), chunk_size):
+        stop = min(start + chunk_size, len(query))
+        chunk = _slice_prepared(whole, start, stop)
+        frames.append(
+            candidate_pairs(chunk, prepared_refs, cfg, offset=start, within=whole if cfg.within_query and len(query) > 1 else None)
+        )
+    pairs = pd.concat(frames, ignore_index=True) if frames else _empty_pairs(cfg)
+    if cfg.within_query and len(pairs):
+        # a pair inside the query is found from both of its chunks: keep one row
+        inside = pairs.reference_set == query.name
+        dup = pairs[inside].duplicated(["query_pos", "reference_pos"])
+        pairs = pairs.drop(index=pairs[inside].index[dup.to_numpy()]).reset_index(drop=True)
+    return decide(pairs, query, dict(refs), cfg, blacklist=bl_ids, blacklist_path=bl_path)
+
+
+def _slice_prepared(p: PreparedSet, start: int, stop: int) -> PreparedSet:
+    sl = slice(start, stop)
+    return PreparedSet(
+        name=p.name,
+        images=p.images.select(np.arange(start, stop)),
+        hashes={m: v[sl] for m, v in p.hashes.items()},
+        tiny=p.tiny[sl],
+        aligned=p.aligned[sl],
+        features=None if p.features is None else p.features[sl],
+    )
+
+
+def _flag_rules(pairs: pd.DataFrame, config: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
+    fired: list[tuple[str, np.ndarray]] = []
+    for m, r in config.hash_radii.items():
+        fired.append((m, pairs[f"hamming_{m}"].to_numpy() <= r))
+    if config.l2_rms_max is not None:
+        fired.append(("l2", pairs["l2_rms"].to_numpy() <= config.l2_rms_max))
+    if config.aligned_max is not None:
+        fired.append(("aligned", pairs["aligned"].to_numpy() <= config.aligned_max))
+    if config.tiny_max is not None:
+        fired.append(("tiny", pairs["tiny"].to_numpy() <= config.tiny_max))
+    if config.feature_max is not None and "feature" in pairs:
+        fired.append(("feature", pairs["feature"].to_numpy() <= config.feature_max))
+    n = len(pairs)
+    flagged = np.zeros(n, dtype=bool)
+    labels = np.full(n, "", dtype=object)
+    for name, mask in fired:
+        flagged |= mask
+        labels[mask] = [f"{x},{name}" if x else name for x in labels[mask]]
+    return flagged, labels.astype(str) if n else np.array([], dtype=str)
+
+
+def decide(
+    pairs: pd.DataFrame,
+    query: ImageSet,
+    references: Mapping[str, ImageSet],
+    config: DedupConfig,
+    *,
+    blacklist: Iterable[str] = (),
+    blacklist_path: str | None = None,
+) -> DedupResult:
+    """Apply the rules to a candidate-pair table (positions), form groups, pick what to drop.
+
+    ``pairs`` is the concatenation of :func:`candidate_pairs` over all query chunks.
+    Re-running :func:`decide` with another ``config`` (thresholds only) re-scores the
+    same candidates without searching again.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    pairs = pairs.reset_index(drop=True)
+    flagged, labels = _flag_rules(pairs, config)
+    names = list(references)
+    sizes = {n: len(references[n]) for n in names}
+    offsets: dict[str, int] = {query.name: 0}
+    total = len(query)
+    for n in names:
+        offsets[n] = total
+        total += sizes[n]
+    ref_ids = {n: references[n].ids for n in names}
+    ref_ids[query.name] = query.ids
+    qpos = pairs.query_pos.to_numpy(np.int64)
+    rpos = pairs.reference_pos.to_numpy(np.int64)
+    rset = pairs.reference_set.to_numpy(str)
+    out = pd.DataFrame(
+        {
+            "query_id": query.ids[qpos] if len(pairs) else np.array([], dtype=str),
+            "reference_set": rset,
+            "reference_id": np.array([ref_ids[s][p] for s, p in zip(rset, rpos)], dtype=str)
+            if len(pairs)
+            else np.array([], dtype=str),
+        }
+    )
+    for col in pairs.columns:
+        if col not in ("query_pos", "reference_set", "reference_pos"):
+            out[col] = pairs[col].to_numpy() if not isinstance(pairs[col].dtype, pd.Int64Dtype) else pairs[col]
+    out["flagged"] = flagged
+    out["flagged_by"] = labels
+
+    # groups: connected components of flagged pairs over query + reference nodes
+    fq = qpos[flagged]
+    fr = np.array([offsets[s] for s in rset[flagged]], dtype=np.int64) + rpos[flagged]
+    nodes = np.unique(np.concatenate([fq, fr]))
+    local = {int(v): i for i, v in enumerate(nodes)}
+    a = np.array([local[int(v)] for v in fq], dtype=np.int64)
+    b = np.array([local[int(v)] for v in fr], dtype=np.int64)
+    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(len(nodes), len(nodes)))
+    ncomp, comp = connected_components(graph, directed=False)
+    bl = set(blacklist)
+    q_black = np.isin(query.ids, list(bl)) if bl else np.zeros(len(query), bool)
+    set_of_node = np.empty(len(nodes), dtype=object)
+    id_of_node = np.empty(len(nodes), dtype=object)
+    bounds = sorted(offsets.items(), key=lambda kv: kv[1])
+    for i, v in enumerate(nodes):
+        for n, off in reversed(bounds):
+            if v >= off:
+                set_of_node[i] = n
+                id_of_node[i] = ref_ids[n][v - off]
+                break
+    is_query = nodes < len(query)
+    # number groups in order of their first query member (deterministic)
+    order = np.argsort(nodes)
+    first_seen: dict[int, int] = {}
+    for i in order:
+        first_seen.setdefault(int(comp[i]), len(first_seen))
+    group_rows = []
+    reason: dict[int, tuple[str, int, str]] = {}
+    for c in range(ncomp):
+        members = np.flatnonzero(comp == c)
+        members = members[np.argsort(nodes[members])]
+        gid = first_seen[c]
+        qm = members[is_query[members]]
+        rm = members[~is_query[members]]
+        kept_node = -1
+        if len(rm):
+            matches = "; ".join(f"{set_of_node[i]}:{id_of_node[i]}" for i in rm[:5]) + (
+                f"; ... ({len(rm)} in all)" if len(rm) > 5 else ""
+            )
+            for i in qm:
+                reason[int(nodes[i])] = ("reference", gid, matches)
+        else:
+            free = [i for i in qm if not q_black[nodes[i]]]
+            kept_node = int(free[0]) if free else -1
+            for i in qm:
+                if i != kept_node:
+                    keep_id = id_of_node[kept_node] if kept_node >= 0 else "(none: all blacklisted)"
+                    reason[int(nodes[i])] = ("within_query", gid, f"{query.name}:{keep_id}")
+        for i in members:
+            group_rows.append(
+                {"group": gid, "set": set_of_node[i], "id": id_of_node[i], "is_query": bool(is_query[i]), "kept": bool(i == kept_node)}
+            )
+    for p in np.flatnonzero(q_black):
+        # a blacklisted image already dropped by a group keeps that (more specific) reason
+        reason.setdefault(int(p), ("blacklist", -1, ""))
+    groups = pd.DataFrame(group_rows, columns=["group", "set", "id", "is_query", "kept"])
+    groups = groups.sort_values(["group", "is_query", "set", "id"], ascending=[True, False, True, True], kind="stable")
+    groups = groups.reset_index(drop=True)
+    fl_pos = np.array(sorted(reason), dtype=np.int64)
+    flagged_df = pd.DataFrame(
+        {
+            "query_id": query.ids[fl_pos] if len(fl_pos) else np.array([], dtype=str),
+            "reason": [reason[int(p)][0] for p in fl_pos],
+            "group": np.array([reason[int(p)][1] for p in fl_pos], dtype=np.int64),
+            "matches": [reason[int(p)][2] for p in fl_pos],
+        }
+    )
+    keep_mask = np.ones(len(query), dtype=bool)
+    keep_mask[fl_pos] = False
+    out = out.sort_values(["query_id", "reference_set", "reference_id"], kind="stable").reset_index(drop=True)
+    return DedupResult(
+        pairs=out,
+        groups=groups,
+        flagged=flagged_df,
+        kept_ids=query.ids[keep_mask],
+        config=config,
+        query_name=query.name,
+        n_query=len(query),
+        reference_sizes=sizes,
+        blacklist={"path": blacklist_path, "n_ids": len(bl), "n_matched": int(q_black.sum())},
+    )
+
+
+# --------------------------------------------------------------------------------------
+# review gallery
+
+
+def _png_b64(image: np.ndarray, scale: int) -> str:
+    from PIL import Image
+
+    img = Image.fromarray(np.asarray(image).squeeze() if image.shape[-1] == 1 else np.asarray(image))
+    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+_GALLERY = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Near-duplicates of {{ query_name }}</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; }
+td, th { border-bottom: 1px solid #ddd; padding: 6px 10px; vertical-align: middle; text-align: left; }
+img { image-rendering: pixelated; display: block; }
+.ids { font-family: monospace; font-size: 12px; }
+.dist { font-family: monospace; font-size: 12px; white-space: pre; }
+</style></head><body>
+<h1>Near-duplicates of {{ query_name }}</h1>
+<pre>{{ summary }}</pre>
+<p>{{ shown }} of {{ total }} flagged pairs, ordered by aligned distance (closest first).
+Thumbnails are scaled {{ scale }}x with nearest-neighbour sampling. To exclude an image,
+append its id to the blacklist file (one id per line).</p>
+<table>
+<tr><th>#</th><th>query</th><th>reference</th><th>ids</th><th>distances</th></tr>
+{% for row in rows %}
+<tr>
+<td>{{ loop.index }}</td>
+<td><img alt="{{ row.query_id }}" src="data:image/png;base64,{{ row.q_png }}"></td>
+<td><img alt="{{ row.reference_id }}" src="data:image/png;base64,{{ row.r_png }}"></td>
+<td class="ids">{{ row.query_id }}<br>{{ row.reference_set }}:{{ row.reference_id }}<br>flagged by {{ row.flagged_by }}</td>
+<td class="dist">{{ row.dist }}</td>
+</tr>
+{% endfor %}
+</table></body></html>
+"""
+
+
+def dedup_gallery(
+    result: DedupResult,
+    query: ImageSet,
+    references: Mapping[str, ImageSet] | Sequence[ImageSet] | ImageSet | None = None,
+    *,
+    max_pairs: int = 1000,
+    scale: int = 4,
+) -> str:
+    """A self-contained HTML page showing every flagged pair side by side, for review."""
+    import jinja2
+
+    max_pairs = check_int("max_pairs", max_pairs, minimum=1)
+    scale = check_int("scale", scale, minimum=1, maximum=32)
+    refs = dict(_as_references(references, query)) if references is not None else {}
+    refs[query.name] = query
+    fl = result.pairs[result.pairs.flagged]
+    missing = sorted(set(fl.reference_set) - set(refs))
+    if missing:
+        raise fail("references", sorted(refs), f"the sets named in the result (missing {missing})")
+    fl = fl.sort_values(["aligned", "l2"], kind="stable").head(max_pairs)
+    dist_cols = [c for c in fl.columns if c.startswith("hamming_") or c in ("l2", "l2_rms", "l2_rank", "tiny", "aligned", "feature")]
+    rows = []
+    qpos = query.positions(fl.query_id.to_numpy(str)) if len(fl) else np.array([], np.int64)
+    for (_, r), qp in zip(fl.iterrows(), qpos):
+        rp = refs[r.reference_set].positions([r.reference_id])[0]
+        parts = []
+        for c in dist_cols:
+            v = r[c]
+            if pd.isna(v):
+                continue
+            parts.append(f"{c}: {v:.3f}" if isinstance(v, float) and not float(v).is_integer() else f"{c}: {int(v)}")
+        rows.append(
+            {
+                "query_id": r.query_id,
+                "reference_set": r.reference_set,
+                "reference_id": r.reference_id,
+                "flagged_by": r.flagged_by,
+                "q_png": _png_b64(query.images[qp], scale),
+                "r_png": _png_b64(refs[r.reference_set].images[rp], scale),
+                "dist": "\n".join(parts),
+            }
+        )
+    env = jinja2.Environment(autoescape=True)
+    return env.from_string(_GALLERY).render(
+        query_name=result.query_name,
+        summary=result.summary(),
+        rows=rows,
+        shown=len(rows),
+        total=int(result.pairs.flagged.sum()),
+        scale=scale,
+    )
