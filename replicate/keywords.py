@@ -424,31 +424,38 @@ def load_cifar10_2_counts(
     )
 
 
-def load_keyword_counts(path: str | os.PathLike[str], **options: Any) -> KeywordCounts:
+def load_keyword_counts(
+    path: str | os.PathLike[str],
+    *,
+    version: Literal["v4", "v6", "v7"] = "v6",
+    split: Literal["test", "train", "all"] = "test",
+    column: str = "keyword",
+) -> KeywordCounts:
     """Counts from any supported file, recognised by content.
 
-    CIFAR-10.1 ``keyword_metadata.json`` (option ``version``), CIFAR-10.2 ``metadata.npz``
-    (option ``split``), a JSON ``{class: {keyword: count}}`` table (or a saved
-    :meth:`KeywordCounts.to_dict`), or any image set :func:`replicate.load` reads
-    (option ``column``).
+    A CIFAR-10.1 ``keyword_metadata.json`` (uses ``version``), a CIFAR-10.2
+    ``metadata.npz`` (uses ``split``), a JSON ``{class: {keyword: count}}`` table or a
+    saved :meth:`KeywordCounts.to_dict`, or any image set :func:`replicate.load` reads
+    (uses ``column``).
     """
     p = Path(path)
     if p.suffix == ".json" and p.is_file():
         data = json.loads(p.read_text())
         if isinstance(data, dict) and any(k.startswith("keyword_counts_") for k in data):
-            return load_cifar10_1_counts(p, **options)
+            return load_cifar10_1_counts(p, version)
         if isinstance(data, dict) and "counts" in data and "classes" in data:
             return KeywordCounts.from_dict(data["counts"], classes=data["classes"], source=f"json:{p}")
         if isinstance(data, dict):
             return KeywordCounts.from_dict(data, source=f"json:{p}")
+        raise fail("path", str(p), "a JSON object of keyword counts", error=TypeError)
     if p.suffix == ".npz" and p.is_file():
         with np.load(p, allow_pickle=False) as d:
             is_c102 = "label_derived_from_keyword" in d.files
         if is_c102:
-            return load_cifar10_2_counts(p, **options)
+            return load_cifar10_2_counts(p, split)
     from replicate.io import load
 
-    return keyword_counts(load(p), **options)
+    return keyword_counts(load(p), column)
 
 
 # --------------------------------------------------------------------------- synonyms and matching

@@ -22,26 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
-    import numpy as np
-
     from replicate.keywords import load_keyword_counts
 
-    path = Path(args.path)
-    options: dict[str, object] = {}
-    if path.suffix == ".json" and path.is_file() and "keyword_counts_" in path.read_text()[:100_000]:
-        options["version"] = args.version
-    elif path.suffix == ".npz" and path.is_file():
-        with np.load(path, allow_pickle=False) as d:
-            if "label_derived_from_keyword" in d.files:
-                options["split"] = args.split
-            else:
-                options["column"] = args.column
-    elif not (path.suffix == ".json" and path.is_file() and json.loads(path.read_text())):
-        options["column"] = args.column
-    kc = load_keyword_counts(path, **options)
+    kc = load_keyword_counts(args.path, version=args.version, split=args.split, column=args.column)
     if args.json:
         print_json(kc.to_dict())
         return 0

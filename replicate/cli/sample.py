@@ -60,17 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from replicate.keywords import allocate, load_keyword_counts
     from replicate.sampling import sample
 
-    target_path = Path(args.target)
-    options: dict[str, object] = {}
-    if target_path.suffix == ".json" and target_path.is_file() and "keyword_counts_" in target_path.read_text()[:100_000]:
-        options["version"] = args.version
-    elif target_path.suffix == ".npz" and target_path.is_file():
-        import numpy as np
-
-        with np.load(target_path, allow_pickle=False) as d:
-            if "label_derived_from_keyword" in d.files:
-                options["split"] = args.split
-    counts = load_keyword_counts(target_path, **options)
+    counts = load_keyword_counts(args.target, version=args.version, split=args.split)
     allocation = allocate(counts, args.size, args.strategy, top_k=args.top_k, ratio=args.ratio)
     pool = load(args.pool)
     exclude = {f"exclude:{Path(f).name}": _read_ids(f) for f in args.exclude} or None
