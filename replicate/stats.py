@@ -1182,8 +1182,9 @@ class Diagnosis:
     with adaptive overfitting'``, ``'inconclusive'``; ``text`` says it in sentences with the
     numbers. Fields: the linear-scale OLS slope with its ``1 - alpha`` interval; ``top_names``
     (the ``top_k`` models by original accuracy), ``top_excess`` (their mean distance above the
-    linear line fitted to the remaining models, accuracy units) with its interval; the gaps
-    (mean, min, max, number significant after ``adjust``).
+    line fitted to the remaining models on ``excess_scale``, in accuracy units) with its
+    interval (``excess_includes_image_bootstrap``: whether test-set resampling entered it);
+    the gaps (mean, min, max, number significant after ``adjust``).
     """
 
     verdict: str
@@ -1203,6 +1204,8 @@ class Diagnosis:
     n_gain_significant: int
     adjust: str
     alpha: float
+    excess_scale: str = "probit"
+    excess_includes_image_bootstrap: bool = False
 
     def summary(self) -> str:
         return f"Diagnosis: {self.verdict}.\n{self.text}"
@@ -1219,6 +1222,10 @@ def diagnose(
     names: Sequence[str] | None = None,
     top_k: int | None = None,
     alpha: float | None = None,
+    excess_scale: Scale = "probit",
+    n_orig: Any = None,
+    n_new: Any = None,
+    boot_accuracies: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Diagnosis:
     """State in words what the accuracies support about adaptive overfitting.
 
@@ -1228,8 +1235,17 @@ def diagnose(
     (gains on the original set carry over fully). Otherwise inconclusive. The size and
     significance of the gaps are reported separately (a uniform drop signals distribution
     shift, which is not overfitting).
+
+    The top models' excess is measured against a line fitted to the other models on
+    ``excess_scale`` (probit by default, so that a ceiling near 100% does not pass for a
+    loss) and mapped back to accuracy. Its interval adds the scatter of models about the line
+    (``residual_sd^2 / top_k`` plus the line's variance) and, when ``boot_accuracies``
+    (``(replicates, models)`` accuracies from resampling each test set's images, as
+    :func:`compare` passes) are given, the variance of the excess over those replicates,
+    which carries the correlation of the top models' errors on shared images.
     """
     alpha = gap.alpha if alpha is None else _check_alpha(alpha)
+    excess_scale = check_choice("excess_scale", excess_scale, SCALES)  # type: ignore[assignment]
     x = np.asarray(orig_acc, dtype=float).ravel()
     y = np.asarray(new_acc, dtype=float).ravel()
     k = x.size
@@ -1244,10 +1260,34 @@ def diagnose(
     top, rest = order[:top_k], order[top_k:]
     excess, excess_ci = float("nan"), (float("nan"), float("nan"))
     if rest.size >= 3 and np.ptp(x[rest]) > 0:
-        rfit = linear_fit(x[rest], y[rest], scale="linear", alpha=alpha)
-        resid = y[top] - rfit.predict(x[top])
+        no = None if n_orig is None else np.broadcast_to(np.asarray(n_orig, dtype=float), x.shape)
+        nn = None if n_new is None else np.broadcast_to(np.asarray(n_new, dtype=float), y.shape)
+        rfit = linear_fit(x[rest], y[rest], scale=excess_scale, alpha=alpha,
+                          n_orig=None if no is None else no[rest].astype(np.int64),
+                          n_new=None if nn is None else nn[rest].astype(np.int64))
+        xt = _clip(x[top], None if no is None else no[top], excess_scale, "orig_acc")[0]
+        resid = y[top] - rfit.predict(xt)
         excess = float(resid.mean())
-        var = float(np.mean(rfit.mean_var(x[top]))) + rfit.residual_std**2 / top_k
+        # model scatter on the scale, mapped to accuracy units by the local slope of f^-1
+        zt = rfit.intercept + rfit.slope * transform(xt, excess_scale)
+        dacc = 1.0 / _derivative(inverse_transform(zt, excess_scale), excess_scale)
+        var = float(np.mean(dacc) ** 2 * (np.mean(rfit.mean_var(xt)) + rfit.residual_std**2 / top_k))
+        if boot_accuracies is not None:
+            ao, an = (np.asarray(a, dtype=float) for a in boot_accuracies)
+            if ao.ndim != 2 or ao.shape[1] != k or an.shape != ao.shape:
+                raise fail("boot_accuracies", f"shapes {ao.shape}, {an.shape}", f"(replicates, {k}) each")
+            ex = np.full(ao.shape[0], np.nan)
+            for r in range(ao.shape[0]):
+                xb, yb = ao[r], an[r]
+                if excess_scale != "linear":
+                    xb = np.clip(xb, 0.5 / no, 1 - 0.5 / no) if no is not None else xb
+                    yb = np.clip(yb, 0.5 / nn, 1 - 0.5 / nn) if nn is not None else yb
+                with np.errstate(all="ignore"):
+                    zb, wb = transform(xb, excess_scale), transform(yb, excess_scale)
+                    a_, b_ = _ols(zb[rest], wb[rest])
+                    ex[r] = np.mean(yb[top] - inverse_transform(a_ + b_ * zb[top], excess_scale))
+            if np.isfinite(ex).sum() > 1:
+                var += float(np.nanvar(ex, ddof=1))
         half = float(sps.t.ppf(1 - alpha / 2, rfit.df) * np.sqrt(var))
         excess_ci = (excess - half, excess + half)
     g = np.asarray(gap.gap, dtype=float).ravel()
@@ -1273,9 +1313,9 @@ def diagnose(
     if np.isfinite(excess):
         top_str = ", ".join(nm[i] for i in top)
         s.append(f"The top {top_k} models ({top_str}) lie {abs(100 * excess):.2f} pp "
-                 f"{'below' if excess < 0 else 'above'} the line fitted to the other {rest.size} "
+                 f"{'below' if excess < 0 else 'above'} the {excess_scale}-scale line fitted to the other {rest.size} "
                  f"({level} CI {100 * excess_ci[0]:.2f} to {100 * excess_ci[1]:.2f} pp)"
-                 + (": the best models lose more than the trend predicts." if top_below
+                 + (": the best models do worse on the new set than the trend of the others predicts." if top_below
                     else ": no excess loss among the top models."))
     else:
         s.append(f"Too few models ({k}) to test the top {top_k} against the others.")
@@ -1285,9 +1325,12 @@ def diagnose(
     if n_drop > k / 2 and not (slope_below or top_below):
         s.append("A drop shared by most models while the ordering holds points to a distribution shift "
                  "between the test sets rather than to adaptive overfitting.")
+    elif n_gain > k / 2:
+        s.append("Most models gain accuracy: the new set is easier than the original.")
     return Diagnosis(verdict, " ".join(s), k, lin.slope, lin.slope_ci, lin.intercept, top_k,
                      tuple(nm[i] for i in top), excess, excess_ci, float(g.mean()), float(g.min()),
-                     float(g.max()), n_drop, n_gain, gap.adjust, alpha)
+                     float(g.max()), n_drop, n_gain, gap.adjust, alpha, excess_scale,
+                     boot_accuracies is not None)
 
 
 # --------------------------------------------------------------------------- comparison of many models
@@ -1585,7 +1628,9 @@ def compare(
         diag = diagnose(acc_o.accuracy[idx], acc_n.accuracy[idx],
                         gap_ci(c_o[idx], n_o[idx], c_n[idx], n_n[idx], alpha=alpha, method=gap_method,
                                adjust=adjust),
-                        names=[names[i] for i in idx], top_k=top_k, alpha=alpha) \
+                        names=[names[i] for i in idx], top_k=top_k, alpha=alpha,
+                        excess_scale=scale, n_orig=n_o[idx], n_new=n_n[idx],
+                        boot_accuracies=None if boot is None else (boot[0][:, idx], boot[1][:, idx])) \
             if idx.size >= 4 else None
     if len(names) >= 3:
         ranks = rank_stability(acc_o.accuracy, acc_n.accuracy, names=names, correct_orig=co_mat,

@@ -294,13 +294,18 @@ def test_diagnosis_words_follow_the_numbers():
     n = np.full(15, 10000)
     y_good = 1.5 * x - 0.55  # slope > 1, everyone drops
     g = gap_ci(np.round(x * 10000).astype(int), n, np.round(y_good * 2000).astype(int), np.full(15, 2000))
-    d = diagnose(x, y_good, g)
+    d = diagnose(x, y_good, g, excess_scale="linear")
     assert d.verdict == "no evidence of adaptive overfitting"
-    assert "slope 1.50" in d.text and d.slope == pytest.approx(1.5)
+    assert "slope 1.50" in d.text and d.slope == pytest.approx(1.5) and d.excess_scale == "linear"
+    # the same models on an exact probit line (slope 1.3): no excess on the default probit scale
+    y_probit = stats.inverse_transform(-0.6 + 1.3 * stats.transform(x, "probit"), "probit")
+    d_p = diagnose(x, y_probit, g)
+    assert d_p.verdict == "no evidence of adaptive overfitting" and d_p.top_excess == pytest.approx(0, abs=1e-9)
+    assert "probit-scale line" in d_p.text
     y_bad = x - 0.05
     y_bad[-4:] -= np.array([0.02, 0.03, 0.04, 0.05])  # top models lose more than the trend
     g2 = gap_ci(np.round(x * 10000).astype(int), n, np.round(y_bad * 2000).astype(int), np.full(15, 2000))
-    d2 = diagnose(x, y_bad, g2, top_k=4)
+    d2 = diagnose(x, y_bad, g2, top_k=4, excess_scale="linear")
     assert d2.verdict == "evidence consistent with adaptive overfitting"
     assert d2.top_excess < 0 and d2.top_excess_ci[1] < 0 and "below" in d2.text
 
