@@ -149,6 +149,7 @@ class KeywordCounts:
         """
         if not isinstance(counts, Mapping):
             raise fail("counts", counts, "a mapping {class: {keyword: count}}", error=TypeError)
+        counts = {str(c): v for c, v in counts.items()}
         if classes is None:
             classes = tuple(str(c) for c in counts)
         else:

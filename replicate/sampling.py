@@ -53,8 +53,10 @@ __all__ = [
 
 Policy = Literal["fail", "report", "redistribute"]
 POLICIES: tuple[str, ...] = ("fail", "report", "redistribute")
-FitMethod = Literal["auto", "asymptotic", "monte_carlo"]
-FIT_METHODS: tuple[str, ...] = ("auto", "asymptotic", "monte_carlo")
+FitMethod = Literal["auto", "asymptotic", "exact", "monte_carlo"]
+FIT_METHODS: tuple[str, ...] = ("auto", "asymptotic", "exact", "monte_carlo")
+#: the exact test enumerates every table with the observed total; it is used up to this many
+EXACT_MAX_TABLES = 200_000
 
 
 # --------------------------------------------------------------------------- result types
@@ -343,6 +345,21 @@ def total_variation(p: Sequence[float] | np.ndarray, q: Sequence[float] | np.nda
     return float(0.5 * np.abs(a / a.sum() - b / b.sum()).sum())
 
 
+def _n_tables(n: int, k: int) -> int:
+    from math import comb
+
+    return comb(n + k - 1, k - 1)
+
+
+def _compositions(n: int, k: int) -> np.ndarray:
+    """Every vector of ``k`` non-negative integers summing to ``n`` (stars and bars)."""
+    from itertools import combinations
+
+    bars = np.array(list(combinations(range(n + k - 1), k - 1)), dtype=np.int64).reshape(-1, k - 1)
+    edges = np.concatenate([np.full((len(bars), 1), -1), bars, np.full((len(bars), 1), n + k - 1)], axis=1)
+    return np.diff(edges, axis=1) - 1
+
+
 def goodness_of_fit(
     observed: Sequence[int] | np.ndarray,
     expected: Sequence[float] | np.ndarray,
@@ -357,10 +374,18 @@ def goodness_of_fit(
 
     ``expected`` is rescaled to the observed total. Categories where both are zero are
     left out (their number is ``dropped_empty``); an observed count in a category with
-    zero expectation makes both statistics infinite (p = 0). ``method="auto"`` uses the
-    asymptotic chi-square p-value when every expected count is at least 5, otherwise a
-    Monte-Carlo p-value from ``n_resamples`` multinomial draws under the expected shares
-    (seeded; the statistics themselves always come from ``scipy.stats.power_divergence``).
+    zero expectation makes both statistics infinite (p = 0). p-values:
+
+    - ``"asymptotic"``: the chi-square distribution with ``k - 1`` degrees of freedom;
+    - ``"exact"``: the exact multinomial test, summing the probability (under the expected
+      shares) of every table with the observed total whose statistic is at least the
+      observed one; only where there are at most :data:`EXACT_MAX_TABLES` such tables;
+    - ``"monte_carlo"``: ``n_resamples`` multinomial draws (seeded),
+      p = (1 + #{simulated >= observed}) / (1 + n_resamples);
+    - ``"auto"``: asymptotic when every expected count is at least 5, otherwise exact
+      when feasible, otherwise Monte-Carlo.
+
+    The statistics always come from ``scipy.stats.power_divergence``.
     """
     from scipy import stats
 
@@ -396,9 +421,22 @@ def goodness_of_fit(
     chi2, chi2_p = stats.power_divergence(o, e_scaled, lambda_="pearson")
     g, g_p = stats.power_divergence(o, e_scaled, lambda_="log-likelihood")
     min_e = float(e_scaled.min())
-    use_mc = method == "monte_carlo" or (method == "auto" and min_e < 5)
+    tables = _n_tables(int(n), int(o.size))
+    if method == "exact" and tables > EXACT_MAX_TABLES:
+        raise fail("method", "exact", f"used with at most {EXACT_MAX_TABLES} tables (here {tables})",
+                   "Use method='monte_carlo' for this many observations and categories.")
+    if method == "auto":
+        method = "asymptotic" if min_e >= 5 else ("exact" if tables <= EXACT_MAX_TABLES else "monte_carlo")
     p_method, n_res = "asymptotic", None
-    if use_mc:
+    if method == "exact":
+        allx = _compositions(int(n), int(o.size)).astype(np.float64)
+        prob = stats.multinomial.pmf(allx, int(n), e_scaled / n)
+        all_chi2 = stats.power_divergence(allx, e_scaled, lambda_="pearson", axis=1)[0]
+        all_g = stats.power_divergence(allx, e_scaled, lambda_="log-likelihood", axis=1)[0]
+        chi2_p = min(1.0, float(prob[all_chi2 >= chi2 - 1e-9 * max(1.0, float(chi2))].sum()))
+        g_p = min(1.0, float(prob[all_g >= g - 1e-9 * max(1.0, float(g))].sum()))
+        p_method = "exact"
+    elif method == "monte_carlo":
         rng = np.random.default_rng(seed)
         p = e_scaled / n
         sims = rng.multinomial(int(n), p, size=n_resamples).astype(np.float64)

@@ -205,15 +205,28 @@ def test_fit_monte_carlo_agrees_with_asymptotic_for_large_counts() -> None:
     assert m.chi2 == a.chi2  # statistics do not depend on the p-value method
 
 
-def test_fit_auto_uses_monte_carlo_for_small_expected_and_is_calibrated() -> None:
-    # small expected counts: the Monte-Carlo p-value must be (close to) uniform under the null
+def test_fit_exact_matches_hand_computation() -> None:
+    # observed (3, 1, 0) against uniform shares, n = 4: the tables at least as extreme are the 6
+    # orderings of (3, 1, 0) (probability 4/81 each) and the 3 of (4, 0, 0) (1/81 each): p = 27/81
+    t = goodness_of_fit([3, 1, 0], [1, 1, 1])
+    assert t.p_method == "exact"  # auto: small expected counts, few tables
+    assert t.chi2_p == pytest.approx(27 / 81) and t.g_p == pytest.approx(27 / 81)
+    m = goodness_of_fit([3, 1, 0], [1, 1, 1], method="monte_carlo", n_resamples=50_000, seed=2)
+    assert abs(m.chi2_p - 27 / 81) < 0.01
+    with pytest.raises(ValueError, match=r"method == 'exact'; must be used with at most 200000 tables"):
+        goodness_of_fit([500, 500, 500, 500, 500], [1, 1, 1, 1, 1], method="exact")
+
+
+@pytest.mark.parametrize("method", ["monte_carlo", "exact"])
+def test_fit_small_expected_is_calibrated(method: str) -> None:
+    # small expected counts: the p-value must not reject more than its level under the null
     p = np.array([0.5, 0.3, 0.1, 0.05, 0.05])
     rng = np.random.default_rng(5)
     pvals = []
     for _ in range(200):
         obs = rng.multinomial(20, p)
-        t = goodness_of_fit(obs, p, method="auto", n_resamples=2000, seed=int(rng.integers(1 << 30)))
-        assert t.p_method == "monte_carlo"
+        t = goodness_of_fit(obs, p, method=method, n_resamples=2000, seed=int(rng.integers(1 << 30)))
+        assert t.p_method == method
         pvals.append(t.chi2_p)
     rate = np.mean(np.array(pvals) <= 0.05)
     # the test is discrete, so at most about 5% (binomial 200 draws: 99.9% upper bound ~ 0.11)
@@ -227,7 +240,7 @@ def test_fit_edge_cases_and_bad_input() -> None:
     assert inf.chi2 == float("inf") and inf.chi2_p == 0.0
     with pytest.raises(ValueError, match=r"observed == \[-1.0, 2.0\]; must be non-negative integer counts"):
         goodness_of_fit([-1, 2], [1, 1])
-    with pytest.raises(ValueError, match=r"method == 'exakt'; must be one of: 'auto', 'asymptotic', 'monte_carlo'"):
+    with pytest.raises(ValueError, match=r"method == 'exakt'; must be one of: 'auto', 'asymptotic', 'exact', 'monte_carlo'"):
         goodness_of_fit([1, 2], [1, 1], method="exakt")  # type: ignore[arg-type]
     assert total_variation([1, 1], [1, 0]) == pytest.approx(0.5)
 
