@@ -550,6 +550,7 @@ def test_killed_server_keeps_every_saved_decision(toy, tmp_path):
         with pytest.raises(urllib.error.HTTPError) as info:
             _request(f"{base}/api/decide", {"item": toy.ids[0], "verdict": "accept"}, "wrong")
         assert info.value.code == 403
+        info.value.close()
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
