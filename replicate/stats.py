@@ -777,9 +777,9 @@ def _prepare_xy(orig_acc: Any, new_acc: Any, n_orig: Any, n_new: Any, scale: str
             raise fail(nm, float(bad), "an accuracy in [0, 1]", "Pass fractions (0.93), not percentages (93).")
     no = None if n_orig is None else np.broadcast_to(_as_counts("n_orig", n_orig), x.shape).astype(float)
     nn = None if n_new is None else np.broadcast_to(_as_counts("n_new", n_new), y.shape).astype(float)
-    for nm, v in (("n_orig", no), ("n_new", nn)):
-        if v is not None and np.any(v <= 0):
-            raise fail(nm, int(v[v <= 0][0]), "> 0 (a test set needs images)")
+    for label, cnt in (("n_orig", no), ("n_new", nn)):
+        if cnt is not None and np.any(cnt <= 0):
+            raise fail(label, int(cnt[cnt <= 0][0]), "> 0 (a test set needs images)")
     x, cx = _clip(x, no, scale, "orig_acc")
     y, cy = _clip(y, nn, scale, "new_acc")
     return x, y, no, nn, cx | cy
@@ -1019,7 +1019,7 @@ def effective_robustness(
         fit = linear_fit(orig_acc, new_acc, n_orig=n_orig, n_new=n_new, scale=scale, names=names,
                          alpha=0.05 if alpha is None else alpha)
     alpha = fit.alpha if alpha is None else _check_alpha(alpha)
-    sc = fit.scale
+    sc: Scale = fit.scale  # type: ignore[assignment]
     x, y, no, nn, _ = _prepare_xy(orig_acc, new_acc, n_orig, n_new, sc)
     nm = _names(names, x.size)
     z, w = transform(x, sc), transform(y, sc)

@@ -73,9 +73,10 @@ def _fit_brief(c: Comparison) -> dict:
                  spearman_rho=c.ranks.spearman_rho, spearman_ci=c.ranks.spearman_ci)
     if c.diagnosis is not None:
         d.update(verdict=c.diagnosis.verdict, diagnosis=c.diagnosis.text)
-    gaps = c.gap.gap
+    keep = np.array([m not in c.fit_excluded for m in c.names])
+    gaps = c.gap.gap[keep]
     d.update(gap_mean=float(gaps.mean()), gap_min=float(gaps.min()), gap_max=float(gaps.max()),
-             n_significant_drops=int(np.sum((c.gap.p_adjusted < c.alpha) & (gaps > 0))), n_models=len(c.names))
+             n_significant_drops=int(np.sum((c.gap.p_adjusted[keep] < c.alpha) & (gaps > 0))), n_models=len(c.names))
     return d
 
 
@@ -148,7 +149,7 @@ def imagenetv2(n_boot: int, checks: list) -> tuple[dict, list[str]]:
     out: dict = {"n_models_validation": len(orig), "sets": {}}
     md = ["## ImageNetV2: published models, ImageNet validation vs the three new test sets", ""]
     summary = ["| new set | metric | models | excluded from fit | probit slope [95% CI] | bootstrap | intercept | "
-               "R^2 | mean gap pp [min, max] | Kendall tau | verdict |",
+               "R^2 | mean gap pp [min, max] (models in the fit) | Kendall tau | verdict |",
                "|---|---|---:|---|---|---|---:|---:|---|---:|---|"]
     mf_rows = None
     for ds, label in IMAGENET_SETS.items():
