@@ -357,7 +357,7 @@ def _module_identity(module: Any) -> dict[str, Any]:
             continue
         t = t.detach().cpu().contiguous()
         d.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
-        d.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        d.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     cls = type(module)
     return {"class": f"{cls.__module__}.{cls.__qualname__}", "state_sha256": d.hexdigest()}
 

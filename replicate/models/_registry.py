@@ -90,7 +90,10 @@ class Preprocessing:
         """uint8 ``(N, H, W, C)`` -> float32 tensor on ``device`` in this layout."""
         import torch
 
-        x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+        arr = np.ascontiguousarray(images)
+        if not arr.flags.writeable:  # a read-only memmap: torch wants its own copy
+            arr = arr.copy()
+        x = torch.from_numpy(arr).to(device)
         x = x.permute(0, 3, 1, 2).float()  # NCHW view over NHWC memory: channels-last
         if self.scale == "unit":
             x = x.div_(255.0)  # as torchvision's ToTensor
