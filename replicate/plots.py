@@ -92,9 +92,9 @@ def _encode(fig: Any, fmt: str, dpi: int) -> bytes:
         import matplotlib
 
         with matplotlib.rc_context({"svg.hashsalt": "replicate", "svg.fonttype": "path"}):
-            fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches="tight")
+            fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
     else:
-        fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None}, bbox_inches="tight")
+        fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
     plt.close(fig)
     return buf.getvalue()
 
@@ -149,7 +149,7 @@ def accuracy_scatter(
     accuracy), ``band_low``/``band_high`` and ``band_label``, all already in accuracy units.
     """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    fig, ax = plt.subplots(figsize=(6.4, 5.6), layout="constrained")
     allv = [np.asarray(s[k], dtype=float) for s in series for k in ("x", "y", "x_low", "y_low", "x_high", "y_high") if s.get(k) is not None]
     values = np.concatenate(allv) if allv else np.array([0.5])
     values = values[np.isfinite(values)]
@@ -237,7 +237,7 @@ def class_drop_plot(
     hi = None if gap_high is None else np.asarray(gap_high, float) * 100
     k = len(classes)
     if k <= 40:
-        fig, ax = plt.subplots(figsize=(6.4, max(2.4, 0.28 * k + 1.0)))
+        fig, ax = plt.subplots(figsize=(6.4, max(2.4, 0.28 * k + 1.0)), layout="constrained")
         order = np.arange(k)[::-1]
         xerr = None if lo is None or hi is None else np.abs(np.vstack([g - lo, hi - g]))[:, order]
         ax.barh(np.arange(k), g[order], xerr=xerr, color=np.where(g[order] >= 0, "#c0504d", "#4f81bd"), alpha=0.85,
@@ -252,7 +252,7 @@ def class_drop_plot(
         ax.set_xlabel("drop (percentage points, original - new)")
         kind = "bar chart"
     else:
-        fig, ax = plt.subplots(figsize=(6.4, 4.0))
+        fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
         order = np.argsort(-g)
         xs = np.arange(k)
         if lo is not None and hi is not None:
@@ -302,7 +302,7 @@ def keyword_plot(
     target_share = target / max(target.sum(), 1)
     order = np.lexsort((-new_share, -target_share))[:top]
     k = len(order)
-    fig, ax = plt.subplots(figsize=(6.4, max(2.4, 0.24 * k + 1.2)))
+    fig, ax = plt.subplots(figsize=(6.4, max(2.4, 0.24 * k + 1.2)), layout="constrained")
     pos = np.arange(k)[::-1]
     ax.barh(pos + 0.2, target_share[order] * 100, height=0.4, color="0.6", label=target_label)
     ax.barh(pos - 0.2, new_share[order] * 100, height=0.4, color="#4f81bd", label=new_label)

@@ -962,7 +962,8 @@ def build_report(
         if len(group) > 1:
             figures.append(
                 accuracy_scatter(
-                    [_scatter_series(c) for c in group],
+                    [{**sr, "fit": {**sr["fit"], "band_label": None}} if sr.get("fit") else sr
+                     for sr in (_scatter_series(c) for c in group)],
                     name=f"overview-{_slug(orig)}-{_slug(metric)}",
                     title=f"All new test sets against {orig} ({metric})",
                     xlabel=f"{orig} accuracy ({metric})",
