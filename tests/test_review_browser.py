@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from replicate.review import decisions, open_review, start_server, verdicts
+from replicate.review import agreement, decisions, open_review, start_server, verdicts
 
 pytestmark = pytest.mark.browser
 
@@ -132,10 +132,27 @@ def test_keyboard_review_survives_reload(browser, review_set, tmp_path):
         _wait_text(page, "#saved", "saved #7")
         page.screenshot(path=str(ARTIFACTS / "review_pairs.png"), full_page=True)
         page.close()
+
+        # a second reviewer verifies what the first one kept
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(server.url + "&reviewer=bob&stage=verify")
+        page.wait_for_selector("#grid .card")
+        assert page.locator("#grid .card").count() == 2  # item 0 (accepted) and item 2 (relabelled)
+        assert page.locator("#reviewer").input_value() == "bob"
+        page.locator("#grid").focus()
+        page.keyboard.press("a")
+        page.keyboard.press("c")  # relabel by class name
+        verify_to = 0 if relabel_to != 0 else 1
+        page.locator("#relabel-input").fill(review_set.class_names[verify_to])
+        page.keyboard.press("Enter")
+        _wait_text(page, "#saved", "saved #9")
+        page.screenshot(path=str(ARTIFACTS / "review_verify.png"), full_page=True)
+        page.close()
         assert errors == []
 
     log = decisions(db)
-    assert list(log["verdict"]) == [
+    verdict_seq = [
         "accept",
         "reject",
         "relabel",
@@ -143,9 +160,17 @@ def test_keyboard_review_survives_reload(browser, review_set, tmp_path):
         "undo",
         "duplicate",
         "distinct",
+        "accept",
+        "relabel",
     ]
-    assert set(log["reviewer"]) == {"alice"}
+    assert list(log["verdict"]) == verdict_seq
+    assert list(log["reviewer"]) == ["alice"] * 7 + ["bob"] * 2
+    assert list(log["stage"]) == ["select"] * 7 + ["verify"] * 2
     final = verdicts(db).set_index("id")
-    assert final.loc[review_set.ids[2], "final_label"] == relabel_to
+    assert final.loc[review_set.ids[2], "select_label"] == relabel_to
+    assert final.loc[review_set.ids[2], "final_label"] == verify_to
+    assert final.loc[review_set.ids[0], "final_verdict"] == "accept"
+    kappa = agreement(db)
+    assert kappa.n_items == 2 and kappa.n_agree == 1
     assert review_set.ids[3] not in final.index
     assert (ARTIFACTS / "review_labels.png").stat().st_size > 10_000

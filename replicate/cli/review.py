@@ -84,12 +84,14 @@ def _parse_references(items: list[str]) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
     import webbrowser
 
     from replicate.io import load
     from replicate.review import open_review
     from replicate.review.app import _is_loopback, start_server
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
     candidates = load(args.path)
     refs = {name: load(p).renamed(name) for name, p in _parse_references(args.reference).items()}
     pairs = None

@@ -92,10 +92,21 @@ async function init() {
   $("f-class").value = state.filters.class;
   $("f-keyword").value = state.filters.keyword;
   if (!cfg.n_pairs) $("tab-pair").disabled = true;
+  for (const c of cfg.class_names) option($("class-list"), c, c);
+  $("relabel-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const name = $("relabel-input").value.trim();
+    const index = state.config.class_names.indexOf(name);
+    if (index < 0) { showMessage(`class == '${name}'; must be one of the class names.`); return; }
+    closeRelabel();
+    const it = state.data && state.data.items[state.cursor];
+    if (it && it.label === index) decide("accept"); else decide("relabel", index);
+  });
+  $("relabel-input").addEventListener("keydown", (ev) => { if (ev.key === "Escape") closeRelabel(); });
   const classes = cfg.class_names.slice(0, 10).map((c, i) => `${i}=${c}`).join(", ");
   $("help-text").textContent =
     "Labels: a accept, r reject, d duplicate, x unusable, digits relabel (" + classes + "), " +
-    "u undo. Pairs: d duplicate, s distinct, u undo. Arrows or h/j/k/l move, n/p next/previous page.";
+    "c relabel to any class by name, u undo. Pairs: d duplicate, s distinct, u undo. Arrows or h/j/k/l move, n/p next/previous page.";
 
   $("reviewer").addEventListener("change", () => {
     state.reviewer = $("reviewer").value.trim();
@@ -230,7 +241,10 @@ function render() {
         tr.append(el("td", "", k), el("td", "", v === null ? "n/a" : Number(v).toPrecision(4)));
         table.append(tr);
       }
-      card.append(imgs, el("div", "meta", `${it.query_id} \u2194 ${it.reference_set}/${it.reference_id}`), table);
+      const ids = el("div", "meta", `${it.query_id} \u2194 ${it.reference_id}`);
+      ids.title = `reference set: ${it.reference_set}`;
+      card.append(imgs, ids, table);
+      if (it.select) card.append(el("div", "meta", `select: ${it.select.verdict} \u00b7 ${it.select.reviewer}`));
     }
     card.append(el("div", `status s-${it.status}`, statusLine(it)));
     card.addEventListener("click", () => { state.cursor = i; paintCursor(); });
@@ -314,6 +328,18 @@ function undo() {
   });
 }
 
+function openRelabel() {
+  if (state.view !== "label" || !state.data || !state.data.items.length) return;
+  $("relabel-form").hidden = false;
+  $("relabel-input").value = "";
+  $("relabel-input").focus();
+}
+
+function closeRelabel() {
+  $("relabel-form").hidden = true;
+  $("grid").focus();
+}
+
 function move(delta) {
   if (!state.data) return;
   const n = state.data.items.length;
@@ -356,6 +382,7 @@ function onKey(ev) {
   if (key === "u" || key === "Backspace") { ev.preventDefault(); undo(); return; }
   if (key === "n" || key === "PageDown") { ev.preventDefault(); turn(1); return; }
   if (key === "p" || key === "PageUp") { ev.preventDefault(); turn(-1); return; }
+  if (key === "c") { ev.preventDefault(); openRelabel(); return; }
   if (key === "?") { $("help").hidden = !$("help").hidden; }
 }
 
