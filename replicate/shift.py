@@ -290,10 +290,10 @@ def remove_cross_duplicates(
 
     Both members of every cross-set pair are removed. ``near_duplicates`` is
     ``"auto"`` (replicate's near-duplicate detector,
-    :func:`replicate.dedup.find_near_duplicates`, when installed), ``None`` (exact
-    duplicates only) or a callable ``(a, b) -> (ids_in_a, ids_in_b)`` (or an object
-    with a ``pairs`` DataFrame holding query/reference ids). Returns the cleaned sets
-    and a record of what was removed and how.
+    :func:`replicate.dedup.find_near_duplicates` with its default configuration, b
+    queried against a), ``None`` (exact
+    duplicates only) or a callable ``(a, b) -> (ids_in_a, ids_in_b)``. Returns the
+    cleaned sets and a record of what was removed and how.
     """
     ha = a.content_hash_hex()
     hb = b.content_hash_hex()
@@ -304,13 +304,8 @@ def remove_cross_duplicates(
     n_exact_a, n_exact_b = len(drop_a), len(drop_b)
     detector: Callable[[ImageSet, ImageSet], Any] | None = None
     if near_duplicates == "auto":
-        try:
-            from replicate.dedup import find_near_duplicates  # type: ignore[attr-defined]
-
-            detector = find_near_duplicates
-            record["near_method"] = "replicate.dedup.find_near_duplicates (defaults)"
-        except ImportError:
-            record["near_method"] = "unavailable (replicate.dedup not installed): exact duplicates only"
+        detector = _replicate_near_duplicates
+        record["near_method"] = "replicate.dedup.find_near_duplicates (default config, b against a)"
     elif near_duplicates is None:
         record["near_method"] = "none (exact duplicates only)"
     elif callable(near_duplicates):
@@ -336,30 +331,31 @@ def remove_cross_duplicates(
     return a.select(keep_a), b.select(keep_b), record
 
 
+def _replicate_near_duplicates(a: ImageSet, b: ImageSet) -> tuple[list[str], list[str]]:
+    """Cross-set near-duplicate pairs from replicate's detector (b as query, a as reference)."""
+    from replicate.dedup import find_near_duplicates
+
+    found = find_near_duplicates(b, {"a": a}, within_query=False)
+    pairs = found.pairs
+    pairs = pairs[pairs["flagged"].astype(bool) & (pairs["reference_set"] == "a")]
+    return pairs["reference_id"].astype(str).tolist(), pairs["query_id"].astype(str).tolist()
+
+
 def _near_pairs(found: Any, a: ImageSet, b: ImageSet) -> tuple[list[str], list[str]]:
     """Normalise a near-duplicate detector's answer to (ids in a, ids in b)."""
-    if isinstance(found, tuple) and len(found) == 2:
-        ids_a, ids_b = (np.asarray(x).astype(str).tolist() for x in found)
-    else:
-        pairs = getattr(found, "pairs", None)
-        if pairs is None:
-            raise fail(
-                "near_duplicates(a, b)",
-                type(found).__name__,
-                "a tuple (ids_in_a, ids_in_b) or an object with a .pairs DataFrame",
-                error=TypeError,
-            )
-        qa = next((c for c in ("query_id", "query", "id_a", "a") if c in pairs.columns), None)
-        rb = next((c for c in ("reference_id", "reference", "id_b", "b") if c in pairs.columns), None)
-        if qa is None or rb is None:
-            raise fail("near_duplicates(a, b).pairs columns", list(pairs.columns),
-                       "to include query and reference id columns (query_id, reference_id)")
-        if "is_duplicate" in pairs.columns:
-            pairs = pairs[pairs["is_duplicate"].astype(bool)]
-        ids_a = pairs[qa].astype(str).tolist()
-        ids_b = pairs[rb].astype(str).tolist()
-    ids_a = [i for i in ids_a if i in set(a.ids.tolist())] if ids_a else []
-    ids_b = [i for i in ids_b if i in set(b.ids.tolist())] if ids_b else []
+    if not (isinstance(found, tuple) and len(found) == 2):
+        raise fail(
+            "near_duplicates(a, b)",
+            type(found).__name__,
+            "a tuple (ids_in_a, ids_in_b) of the images to remove from each set",
+            error=TypeError,
+        )
+    ids_a, ids_b = (np.asarray(x).astype(str).tolist() for x in found)
+    for name, ids, s in (("a", ids_a, a), ("b", ids_b, b)):
+        unknown = sorted(set(ids) - set(s.ids.tolist()))
+        if unknown:
+            raise fail(f"near_duplicates(a, b) ids for {name}", unknown[:3], f"ids of images in {s.name!r}",
+                       error=KeyError)
     return ids_a, ids_b
 
 

@@ -216,6 +216,20 @@ def test_near_duplicate_detector_is_pluggable():
     assert a.ids[0] not in r.ids and b.ids[7] not in r.ids
 
 
+def test_near_duplicates_auto_uses_replicate_dedup():
+    a = make_imageset(40, seed=0, name="a")
+    b0 = make_imageset(40, seed=1, name="b")
+    images = np.array(b0.images)
+    noise = np.random.default_rng(0).integers(-2, 3, size=(3, 32, 32, 3))
+    images[:3] = np.clip(a.images[5:8].astype(int) + noise, 0, 255)  # three near-copies of a's images
+    b = ImageSet(images, b0.labels, b0.class_names, name="b")
+    _, _, rec = remove_cross_duplicates(a, b, near_duplicates="auto")
+    assert rec["exact_hashes"] == 0
+    assert rec["removed_ids_a"] == ["a/000005", "a/000006", "a/000007"]
+    assert rec["removed_ids_b"] == ["b/000000", "b/000001", "b/000002"]
+    assert rec["near_method"].startswith("replicate.dedup.find_near_duplicates")
+
+
 def test_callable_features_and_result_outputs():
     a, b = _noise_set(100, 0, "a"), _noise_set(100, 1, "b", shift=20)
 
@@ -273,6 +287,10 @@ def test_bad_input():
         dataset_test(a, a, C=-1)
     with pytest.raises(TypeError, match="near_duplicates == 'yes'; must be 'auto', None or a callable"):
         dataset_test(a, _noise_set(60, 1, "b"), features="pixels", near_duplicates="yes")
+    with pytest.raises(KeyError, match=r"near_duplicates\(a, b\) ids for b == \['nope'\]; must be ids of images in 'b'"):
+        dataset_test(a, _noise_set(60, 1, "b"), features="pixels", near_duplicates=lambda x, y: ([], ["nope"]))
+    with pytest.raises(TypeError, match=r"near_duplicates\(a, b\) == 'list'; must be a tuple"):
+        dataset_test(a, _noise_set(60, 1, "b"), features="pixels", near_duplicates=lambda x, y: [])
     with pytest.raises(TypeError, match="b == 'x.npz'; must be an ImageSet"):
         dataset_test(a, "x.npz")
     with pytest.raises(ValueError, match=r"len\(b\) == 1; must be >= 2 images"):
