@@ -1347,6 +1347,7 @@ class _Record:
     class_names: tuple[str, ...] | None = None
     class_n: tuple[int, ...] | None = None
     class_correct: tuple[int, ...] | None = None
+    flags: tuple[str, ...] = ()
 
 
 def _record(name: Any, item: Any, arg: str) -> _Record:
@@ -1377,10 +1378,12 @@ def _record(name: Any, item: Any, arg: str) -> _Record:
     if n5 is None and top5 is not None:
         n5 = int(top5.sum())
     cn, cc, cls = get("class_n"), get("class_correct"), get("class_names")
+    flags = get("flags")
     return _Record(str(name), int(m), int(c), correct, top5, None if n5 is None else int(n5),
                    None if cls is None else tuple(str(v) for v in cls),
                    None if cn is None else tuple(int(v) for v in cn),
-                   None if cc is None else tuple(int(v) for v in cc))
+                   None if cc is None else tuple(int(v) for v in cc),
+                   tuple(str(f) for f in flags) if flags else ())
 
 
 def _collect(results: Any, arg: str) -> dict[str, _Record]:
@@ -1434,6 +1437,7 @@ class Comparison:
     new_name: str = "new"
     metric: str = "top-1"
     alpha: float = 0.05
+    flags: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -1461,6 +1465,7 @@ class Comparison:
                 "rank_orig": None if rk is None else float(rk.rank_orig[i]),
                 "rank_new": None if rk is None else float(rk.rank_new[i]),
                 "in_fit": self.fit is not None and name not in self.fit_excluded,
+                "flags": list(self.flags.get(name, ())),
             }
             out.append(row)
         return out
@@ -1499,6 +1504,9 @@ class Comparison:
             lines.append(self.ranks.summary())
         if self.diagnosis is not None:
             lines.append(self.diagnosis.summary())
+        for name, fl in self.flags.items():
+            for f in fl:
+                lines.append(f"WARNING {name}: {f}")
         if self.unmatched_original or self.unmatched_new:
             lines.append(f"Not compared (in one set only): original only: "
                          f"{', '.join(self.unmatched_original) or '-'}; new only: {', '.join(self.unmatched_new) or '-'}")
@@ -1522,6 +1530,7 @@ class Comparison:
             "diagnosis": None if self.diagnosis is None else self.diagnosis.to_dict(),
             "top5": None if self.top5 is None else self.top5.to_dict(),
             "class_drops": {k: v.to_dict() for k, v in self.class_drops.items()},
+            "flags": {k: list(v) for k, v in self.flags.items()},
         }
 
 
@@ -1538,6 +1547,7 @@ def compare(
     bootstrap: Literal["auto", "none", "models", "images"] = "auto",
     n_bootstrap: int = 1000,
     exclude_from_fit: Sequence[str] = (),
+    exclude_flagged: bool = False,
     top_k: int | None = None,
     seed: int | None = 0,
     original_name: str = "original",
@@ -1567,6 +1577,12 @@ def compare(
     exclude_from_fit
         model names left out of the fit (e.g. flagged prediction files); they are still
         compared and get an effective robustness.
+    exclude_flagged
+        also leave out of the fit every model whose results carry ``flags`` (e.g. an
+        implausible gap flagged when a prediction file was read).
+
+    Per-model warnings are collected in ``Comparison.flags``: the inputs' own ``flags`` and
+    models far off the fitted line (``LinearFit.outliers``).
     """
     alpha = _check_alpha(alpha)
     interval = check_choice("interval", interval, INTERVAL_METHODS)  # type: ignore[assignment]
@@ -1591,6 +1607,13 @@ def compare(
 
     ro = [orig[n] for n in names]
     rn = [new[n] for n in names]
+    flags: dict[str, tuple[str, ...]] = {}
+    for a, b in zip(ro, rn):
+        fl = tuple(dict.fromkeys(a.flags + b.flags))
+        if fl:
+            flags[a.name] = fl
+    if exclude_flagged:
+        excluded = excluded + tuple(n for n in flags if n not in excluded)
     c_o = np.array([r.n_correct for r in ro], dtype=np.int64)
     n_o = np.array([r.n for r in ro], dtype=np.int64)
     c_n = np.array([r.n_correct for r in rn], dtype=np.int64)
@@ -1658,8 +1681,13 @@ def compare(
                        scale=scale, fit_method=fit_method,
                        bootstrap=bootstrap if (have_arrays or bootstrap in ("none", "models")) else "models",
                        n_bootstrap=n_bootstrap, exclude_from_fit=excluded, top_k=top_k, seed=seed,
+                       exclude_flagged=False,
                        original_name=original_name, new_name=new_name, metric="top-5", _with_top5=False)
 
+    if fit is not None:
+        for o in fit.outliers:
+            flags[o] = flags.get(o, ()) + (
+                f"far off the {fit.scale} line (|studentized residual| > 4); kept in the fit",)
     return Comparison(names, acc_o, acc_n, gap, fit, er, ranks, diag, un_o, un_n,
                       tuple(e for e in names if e in excluded), top5, class_drops,
-                      original_name, new_name, metric, alpha)
+                      original_name, new_name, metric, alpha, flags)

@@ -522,7 +522,7 @@ def test_cli_compare_errors(tmp_path, capsys):
     np.savez(tmp_path / "p.npz", pred_a=np.zeros((3, 4), np.int8), labels_a=np.zeros(4, np.int64),
              model_names=np.array(["x", "y", "z"]))
     assert main(["compare", "--predictions", str(tmp_path / "p.npz"), "--original", "a", "--new", "b"]) == 2
-    assert "--new == 'b'; must be a set in the prediction file. Sets there: a." in capsys.readouterr().err
+    assert "--new == 'b'; must be a set in the prediction file: a" in capsys.readouterr().err
 
 
 @pytest.mark.shared
@@ -537,3 +537,28 @@ def test_cli_compare_prediction_file(shared, capsys):
     row = next(r for r in out["models"] if r["model"] == "shake_shake_26_2x64d_SSI_cutout16")
     assert (row["correct_orig"], row["correct_new"], row["n_new"]) == (9711, 1862, 2000)
     assert out["fit"]["scale"] == "linear" and out["diagnosis"]["verdict"] == "no evidence of adaptive overfitting"
+
+
+def test_compare_takes_eval_results_with_flags_and_class_counts():
+    from replicate.evaluate import make_result
+
+    rng = np.random.default_rng(11)
+    y_o, y_n = rng.integers(0, 3, 600), rng.integers(0, 3, 300)
+
+    def res(model, dataset, labels, acc, flags=()):
+        pred = np.where(rng.random(labels.size) < acc, labels, (labels + 1) % 3)
+        return make_result(model=model, dataset=dataset, dataset_fingerprint="x", predictions=pred, labels=labels,
+                           class_names=("a", "b", "c"), flags=flags)
+
+    accs = [0.95, 0.9, 0.85, 0.8, 0.75]
+    orig = [res(f"m{i}", "orig", y_o, a) for i, a in enumerate(accs)]
+    new = [res(f"m{i}", "new", y_n, a - 0.1, ("implausible gap",) if i == 2 else ()) for i, a in enumerate(accs)]
+    c = compare(orig, new, n_bootstrap=30)
+    assert c.flags["m2"] == ("implausible gap",) and c.rows()[2]["flags"] == ["implausible gap"]
+    assert c.fit.n_models == 5 and c.fit_excluded == ()
+    assert "WARNING m2: implausible gap" in c.summary()
+    assert set(c.class_drops["m0"].names) == {"a", "b", "c"}
+    assert c.class_drops["m0"].n_orig.sum() == 600
+    c2 = compare(orig, new, n_bootstrap=30, exclude_flagged=True)
+    assert c2.fit_excluded == ("m2",) and c2.fit.n_models == 4
+    assert c2.rows()[2]["in_fit"] is False and c2.effective_robustness is not None

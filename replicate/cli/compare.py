@@ -2,8 +2,9 @@
 
 Inputs are either two evaluation-result JSON files (as ``replicate evaluate --json`` writes:
 one result object, a list of them, or ``{"results": [...]}``), or one published prediction
-file (``--predictions FILE --original NAME --new NAME``) holding predicted labels per model
-for each set. Prints the summary table, or the machine-readable form with ``--json``.
+file (``--predictions FILE --original NAME --new NAME``, read by
+``replicate.models.predictions.load_predictions``) holding predicted labels per model for each
+set. Prints the summary table, or the machine-readable form with ``--json``.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="two files: original and new evaluation results (replicate evaluate --json)")
     p.add_argument("--predictions", metavar="FILE",
                    help="a prediction file (.npz) with predicted labels per model for both sets")
-    p.add_argument("--original", metavar="NAME", help="the original set's name in the prediction file "
-                   "(keys top1__NAME / pred_NAME, labels__NAME / labels_NAME, models__NAME)")
+    p.add_argument("--original", metavar="NAME", help="the original set in the prediction file (canonical name "
+                   "such as cifar10-test / imagenet-val, or the file's key such as original / "
+                   "imagenet-validation-original)")
     p.add_argument("--new", metavar="NAME", help="the new set's name in the prediction file")
     p.add_argument("--labels", "--original-labels", dest="original_labels", metavar="FILE",
                    help="labels of the original set when the prediction file lacks them (.npz with 'labels', or .npy)")
@@ -48,6 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--exclude-from-fit", action="append", default=[], metavar="MODEL",
                    help="leave a model out of the fit (repeatable); it is still compared")
+    p.add_argument("--exclude-flagged", action="store_true",
+                   help="leave models whose results carry flags (e.g. a mismatched prediction file) out of the fit")
     p.add_argument("--json", action="store_true", help="print the full comparison as JSON")
     p.set_defaults(func=run)
 
@@ -83,49 +87,24 @@ def _labels_file(path: str) -> np.ndarray:
         return z["labels"]
 
 
-def _first(z: Any, keys: list[str]) -> str | None:
-    return next((k for k in keys if k in z.files), None)
+def _prediction_results(path: str, original: str, new: str, labels_orig: str | None, labels_new: str | None
+                        ) -> tuple[list[Any], list[Any], str, str]:
+    """EvalResults of every model on both sets of a published prediction file (replicate.models)."""
+    from replicate.models.predictions import load_predictions
 
+    ps = load_predictions(path)
 
-def _prediction_results(path: str, name: str, labels_path: str | None, arg: str) -> list[dict[str, Any]]:
-    """Per-model results of one set from a published prediction file (CIFAR-10.1 / ImageNetV2 layout)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"--predictions == {path!r}; must be an existing .npz file.")
-    with np.load(p) as z:
-        pk = _first(z, [f"top1__{name}", f"pred_{name}", f"predictions__{name}"])
-        if pk is None:
-            sets = sorted({k.split("__", 1)[1] for k in z.files if k.startswith("top1__")}
-                          | {k[5:] for k in z.files if k.startswith("pred_")})
-            raise fail(arg, name, "a set in the prediction file", f"Sets there: {', '.join(sets)}.")
-        pred = z[pk]
-        lk = _first(z, [f"labels__{name}", f"labels_{name}"])
-        if labels_path is not None:
-            labels = _labels_file(labels_path)
-        elif lk is not None:
-            labels = z[lk]
-        else:
-            raise fail(f"{arg}-labels" if arg == "--new" else "--labels", None,
-                       f"a labels file for set {name!r} (the prediction file has none)",
-                       "Pass --labels FILE (original) or --new-labels FILE.")
-        mk = _first(z, [f"models__{name}", "model_names", "models"])
-        if mk is None:
-            raise fail("--predictions", path, "a file with model names (models__NAME or model_names)")
-        models = [str(m) for m in z[mk]]
-        t5k = _first(z, [f"top5_correct__{name}"])
-        top5 = z[t5k] if t5k else None
-    if pred.shape != (len(models), labels.shape[0]):
-        raise fail(arg, name, f"predictions of shape (models={len(models)}, images={labels.shape[0]})",
-                   f"Got {pred.shape}: do the labels belong to this set?")
-    correct = pred == labels[None, :].astype(pred.dtype)
-    out = []
-    for i, m in enumerate(models):
-        r: dict[str, Any] = {"model": m, "n": int(correct.shape[1]), "n_correct": int(correct[i].sum()),
-                             "correct": correct[i], "dataset": name}
-        if top5 is not None:
-            r["top5_correct"] = top5[i]
-        out.append(r)
-    return out
+    def resolve(arg: str, name: str) -> str:
+        try:
+            return ps.dataset_name(name)
+        except ValueError:
+            sets = ", ".join(f"{k} ({b.key})" if b.key != k else k for k, b in ps.datasets.items())
+            raise fail(arg, name, f"a set in the prediction file: {sets}") from None
+
+    o, n = resolve("--original", original), resolve("--new", new)
+    orig = ps.results(o, None if labels_orig is None else _labels_file(labels_orig))
+    res_new = ps.results(n, None if labels_new is None else _labels_file(labels_new))
+    return orig, res_new, o, n
 
 
 def run(args: argparse.Namespace) -> int:
@@ -137,9 +116,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.original or not args.new:
             raise fail("--original" if not args.original else "--new", None,
                        "a set name in the prediction file", "Pass --original NAME --new NAME.")
-        orig = _prediction_results(args.predictions, args.original, args.original_labels, "--original")
-        new = _prediction_results(args.predictions, args.new, args.new_labels, "--new")
-        oname, nname = args.original, args.new
+        orig, new, oname, nname = _prediction_results(args.predictions, args.original, args.new,
+                                                       args.original_labels, args.new_labels)
     else:
         if len(args.results) != 2:
             raise fail("results", args.results, "two JSON files (original, new)",
@@ -149,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     result = compare(
         orig, new, alpha=args.alpha, interval=args.interval, gap_method=args.gap_method, adjust=args.adjust,
         scale=args.scale, fit_method=args.fit_method, bootstrap=args.bootstrap, n_bootstrap=args.n_bootstrap,
-        exclude_from_fit=args.exclude_from_fit, seed=args.seed,
+        exclude_from_fit=args.exclude_from_fit, exclude_flagged=args.exclude_flagged, seed=args.seed,
         original_name=oname or "original", new_name=nname or "new",
     )
     if args.json:
