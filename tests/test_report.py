@@ -20,6 +20,18 @@ from replicate.report import FORMATS, SCHEMA_VERSION, Report, build_report, rend
 # --------------------------------------------------------------------------- helpers
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _no_forced_gc():
+    """statsmodels 0.15's multipletests calls gc.collect() on every call (0.2-0.7 s each in a
+    process that imported torch); compare() adjusts p-values once per model for per-class
+    drops. A full collection changes no number, so the tests skip it to stay fast."""
+    import gc
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gc, "collect", lambda *a, **k: 0)
+        yield
+
+
 class Page(HTMLParser):
     """Collects what the tests check in an HTML report."""
 
@@ -463,3 +475,33 @@ def test_imagenetv2_reanalysis_renders(shared: Path) -> None:
     mf = next(c for c in data["comparisons"] if c["new"]["name"] == "MatchedFrequency" and c["metric"] == "top-1")
     r50 = next(m for m in mf["models"] if m["model"] == "resnet50")
     assert (r50["original_correct"], r50["new_correct"]) == (38065, 6333)
+
+
+def test_cli_from_a_prediction_file(tmp_path: Path) -> None:
+    """A prediction file in the CIFAR-10.1 release layout, compared and reported in one command."""
+    from replicate.cli import main
+
+    rng = np.random.default_rng(5)
+    y0 = rng.integers(0, 10, size=10_000)
+    y1 = rng.integers(0, 10, size=300)
+    names = np.array([f"net{i}" for i in range(7)])
+    acc = np.linspace(0.7, 0.95, 7)
+
+    def preds(y: np.ndarray, shift: float) -> np.ndarray:
+        keep = rng.random((7, y.size)) < (acc - shift)[:, None]
+        return np.where(keep, y, (y + 1) % 10).astype(np.int8)
+
+    path = tmp_path / "preds.npz"
+    np.savez(path, model_names=names, pred_original=preds(y0, 0), pred_v9=preds(y1, 0.08), labels_v9=y1)
+    labels = tmp_path / "y0.npy"
+    np.save(labels, y0)
+    out = tmp_path / "rep"
+    code = main(["report", str(path), "--new", "v9", "--bootstrap", "none", "--n-bootstrap", "20",
+                 "--out", str(out), "--format", "json"])
+    assert code == 0, "report command failed"
+    data = json.loads((out / "report.json").read_text())
+    (comp,) = data["comparisons"]
+    assert len(comp["models"]) == 7 and comp["new"]["n"] == 300
+    assert comp["new"]["fingerprint"]  # the evaluation results' dataset fingerprint
+    assert data["provenance"][-1]["kind"] == "report"
+    assert str(path) in data["provenance"][-1]["files"]

@@ -20,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "'result' key naming the stage, or passed with --sampling/--dedup/--shift)."
         ),
     )
-    p.add_argument("inputs", nargs="*", help="JSON files: comparisons and manifests (kind detected from their keys)")
+    p.add_argument("inputs", nargs="*",
+                   help="JSON files (comparisons from 'replicate compare --json', manifests; kind detected from their "
+                        "keys) or prediction files (.npz in the CIFAR-10.1 / ImageNetV2 release layout, with --new)")
     p.add_argument("--out", required=True, help="output directory (created if needed)")
     p.add_argument("--format", default="html,md,json", help="comma-separated: html, md, json, csv, tex (default html,md,json)")
     p.add_argument("--title", default="Replication report")
@@ -29,6 +31,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dedup", action="append", default=[], help="near-duplicate result JSON (repeat)")
     p.add_argument("--shift", action="append", default=[], help="dataset-shift result JSON (repeat)")
     p.add_argument("--images", action="append", default=[], help="image set (any format replicate.load reads) for image grids (repeat)")
+    p.add_argument("--original", metavar="NAME", help="prediction files: the original set (default: the file's first set)")
+    p.add_argument("--new", action="append", default=[], metavar="NAME",
+                   help="prediction files: a new set to compare with the original (repeat for several)")
+    p.add_argument("--bootstrap", default="auto", choices=("auto", "none", "models", "images"),
+                   help="prediction files: bootstrap of the fit and rank intervals (see replicate compare)")
+    p.add_argument("--n-bootstrap", type=int, default=1000, help="prediction files: bootstrap replicates")
+    p.add_argument("--exclude-flagged", action="store_true",
+                   help="prediction files: leave models whose results carry flags out of the fit")
     p.add_argument("--figure-format", default="png", help="png (default) or svg for charts")
     p.add_argument("--seed", type=int, default=0, help="seed for the random images shown per class")
     p.add_argument("--stem", default="report", help="file name stem (default 'report')")
@@ -73,6 +83,28 @@ def classify(data: Any, path: str) -> list[tuple[str, Any]]:
     )
 
 
+def _compare_predictions(path: str, args: argparse.Namespace) -> tuple[list[Any], dict[str, str]]:
+    """One comparison per --new set of a published prediction file, and the sets' fingerprints."""
+    from replicate.models.predictions import load_predictions
+    from replicate.stats import compare
+
+    if not args.new:
+        raise fail("--new", None, "at least one new set in the prediction file", f"Pass --new NAME for {path}.")
+    ps = load_predictions(path)
+    original = ps.dataset_name(args.original) if args.original else ps.reference
+    orig = ps.results(original)
+    fps = {original: orig[0].dataset_fingerprint} if orig else {}
+    out = []
+    for name in args.new:
+        new_name = ps.dataset_name(name)
+        new = ps.results(new_name)
+        if new:
+            fps[new_name] = new[0].dataset_fingerprint
+        out.append(compare(orig, new, original_name=original, new_name=new_name, bootstrap=args.bootstrap,
+                           n_bootstrap=args.n_bootstrap, exclude_flagged=args.exclude_flagged, seed=args.seed))
+    return out, fps
+
+
 def run(args: argparse.Namespace) -> int:
     from replicate._validation import check_choice
     from replicate.cli import print_json
@@ -82,11 +114,26 @@ def run(args: argparse.Namespace) -> int:
     for f in formats:
         check_choice("--format", f, FORMATS)
     groups: dict[str, list[Any]] = {k: [] for k in ("comparison", "manifest", "sampling", "dedup", "shift")}
+    fingerprints: dict[str, str] = {}
     for path in args.inputs:
+        if path.endswith(".npz"):
+            comps, fps = _compare_predictions(path, args)
+            groups["comparison"].extend(comps)
+            fingerprints.update(fps)
+            continue
         for kind, obj in classify(_read_json(path), path):
             groups[kind].append(obj)
+    if args.new and not any(p.endswith(".npz") for p in args.inputs):
+        raise fail("--new", args.new, "used with a prediction file (.npz) among the inputs")
     for kind in ("sampling", "dedup", "shift"):
         groups[kind].extend(_read_json(p) for p in getattr(args, kind))
+    from replicate.manifest import make_manifest, sha256_file
+
+    groups["manifest"].append(
+        make_manifest("report", files={str(p): sha256_file(p) for p in [*args.inputs, *args.sampling, *args.dedup, *args.shift]},
+                      config={"formats": formats, "title": args.title, "seed": args.seed,
+                              "figure_format": args.figure_format, "images": list(args.images)})
+    )
     sets = []
     if args.images:
         from replicate.io import load
@@ -103,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
         labels=args.label,
         figure_format=args.figure_format,
         seed=args.seed,
+        fingerprints=fingerprints,
     )
     paths = write_report(report, args.out, formats, stem=args.stem)
     if args.json:
