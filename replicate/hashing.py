@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from replicate._validation import check_choice, check_int, fail
 
@@ -70,7 +70,7 @@ class _Hasher:
     name: str
     func: Callable[..., np.ndarray]
     defaults: dict[str, Any]
-    bits: Callable[..., int]
+    bits: Callable[..., int]  # bits(**params) with hash_size included
 
 
 HASHERS: dict[str, _Hasher] = {}
@@ -82,7 +82,7 @@ def register_hasher(
     """Register a hasher ``func(images, *, hash_size, **params) -> packed uint64``.
 
     ``defaults`` lists every parameter besides ``hash_size`` with its default value;
-    ``bits(hash_size)`` gives the number of bits the hash has.
+    ``bits(hash_size=..., **params)`` gives the number of bits the hash has.
     """
 
     def deco(func: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
@@ -116,10 +116,10 @@ def _resolve(method: str, hash_size: Any, params: dict[str, Any]) -> tuple[_Hash
     return hasher, full
 
 
-def hash_bits(method: str = "phash", *, hash_size: int = 8) -> int:
-    """Number of bits of a ``method`` hash with ``hash_size``."""
-    hasher, full = _resolve(method, hash_size, {})
-    return int(hasher.bits(full["hash_size"]))
+def hash_bits(method: str = "phash", *, hash_size: int = 8, **params: Any) -> int:
+    """Number of bits of a ``method`` hash with ``hash_size`` (and other parameters)."""
+    hasher, full = _resolve(method, hash_size, params)
+    return int(hasher.bits(**full))
 
 
 def _words(bits: int) -> int:
@@ -265,57 +265,95 @@ def _clip8(ss):  # pragma: no cover - compiled
     return np.uint8(ss >> 22)
 
 
-@njit(parallel=True, cache=True)
-def _resize_kernel(gray, out, hb, hk, vb, vk, need_h, need_v):  # pragma: no cover - compiled
-    n, h, w = gray.shape
-    oh, ow = out.shape[1], out.shape[2]
+@njit(nogil=True, cache=True)
+def _resize_h_kernel(src, out, bounds, kk, a, b):  # pragma: no cover - compiled
+    # Pillow's ImagingResampleHorizontal_8bpc, one row at a time
+    h = src.shape[1]
+    ow = out.shape[2]
     half = np.int64(1) << 21
-    block = 64
-    nblocks = (n + block - 1) // block
-    tw = ow if need_h else w
-    for bi in prange(nblocks):
-        tmp = np.empty((h, tw), dtype=np.uint8)
-        for i in range(bi * block, min(n, (bi + 1) * block)):
-            if need_h:
-                for y in range(h):
-                    for xx in range(ow):
-                        xmin = hb[xx, 0]
-                        ss = half
-                        for t in range(hb[xx, 1]):
-                            ss += np.int64(gray[i, y, xmin + t]) * hk[xx, t]
-                        tmp[y, xx] = _clip8(ss)
-            else:
-                for y in range(h):
-                    for xx in range(w):
-                        tmp[y, xx] = gray[i, y, xx]
-            if need_v:
-                for yy in range(oh):
-                    ymin = vb[yy, 0]
-                    cnt = vb[yy, 1]
-                    for xx in range(ow):
-                        ss = half
-                        for t in range(cnt):
-                            ss += np.int64(tmp[ymin + t, xx]) * vk[yy, t]
-                        out[i, yy, xx] = _clip8(ss)
-            else:
-                for yy in range(oh):
-                    for xx in range(ow):
-                        out[i, yy, xx] = tmp[yy, xx]
+    for i in range(a, b):
+        for y in range(h):
+            row = src[i, y]
+            dst = out[i, y]
+            for xx in range(ow):
+                xmin = bounds[xx, 0]
+                k = kk[xx]
+                ss = half
+                for t in range(bounds[xx, 1]):
+                    ss += np.int64(row[xmin + t]) * k[t]
+                dst[xx] = _clip8(ss)
+
+
+@njit(nogil=True, cache=True)
+def _resize_v_kernel(src, out, bounds, kk, a, b):  # pragma: no cover - compiled
+    # Pillow's ImagingResampleVertical_8bpc, accumulated a row at a time (SIMD over x)
+    w = src.shape[2]
+    oh = out.shape[1]
+    acc = np.empty(w, dtype=np.int64)
+    half = np.int64(1) << 21
+    for i in range(a, b):
+        for yy in range(oh):
+            ymin = bounds[yy, 0]
+            acc[:] = half
+            for t in range(bounds[yy, 1]):
+                row = src[i, ymin + t]
+                kt = kk[yy, t]
+                for x in range(w):
+                    acc[x] += np.int64(row[x]) * kt
+            dst = out[i, yy]
+            for x in range(w):
+                dst[x] = _clip8(acc[x])
+
+
+@lru_cache(maxsize=1)
+def _pillow_vertical_first() -> bool:
+    """Whether the installed Pillow runs the vertical pass first when height shrinks
+    much more than width (newer Pillow: ``in_h - out_h > 2 (in_w - out_w)``).
+
+    Probed once on a tiny image, so the rule follows whichever Pillow is installed.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    g = rng.integers(0, 256, size=(1, 24, 6), dtype=np.uint8)
+    ref = np.asarray(Image.fromarray(g[0]).resize((5, 8), Image.Resampling.LANCZOS))
+    vfirst = _resize_pass(_resize_pass(g, 8, vertical=True), 5, vertical=False)[0]
+    hfirst = _resize_pass(_resize_pass(g, 5, vertical=False), 8, vertical=True)[0]
+    if np.array_equal(ref, hfirst) == np.array_equal(ref, vfirst):
+        raise RuntimeError("could not determine the installed Pillow's resampling pass order")
+    return bool(np.array_equal(ref, vfirst))
+
+
+def _resize_pass(gray: np.ndarray, size: int, *, vertical: bool) -> np.ndarray:
+    n, h, w = gray.shape
+    if vertical:
+        bounds, kk = _coeffs(h, size)
+        out = np.empty((n, size, w), dtype=np.uint8)
+        _parallel(_resize_v_kernel, n, (gray, out, bounds, kk))
+    else:
+        bounds, kk = _coeffs(w, size)
+        out = np.empty((n, h, size), dtype=np.uint8)
+        _parallel(_resize_h_kernel, n, (gray, out, bounds, kk))
+    return out
 
 
 def resize_lanczos(gray: np.ndarray, width: int, height: int) -> np.ndarray:
     """PIL's ``Image.resize((width, height), Image.LANCZOS)`` of (N, H, W) uint8 "L" images.
 
-    Bit-identical to Pillow: same fixed-point weights, horizontal pass first, each pass
-    rounded and clipped to 8 bits, passes skipped where the size does not change.
+    Bit-identical to Pillow: same fixed-point weights, two passes each rounded and
+    clipped to 8 bits, a pass skipped where its size does not change, and Pillow's
+    choice of which pass runs first.
     """
+    gray = np.ascontiguousarray(gray)
     n, h, w = gray.shape
-    if (w, h) == (width, height):
-        return gray
-    hb, hk = _coeffs(w, width)
-    vb, vk = _coeffs(h, height)
-    out = np.empty((n, height, width), dtype=np.uint8)
-    _resize_kernel(np.ascontiguousarray(gray), out, hb, hk, vb, vk, w != width, h != height)
+    need_h, need_v = w != width, h != height
+    if need_h and need_v and h - height > 2 * (w - width) and height < h and _pillow_vertical_first():
+        return _resize_pass(_resize_pass(gray, height, vertical=True), width, vertical=False)
+    out = gray
+    if need_h:
+        out = _resize_pass(out, width, vertical=False)
+    if need_v:
+        out = _resize_pass(out, height, vertical=True)
     return out
 
 
@@ -388,12 +426,24 @@ def hashes_from_hex(hexes: Iterable[str], nbits: int) -> np.ndarray:
 # hashers
 
 
-def _square_bits(hash_size: int) -> int:
+def _square_bits(hash_size: int, **_: Any) -> int:
     return hash_size * hash_size
 
 
-def _dhash_bits(hash_size: int) -> int:
-    return hash_size * hash_size
+def _whash_bits(hash_size: int, image_scale: int | None = None, mode: str = "haar", **_: Any) -> int:
+    mode = check_choice("mode", mode, ["haar", "db4"])
+    if mode == "haar":
+        return hash_size * hash_size
+    # other wavelets pad the signal: the low band of pywt.wavedec2 is wider than hash_size
+    import pywt
+
+    if image_scale is None:
+        raise fail("image_scale", image_scale, f"given for whash with mode={mode!r}", "Pass e.g. image_scale=64: the hash length depends on it.")
+    length = int(image_scale)
+    filt = pywt.Wavelet(mode).dec_len
+    for _ in range(int(np.log2(image_scale)) - int(np.log2(hash_size))):
+        length = pywt.dwt_coeff_len(length, filt, "symmetric")
+    return length * length
 
 
 @register_hasher("ahash", defaults={}, bits=_square_bits)
@@ -405,14 +455,14 @@ def ahash(images: np.ndarray, *, hash_size: int = 8) -> np.ndarray:
     return pack_bits(px * n > px.sum(axis=1, keepdims=True))
 
 
-@register_hasher("dhash", defaults={}, bits=_dhash_bits)
+@register_hasher("dhash", defaults={}, bits=_square_bits)
 def dhash(images: np.ndarray, *, hash_size: int = 8) -> np.ndarray:
     """imagehash.dhash: horizontal gradient signs of a (hash_size + 1) x hash_size image."""
     px = _gray_resized(images, hash_size + 1, hash_size)
     return pack_bits((px[:, :, 1:] > px[:, :, :-1]).reshape(len(images), -1))
 
 
-@register_hasher("dhash_vertical", defaults={}, bits=_dhash_bits)
+@register_hasher("dhash_vertical", defaults={}, bits=_square_bits)
 def dhash_vertical(images: np.ndarray, *, hash_size: int = 8) -> np.ndarray:
     """imagehash.dhash_vertical: vertical gradient signs of a hash_size x (hash_size + 1) image."""
     px = _gray_resized(images, hash_size, hash_size + 1)
@@ -654,7 +704,7 @@ def _whash_exact(px: np.ndarray, hash_size: int, image_scale: int, mode: str, re
 @register_hasher(
     "whash",
     defaults={"image_scale": None, "mode": "haar", "remove_max_haar_ll": True},
-    bits=_square_bits,
+    bits=_whash_bits,
 )
 def whash(
     images: np.ndarray,
@@ -674,6 +724,7 @@ def whash(
     if not isinstance(remove_max_haar_ll, (bool, np.bool_)):
         raise fail("remove_max_haar_ll", remove_max_haar_ll, "True or False", error=TypeError)
     scale = _whash_scale(images, hash_size, image_scale)
+    _whash_bits(hash_size, image_scale, mode)  # checks image_scale is given for non-haar modes
     px = _gray_resized(images, scale, scale)
     n = len(px)
     if mode != "haar":
@@ -753,7 +804,7 @@ def hash_images(
     arr = _as_images(images)
     hasher, full = _resolve(method, hash_size, params)
     chunk_size = check_int("chunk_size", chunk_size, minimum=1)
-    words = _words(int(hasher.bits(full["hash_size"])))
+    words = _words(int(hasher.bits(**full)))
     out = np.empty((len(arr), words), dtype=np.uint64)
     for start in range(0, len(arr), chunk_size):
         part = hasher.func(arr[start : start + chunk_size], **full)
@@ -812,7 +863,7 @@ class Hashes:
     @property
     def bits(self) -> int:
         """Bits per hash."""
-        return int(HASHERS[self.method].bits(int(self.params["hash_size"])))
+        return int(HASHERS[self.method].bits(**self.params))
 
     def to_hex(self) -> list[str]:
         """imagehash's hex string of every hash."""
@@ -829,7 +880,7 @@ class Hashes:
     ) -> Hashes:
         """Hashes from imagehash hex strings (e.g. ``str(imagehash.phash(img))``)."""
         hasher, full = _resolve(method, (params or {}).get("hash_size", 8), {k: v for k, v in (params or {}).items() if k != "hash_size"})
-        values = hashes_from_hex(hexes, int(hasher.bits(full["hash_size"])))
+        values = hashes_from_hex(hexes, int(hasher.bits(**full)))
         return cls(values, np.asarray(list(ids)), method, full, versions if versions is not None else _versions())
 
     def check_compatible(self, other: Hashes, name: str = "other") -> None:
