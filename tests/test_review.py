@@ -27,6 +27,7 @@ from replicate.review import (
     blacklist,
     create_app,
     decisions,
+    exclusions,
     open_review,
     start_server,
     verdicts,
@@ -615,6 +616,12 @@ def test_verdicts_verified_labels_and_blacklist(session, toy, tmp_path):
     bl = blacklist(db)
     assert bl == sorted([toy.ids[0], toy.ids[2], toy.ids[3], toy.ids[4]])  # pair duplicate adds ids[0]
     assert blacklist(db, verdicts=["unusable"], pairs=False) == [toy.ids[4]]
+    assert exclusions(db) == {
+        "review_reject": [toy.ids[3]],
+        "review_duplicate": [toy.ids[2]],
+        "review_unusable": [toy.ids[4]],
+        "review_pair_duplicate": [toy.ids[0]],
+    }
     out = write_blacklist(db, tmp_path / "out" / "blacklist.txt")
     assert out.read_text().splitlines() == bl
     pv = verdicts(db, "pair")
@@ -734,3 +741,24 @@ def test_cli_export(session, toy, tmp_path, capsys):
     assert "--reference == 'nameonly'; must be NAME=PATH" in capsys.readouterr().err
     assert main(["review-export", str(tmp_path / "none.sqlite")]) == 2
     assert Path(tmp_path / "none.sqlite").exists() is False
+
+
+def test_queue_takes_a_dedup_result(toy, toy_pairs, client):
+    pairs, refs = toy_pairs
+
+    class Result:  # the shape of replicate.dedup.DedupResult: a pairs table with flags
+        def __init__(self, table):
+            self.pairs = table
+
+    table = pairs.drop(columns="note").assign(
+        l2_rank=[1, 2, 1], flagged=[True, False, True], flagged_by=["phash", "", "aligned,l2"]
+    )
+    q = ReviewQueue(toy, Result(table), refs)
+    assert q.n_pairs == 2 and q.distance_columns == ("hamming", "l2", "l2_rank")
+    assert q.note_columns == ("flagged_by",) and list(q.notes["flagged_by"]) == ["phash", "aligned,l2"]
+    assert ReviewQueue(toy, Result(table), refs, pair_rows="all").n_pairs == 3
+    with pytest.raises(ValueError, match="pair_rows == 'some'; must be one of: 'flagged', 'all'"):
+        ReviewQueue(toy, table, refs, pair_rows="some")
+    # the page keeps the table's column order and shows the notes
+    r = client.get("/api/pairs", headers=H).json
+    assert list(r["items"][0]["distances"]) == ["hamming", "l2"] and r["items"][0]["notes"] == {"note": "a"}

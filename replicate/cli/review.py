@@ -83,6 +83,21 @@ def _parse_references(items: list[str]) -> dict[str, str]:
     return out
 
 
+def _read_pairs(path: str):  # type: ignore[no-untyped-def]
+    import pandas as pd
+
+    p = Path(path)
+    if p.is_dir():
+        from replicate.dedup import DedupResult
+
+        return DedupResult.load(p)
+    if not p.is_file():
+        from replicate._validation import fail
+
+        raise fail("--pairs", path, "a dedup result directory or a CSV file", error=FileNotFoundError)
+    return pd.read_csv(p, dtype={"query_id": str, "reference_set": str, "reference_id": str})
+
+
 def run(args: argparse.Namespace) -> int:
     import logging
     import webbrowser

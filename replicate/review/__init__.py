@@ -20,6 +20,7 @@ from replicate.review.export import (
     agreement,
     blacklist,
     decisions,
+    exclusions,
     verdicts,
     verified_labels,
     write_blacklist,
@@ -42,6 +43,7 @@ __all__ = [
     "blacklist",
     "create_app",
     "decisions",
+    "exclusions",
     "open_review",
     "start_server",
     "verdicts",
@@ -57,14 +59,17 @@ def open_review(
     pairs=None,
     references=None,
     keyword_column: str = "keyword",
+    pair_rows: str = "flagged",
 ) -> ReviewSession:
     """A review session over ``candidates`` (and flagged ``pairs``) logged to ``db``.
 
+    ``pairs`` is a dedup result or its ``pairs`` table; ``references`` maps the
+    ``reference_set`` names to their image sets (see :class:`ReviewQueue`).
     Reopening the same ``db`` resumes: the log is replayed and new decisions append.
     """
     import secrets
 
-    queue = ReviewQueue(candidates, pairs, references, keyword_column=keyword_column)
+    queue = ReviewQueue(candidates, pairs, references, keyword_column=keyword_column, pair_rows=pair_rows)  # type: ignore[arg-type]
     return ReviewSession(queue, ReviewStore(db), session_id=secrets.token_hex(4))
 
 

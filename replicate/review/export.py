@@ -31,6 +31,7 @@ __all__ = [
     "verified_labels",
     "blacklist",
     "write_blacklist",
+    "exclusions",
     "BLACKLIST_VERDICTS",
 ]
 
@@ -377,6 +378,19 @@ def blacklist(
         elif key[0] == "pair" and pairs and e.verdict == PAIR_VERDICTS[0]:
             out.add(key[1])
     return sorted(out)
+
+
+def exclusions(path: str | os.PathLike[str]) -> dict[str, list[str]]:
+    """The blacklist split by reason, for sampling's ``exclude={reason: ids}``.
+
+    Keys: ``review_reject``, ``review_duplicate``, ``review_unusable`` (final label
+    verdicts) and ``review_pair_duplicate`` (query ids of pairs judged duplicates).
+    An id can appear under several reasons.
+    """
+    out = {f"review_{v}": blacklist(path, verdicts=[v], pairs=False) for v in BLACKLIST_VERDICTS}
+    label_ids = set(blacklist(path, verdicts=(), pairs=False))
+    out["review_pair_duplicate"] = sorted(set(blacklist(path, verdicts=(), pairs=True)) - label_ids)
+    return out
 
 
 def write_blacklist(path: str | os.PathLike[str], out: str | os.PathLike[str], **kwargs: Any) -> Path:

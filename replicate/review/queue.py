@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -56,13 +56,19 @@ class ReviewQueue:
     candidates
         the images under review; their labels are the proposed classes.
     pairs
-        flagged near-duplicate pairs: ``query_id`` (an id in ``candidates``),
-        ``reference_set`` (the name of ``candidates`` or a key of ``references``),
-        ``reference_id``, and distance columns (every other numeric column).
+        flagged near-duplicate pairs: a dedup result (its ``pairs`` table) or a table
+        with ``query_id`` (an id in ``candidates``), ``reference_set`` (the name of
+        ``candidates`` or a key of ``references``), ``reference_id``, and distance
+        columns (every other numeric, non-boolean column); other text columns (such
+        as ``flagged_by``) are shown as notes.
     references
         the sets that ``reference_set`` names, so both images of a pair can be shown.
     keyword_column
         the metadata column holding each candidate's search keyword (empty when absent).
+    pair_rows
+        ``"flagged"`` (default) reviews only rows whose ``flagged`` column is true, when
+        the table has one (a dedup result lists near misses too); ``"all"`` reviews
+        every row.
     """
 
     def __init__(
@@ -72,7 +78,11 @@ class ReviewQueue:
         references: Mapping[str, ImageSet] | None = None,
         *,
         keyword_column: str = "keyword",
+        pair_rows: Literal["flagged", "all"] = "flagged",
     ) -> None:
+        from replicate._validation import check_choice
+
+        self.pair_rows = check_choice("pair_rows", pair_rows, ("flagged", "all"))
         if not isinstance(candidates, ImageSet):
             raise fail(
                 "candidates",
@@ -166,6 +176,13 @@ class ReviewQueue:
         import pandas as pd
 
         self.distance_columns: tuple[str, ...] = ()
+        self.note_columns: tuple[str, ...] = ()
+        if (
+            pairs is not None
+            and not isinstance(pairs, pd.DataFrame)
+            and isinstance(getattr(pairs, "pairs", None), pd.DataFrame)
+        ):
+            pairs = pairs.pairs  # a dedup result
         if pairs is None:
             pairs = pd.DataFrame({c: pd.Series([], dtype=str) for c in PAIR_KEY_COLUMNS})
         if not isinstance(pairs, pd.DataFrame):
@@ -180,6 +197,9 @@ class ReviewQueue:
                 f"to include {list(PAIR_KEY_COLUMNS)} (missing {missing})",
                 "Pass the pairs table of a dedup result.",
             )
+        if self.pair_rows == "flagged" and "flagged" in pairs.columns:
+            pairs = pairs[pairs["flagged"].astype("boolean").fillna(False).to_numpy(dtype=bool)]
+        pairs = pairs.reset_index(drop=True)
         q = pairs["query_id"].astype(str).to_numpy()
         rs = pairs["reference_set"].astype(str).to_numpy()
         ri = pairs["reference_id"].astype(str).to_numpy()
@@ -219,11 +239,17 @@ class ReviewQueue:
             raise fail(
                 "pairs", f"{len(dup)} repeated pairs, e.g. {dup[:2]}", "one row per pair", "Drop the repeats."
             )
+        extra = [c for c in pairs.columns if c not in PAIR_KEY_COLUMNS and c != "flagged"]
         dist = [
-            c for c in pairs.columns if c not in PAIR_KEY_COLUMNS and pd.api.types.is_numeric_dtype(pairs[c])
+            c
+            for c in extra
+            if pd.api.types.is_numeric_dtype(pairs[c]) and not pd.api.types.is_bool_dtype(pairs[c])
         ]
+        notes = [c for c in extra if c not in dist and not pd.api.types.is_bool_dtype(pairs[c])]
         self.distance_columns = tuple(str(c) for c in dist)
         self.distances = {str(c): pairs[c].to_numpy(dtype=float) for c in dist}
+        self.note_columns = tuple(str(c) for c in notes)
+        self.notes = {str(c): pairs[c].fillna("").astype(str).to_numpy() for c in notes}
         self.pair_query, self.pair_ref_set, self.pair_ref_id = q, rs, ri
         self.pair_index: dict[tuple[str, str, str], int] = {k: i for i, k in enumerate(keys)}
 

@@ -241,6 +241,7 @@ class ReviewSession:
                     if qpos is not None and q.labels[qpos] >= 0
                     else None,
                     "distances": {c: _num(q.distances[c][i]) for c in q.distance_columns},
+                    "notes": {c: str(q.notes[c][i]) for c in q.note_columns},
                     "status": PAIR_STATUSES[int(st[i])],
                     "decision": _brief(self.state.verdict(key, stage)),
                 }

@@ -241,6 +241,12 @@ function render() {
         tr.append(el("td", "", k), el("td", "", v === null ? "n/a" : Number(v).toPrecision(4)));
         table.append(tr);
       }
+      for (const [k, v] of Object.entries(it.notes || {})) {
+        if (!v) continue;
+        const tr = el("tr");
+        tr.append(el("td", "", k), el("td", "", v));
+        table.append(tr);
+      }
       const ids = el("div", "meta", `${it.query_id} \u2194 ${it.reference_id}`);
       ids.title = `reference set: ${it.reference_set}`;
       card.append(imgs, ids, table);
