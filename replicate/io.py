@@ -18,13 +18,13 @@ import csv
 import json
 import os
 import pickle
+import tomllib
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import tomllib
 
 from replicate._validation import check_choice, fail
 from replicate.imageset import CIFAR10_CLASSES, ImageSet, is_saved_imageset
