@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from replicate.cli import print_json
 
@@ -149,7 +150,8 @@ def run_export(args: argparse.Namespace) -> int:
     pair_df = verdicts(db, "pair")
     kappa = agreement(db)
     kappa_pairs = agreement(db, kind="pair")
-    summary = {
+    written: dict[str, str] = {}
+    summary: dict[str, Any] = {
         "log": str(db),
         "label_items": int(len(label_df)),
         "label_final": {str(k): int(v) for k, v in label_df["final_verdict"].value_counts().items()},
@@ -158,16 +160,16 @@ def run_export(args: argparse.Namespace) -> int:
         "blacklist": len(blacklist(db)),
         "agreement_labels": kappa.to_dict(),
         "agreement_pairs": kappa_pairs.to_dict(),
-        "written": {},
+        "written": written,
     }
     if args.blacklist:
-        summary["written"]["blacklist"] = str(write_blacklist(db, args.blacklist))
+        written["blacklist"] = str(write_blacklist(db, args.blacklist))
     if args.verdicts:
         label_df.to_csv(args.verdicts, index=False)
-        summary["written"]["verdicts"] = args.verdicts
+        written["verdicts"] = args.verdicts
     if args.pair_verdicts:
         pair_df.to_csv(args.pair_verdicts, index=False)
-        summary["written"]["pair_verdicts"] = args.pair_verdicts
+        written["pair_verdicts"] = args.pair_verdicts
     if args.labels:
         from replicate._validation import fail
         from replicate.io import load
@@ -175,7 +177,7 @@ def run_export(args: argparse.Namespace) -> int:
         if not args.candidates:
             raise fail("--candidates", None, "the reviewed set's path when --labels is given")
         kept = verified_labels(db, load(args.candidates), stage=args.stage)
-        summary["written"]["labels"] = str(kept.save(args.labels))
+        written["labels"] = str(kept.save(args.labels))
         summary["verified"] = len(kept)
     if args.json:
         print_json(summary)
@@ -187,6 +189,6 @@ def run_export(args: argparse.Namespace) -> int:
     print(kappa.summary())
     if summary["pair_items"]:
         print(kappa_pairs.summary())
-    for what, where in summary["written"].items():
+    for what, where in written.items():
         print(f"wrote {what}: {where}")
     return 0

@@ -292,7 +292,8 @@ def create_app(
     @app.post("/api/decide")
     def decide() -> Response:
         data = body(_DECIDE_FIELDS, ("item", "verdict"))
-        event = session.decide(**{k: data.get(k) for k in _DECIDE_FIELDS if k in data})
+        fields: dict[str, Any] = {k: data.get(k) for k in _DECIDE_FIELDS if k in data}
+        event = session.decide(**fields)
         resp = jsonify({"event": event.to_dict(), "progress": session.progress(event.stage)})
         resp.status_code = 201
         return resp
@@ -300,7 +301,8 @@ def create_app(
     @app.post("/api/undo")
     def undo() -> Response:
         data = body(_UNDO_FIELDS, ())
-        event = session.undo(**{k: data.get(k) for k in _UNDO_FIELDS if k in data})
+        fields: dict[str, Any] = {k: data.get(k) for k in _UNDO_FIELDS if k in data}
+        event = session.undo(**fields)
         if event is None:
             raise LookupError(
                 f"undo == nothing to undo for reviewer {data['reviewer']!r} in stage {data['stage']!r}"

@@ -311,6 +311,7 @@ class ReviewSession:
                         error=LookupError,
                     )
                 shown = int(self.shown_label[stage][pos])
+                new: int | None
                 if verdict == "relabel":
                     if label is None:
                         raise fail("label", label, "a class name or index for verdict 'relabel'")
