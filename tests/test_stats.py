@@ -87,6 +87,16 @@ def test_adjust_pvalues_reference(method):
     np.testing.assert_allclose(adjust_pvalues(ref["p"], method), ref[method], atol=1e-12)
 
 
+def test_holm_matches_statsmodels_multipletests():
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(4)
+    for m in (1, 2, 7, 60):
+        p = rng.random(m) ** 3
+        p[: m // 3] = p[0]  # ties
+        np.testing.assert_allclose(adjust_pvalues(p, "holm"), multipletests(p, method="holm")[1], rtol=1e-12)
+
+
 def test_adjust_pvalues_keeps_nan_out_of_the_family():
     out = adjust_pvalues([0.01, np.nan, 0.04], "holm")
     assert np.isnan(out[1])
