@@ -819,8 +819,10 @@ def hash_images(
 def _versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
-    out: dict[str, str | None] = {}
-    for pkg in ("replicate", "Pillow", "ImageHash"):
+    from replicate import __version__
+
+    out: dict[str, str | None] = {"replicate": __version__}
+    for pkg in ("Pillow", "ImageHash"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:

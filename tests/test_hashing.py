@@ -255,3 +255,19 @@ def test_bad_parameters() -> None:
         hash_images(img, chunk_size=0)
     with pytest.raises(ValueError, match="hexes == 'xyz'; must be a hexadecimal string"):
         hashes_from_hex(["xyz"], 64)
+
+
+def test_cli_hash_writes_a_hashes_file(tmp_path, toy, capsys) -> None:
+    from replicate.cli import main
+
+    src = toy.save(tmp_path / "toy-set")
+    out = tmp_path / "h.npz"
+    code = main(["hash", str(src), "--method", "whash", "--hash-size", "4", "--param", "image_scale=64", "--out", str(out), "--json"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert '"method": "whash"' in printed and '"image_scale": 64' in printed
+    h = Hashes.load(out)
+    assert h == hash_set(toy, "whash", hash_size=4, image_scale=64)
+    assert main(["hash", str(src), "--method", "phahs", "--out", str(tmp_path / "x.npz")]) == 2
+    assert "method == 'phahs'" in capsys.readouterr().err
+    assert main(["hash", str(src), "--out", str(out)]) == 2  # exists, no --overwrite
