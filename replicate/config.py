@@ -14,7 +14,7 @@ Schema (all sections optional)::
     [keywords]   target (counts file or image set), version (v4/v6/v7 for CIFAR-10.1
                  tables), split (CIFAR-10.2), keyword_column, synonyms
     [sampling]   size, strategy, shortfall, per_class, top_k
-    [evaluate]   models, batch_size, device
+    [evaluate]   models, batch_size, device, weights_dirs (searched for weight files)
     [reanalysis] predictions, original, new, labels  # published prediction files
     [shift]      enabled, features, folds, permutations, max_per_set
     [report]     formats, title
@@ -47,7 +47,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "synonyms": None,
     },
     "sampling": {"size": 2000, "strategy": "v6", "shortfall": "report", "per_class": None, "top_k": None},
-    "evaluate": {"models": ["resnet20"], "batch_size": 500, "device": "auto"},
+    "evaluate": {"models": ["resnet20"], "batch_size": 500, "device": "auto", "weights_dirs": []},
     "reanalysis": {"predictions": None, "original": None, "new": [], "labels": None},
     "shift": {"enabled": True, "features": "pixels", "folds": 5, "permutations": 200, "max_per_set": 2000},
     "report": {"formats": ["html", "md", "json", "csv", "tex"], "title": None},
@@ -123,6 +123,10 @@ def config_from_dict(raw: dict[str, Any], base: Path | None = None) -> dict[str,
         value = cfg[section][key]
         if isinstance(value, str):
             cfg[section][key] = resolve_path(value, base)
+    dirs = cfg["evaluate"]["weights_dirs"]
+    if isinstance(dirs, str):
+        dirs = [dirs]
+    cfg["evaluate"]["weights_dirs"] = [str(base / d) if not Path(d).is_absolute() else d for d in dirs]
     if isinstance(cfg["pool"]["path"], str) and cfg["pool"]["path"].startswith("bundle:"):
         cfg["pool"]["path"] = resolve_path(cfg["pool"]["path"], base)
     elif isinstance(cfg["pool"]["path"], str) and (base / cfg["pool"]["path"]).exists():

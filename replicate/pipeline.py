@@ -22,14 +22,15 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from replicate._stages import StageInfo, run_stage
 from replicate._validation import fail
-from replicate.config import config_from_dict, load_config
+from replicate.config import BUNDLE, config_from_dict, load_config
 from replicate.imageset import ImageSet
 from replicate.manifest import make_manifest, sha256_file
 
@@ -85,26 +86,11 @@ class RunOutput:
 
 
 def demo_config(out: str | os.PathLike[str] = "demo-out") -> dict[str, dict[str, Any]]:
-    """The embedded default: the bundled real sample, pool, ResNet-20 and CIFAR-10.1 predictions."""
-    raw = {
-        "run": {"name": "cifar10-demo", "seed": 0, "out": str(out)},
-        "original": {
-            "test": "bundle:demo/cifar10_test_sample.npz",
-            "train": "bundle:demo/cifar10_train_sample.npz",
-        },
-        "pool": {"path": "tinyimagenet-cifar10-sample"},
-        "keywords": {
-            "target": "bundle:demo/cifar10_1_keyword_counts.json",
-            "version": "v6",
-            "synonyms": "tinyimagenet-wordnet-to-cifar10_1",
-        },
-        "sampling": {"size": 400, "strategy": "v6", "shortfall": "redistribute"},
-        "evaluate": {"models": ["resnet20"]},
-        "reanalysis": {"predictions": "bundle:demo/cifar10_1_predictions.npz", "new": ["cifar10.1-v4", "cifar10.1-v6"]},
-        "shift": {"features": "resnet20", "permutations": 200, "max_per_set": 1000},
-        "report": {"title": "replicate demo: a new CIFAR-10-style test set from a real candidate pool"},
-    }
-    return config_from_dict(raw, Path.cwd())
+    """The embedded default (``replicate/data/demo.toml``): the bundled real sample of
+    CIFAR-10, the bundled real candidate pool, ResNet-20 and the CIFAR-10.1 predictions."""
+    cfg = load_config(BUNDLE / "demo.toml")
+    cfg["run"]["out"] = str(out)
+    return cfg
 
 
 def _as_config(config: Config | str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
@@ -386,13 +372,15 @@ def _evaluate_and_report(cfg: Config, root: Path, build: BuildOutput, log: Calla
     def eval_work(tmp: Path) -> dict[str, Any]:
         rows: dict[str, list[dict[str, Any]]] = {"original": [], "new": []}
         for model in ecfg["models"]:
+            log(f"[evaluate] {model}")
             for role, data in (("original", test), ("new", new)):
                 r = evaluate(model, data, batch_size=int(ecfg["batch_size"]), device=ecfg["device"])
                 rows[role].append(r.to_dict())
         _write_json(tmp / "evaluations.json", rows)
         return {m: {role: rows[role][i]["accuracy"] for role in rows} for i, m in enumerate(ecfg["models"])}
 
-    eval_stage = run_stage(root, "evaluate", ecfg, fps, eval_work, log=log)
+    with _weights_env(ecfg["weights_dirs"]):
+        eval_stage = run_stage(root, "evaluate", ecfg, fps, eval_work, log=log)
     stages.append(eval_stage)
     seed = int(cfg["run"]["seed"])
 
@@ -437,7 +425,8 @@ def _evaluate_and_report(cfg: Config, root: Path, build: BuildOutput, log: Calla
             (tmp / "shift.txt").write_text(result.summary() + "\n")
             return {"accuracy": result.to_dict().get("accuracy"), "p_value": result.to_dict().get("p_value")}
 
-        shift_stage = run_stage(root, "shift", {**shcfg, "seed": seed}, fps, shift_work, log=log)
+        with _weights_env(ecfg["weights_dirs"]):
+            shift_stage = run_stage(root, "shift", {**shcfg, "seed": seed}, fps, shift_work, log=log)
         stages.append(shift_stage)
 
     rcfg = dict(cfg["report"])
@@ -496,6 +485,21 @@ def _evaluate_and_report(cfg: Config, root: Path, build: BuildOutput, log: Calla
         "reports": {k: str(v) for k, v in reports.items()},
     }
     return RunOutput(build, tuple(stages), reports, summary)
+
+
+@contextmanager
+def _weights_env(dirs: list[str]) -> Iterator[None]:
+    """Put the config's weight folders first on ``$REPLICATE_WEIGHTS`` while a stage runs."""
+    old = os.environ.get("REPLICATE_WEIGHTS")
+    if dirs:
+        os.environ["REPLICATE_WEIGHTS"] = os.pathsep.join([*dirs, *([old] if old else [])])
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("REPLICATE_WEIGHTS", None)
+        else:
+            os.environ["REPLICATE_WEIGHTS"] = old
 
 
 def _reanalysis(rcfg: Mapping[str, Any], seed: int) -> list[dict[str, Any]]:
