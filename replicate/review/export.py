@@ -170,12 +170,14 @@ class Agreement:
         ]
         if self.note:
             lines.append(self.note)
-        width = max(len(c) for c in self.categories)
+        names = [c.removeprefix("class:") for c in self.categories]
+        width = max(len(c) for c in names)
+        col = max(6, min(14, width))
         lines.append(
-            " " * (width + 2) + " ".join(f"{c[:8]:>8}" for c in self.categories) + f"   <- {self.rater_b}"
+            " " * (width + 2) + " ".join(f"{c[:col]:>{col}}" for c in names) + f"   <- {self.rater_b}"
         )
-        for c, row in zip(self.categories, self.table):
-            lines.append(f"{c:>{width}}  " + " ".join(f"{v:>8d}" for v in row))
+        for c, row in zip(names, self.table):
+            lines.append(f"{c:>{width}}  " + " ".join(f"{v:>{col}d}" for v in row))
         lines.append(f"rows: {self.rater_a}")
         return "\n".join(lines)
 

@@ -182,9 +182,10 @@ class ReviewSession:
                 }
                 if stage == "verify":
                     row["select"] = _brief(self.state.verdict(key, "select"))
-                if images:
-                    row["src"] = data_url(encode_png(q.candidates.images[pos], scale))
                 rows.append(row)
+        if images:  # outside the lock: encoding a page must not hold up other reviewers' writes
+            for row in rows:
+                row["src"] = data_url(encode_png(q.candidates.images[row["pos"]], scale))
         return {
             "kind": "label",
             "stage": stage,
@@ -247,12 +248,13 @@ class ReviewSession:
                 }
                 if stage == "verify":
                     row["select"] = _brief(self.state.verdict(key, "select"))
-                if images:
-                    a = q.image(q.candidates.name, qid)
-                    b = q.image(rset, rid)
-                    row["query_src"] = data_url(encode_png(a, scale)) if a is not None else None
-                    row["reference_src"] = data_url(encode_png(b, scale)) if b is not None else None
                 rows.append(row)
+        if images:
+            for row in rows:
+                a = q.image(q.candidates.name, row["query_id"])
+                b = q.image(row["reference_set"], row["reference_id"])
+                row["query_src"] = data_url(encode_png(a, scale)) if a is not None else None
+                row["reference_src"] = data_url(encode_png(b, scale)) if b is not None else None
         return {
             "kind": "pair",
             "stage": stage,
