@@ -403,45 +403,49 @@ def _fit_logistic(
 
     ``x`` (n, D), ``y`` (n, P) in {0, 1}: column ``p`` minimises
     ``sum_i logloss_i + ||w_p||^2 / (2 C)`` (scikit-learn's parametrisation; the
-    intercept is not penalised). The P problems are independent, so minimising
-    their sum solves all of them; scipy's L-BFGS-B does it with an analytic
-    gradient, each step two (n, D) x (D, P) products. The weights are
-    reparametrised as ``w = R v`` with ``R = H0^(-1/2)``, ``H0`` the Hessian at zero
-    (``X'X / 4 + I / C``, centred ``X``): the same optimum, but a nearly isotropic
-    problem that L-BFGS solves in a few dozen steps even for collinear features.
-    Returns weights (D, P), intercepts (P,) and the iterations used.
+    intercept is not penalised).
+
+    Solver: the quadratic bound of Boehning & Lindsay (1988). The logistic loss has
+    curvature at most 1/4, so ``H0 = X'X / 4 + I / C`` (centred ``X``) bounds every
+    column's Hessian everywhere. After reparametrising ``w = H0^(-1/2) v`` that bound
+    is the identity, so a unit gradient step is a guaranteed descent step for every
+    column at once; Nesterov acceleration (FISTA) makes it converge in tens of steps.
+    Each step is two (n, D) x (D, P) products and no line search, so all columns run
+    as one batched problem with no coupling: each column reaches its own optimum.
+    Stops when every column's gradient (of the mean loss) is below ``tol`` in every
+    coordinate. Returns weights (D, P), intercepts (P,) and the iterations used.
     """
-    from scipy.optimize import minimize
     from scipy.special import expit
 
     n, d = x.shape
-    p = y.shape[1]
     xm = x.mean(axis=0)
     xc = x - xm
     evals, evecs = np.linalg.eigh(xc.T @ xc / 4.0 + np.eye(d) / c)
     r = (evecs * (1.0 / np.sqrt(np.maximum(evals, 1e-12)))) @ evecs.T  # H0^(-1/2), symmetric
-    xr = xc @ r
+    xr = xc @ r  # centred, so the intercept decouples in the bound: its curvature is <= n / 4
     pen = (r @ r) / c
     prior = np.clip(y.mean(axis=0), 1e-6, 1 - 1e-6)
-    start = np.concatenate([np.zeros(d * p), np.log(prior / (1 - prior))])
-
-    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        v = theta[: d * p].reshape(d, p)
-        b = theta[d * p :]
-        z = xr @ v + b
-        pv = pen @ v
-        loss = np.logaddexp(0.0, z).sum() - (y * z).sum() + 0.5 * (v * pv).sum()
-        resid = expit(z) - y
-        grad = np.concatenate([(xr.T @ resid + pv).ravel(), resid.sum(axis=0)])
-        return loss / n, grad / n
-
-    res = minimize(
-        objective, start, jac=True, method="L-BFGS-B",
-        options={"maxiter": max_iter, "gtol": tol, "ftol": 1e-13, "maxcor": 20},
-    )
-    v = res.x[: d * p].reshape(d, p)
+    v = np.zeros((d, y.shape[1]))
+    b = np.log(prior / (1 - prior))
+    v_prev, b_prev, t = v, b, 1.0
+    it = 0
+    for it in range(1, max_iter + 1):
+        t_next = (1.0 + np.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        mom = (t - 1.0) / t_next
+        t = t_next
+        zv = v + mom * (v - v_prev)
+        zb = b + mom * (b - b_prev)
+        resid = expit(xr @ zv + zb) - y
+        v_prev, b_prev = v, b
+        v = zv - (xr.T @ resid + pen @ zv)
+        b = zb - resid.sum(axis=0) / (n / 4.0)
+        if it % 10 == 0 or it == max_iter:
+            resid = expit(xr @ v + b) - y
+            grad = max(np.abs(xr.T @ resid + pen @ v).max(), np.abs(resid.sum(axis=0)).max()) / n
+            if grad < tol:
+                break
     w = r @ v
-    return w, res.x[d * p :] - xm @ w, int(res.nit)
+    return w, b - xm @ w, it
 
 
 def _single_thread_blas() -> Any:
@@ -675,6 +679,11 @@ class ShiftResult:
             f"  permutation test: {self.permutations} refits, null AUC "
             f"{np.mean(self.null_auc):.4f} +- {np.std(self.null_auc):.4f}, p = {self.p_value:.4g}",
         ]
+        if not self.params.get("solver_converged", True):
+            lines.append(
+                f"  WARNING: the solver stopped at max_iter={self.params.get('max_iter')} before reaching "
+                f"tol={self.params.get('tol')}; raise max_iter or lower C."
+            )
         if self.class_n:
             width = max(len(c) for c in self.class_n)
             lines.append("  per class (held-out accuracy):")
@@ -836,7 +845,7 @@ def dataset_test(
     C: float = 1.0,
     alpha: float = 0.05,
     top: int = 24,
-    max_iter: int = 200,
+    max_iter: int = 3000,
     tol: float = 1e-6,
 ) -> ShiftResult:
     """Can a classifier tell set ``a`` from set ``b``? A cross-validated dataset test.
@@ -870,7 +879,8 @@ def dataset_test(
     top
         how many most-distinguishing images of each set to list and show.
     max_iter, tol
-        L-BFGS iteration limit and gradient tolerance per fold.
+        iteration limit and gradient tolerance of the logistic-regression solver
+        (per fold; the tolerance bounds every coordinate of the mean-loss gradient).
     """
     _check_pair(a, b)
     features = _check_features(features)
@@ -985,7 +995,9 @@ def dataset_test(
         "standardise": "pooled mean/std (label-free)",
         "sampling": "equal per class, classes present in both sets",
         "fold_assignment": "stratified by class and set; each image in exactly one test fold",
-        "lbfgs_iterations": iters,
+        "solver": "Boehning-Lindsay quadratic bound with Nesterov acceleration, all label vectors batched",
+        "solver_iterations": iters,
+        "solver_converged": bool(max(iters) < max_iter),
         "seconds": {
             "sample": round(t_sample - t0, 4),
             "features": round(t_feat - t_sample, 4),
@@ -996,7 +1008,7 @@ def dataset_test(
         name_a=a.name,
         name_b=b.name,
         features=feat_name,
-        classifier=f"L2 logistic regression (C={C:g}, L-BFGS)",
+        classifier=f"L2 logistic regression (C={C:g})",
         n_per_set=n,
         class_n=dict(sample.used),
         classes_dropped=dict(sample.dropped),
