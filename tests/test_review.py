@@ -110,6 +110,40 @@ def test_undo_is_an_event_and_state_rebuilds(tmp_path):
     assert store.count() == 6  # nothing removed
 
 
+def test_concurrent_undos_retract_distinct_events(tmp_path):
+    store = ReviewStore(tmp_path / "r.sqlite")
+    for i in range(12):
+        store.append(reviewer="a", stage="select", kind="label", item=f"x{i}", verdict="reject")
+    results: list = []
+    barrier = threading.Barrier(12)
+
+    def undo_one() -> None:
+        barrier.wait()
+        results.append(store.undo(reviewer="a", stage="select", kind="label"))
+
+    pool = [threading.Thread(target=undo_one) for _ in range(12)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert sorted(e.undoes for e in results) == list(range(1, 13))  # never the same event twice
+    assert list(ReviewState(store.events()).standing()) == []
+
+
+def test_any_past_state_rebuilds(session, toy):
+    d = session.decide
+    d(reviewer="a", stage="select", kind="label", item=toy.ids[0], verdict="accept")
+    d(reviewer="a", stage="select", kind="label", item=toy.ids[0], verdict="relabel", label="ship")
+    session.undo(reviewer="a", stage="select", kind="label")
+    db = session.store.path
+    assert verdicts(db, until=0).empty
+    assert verdicts(db, until=1)["select_verdict"].tolist() == ["accept"]
+    assert verdicts(db, until=2)["select_class"].tolist() == ["ship"]
+    assert verdicts(db)["select_verdict"].tolist() == ["accept"]  # after the undo
+    with pytest.raises(ValueError, match="until == -1; must be >= 0"):
+        verdicts(db, until=-1)
+
+
 def test_store_bad_paths(tmp_path):
     with pytest.raises(FileNotFoundError, match="must be an existing review log"):
         ReviewStore(tmp_path / "missing.sqlite", create=False)

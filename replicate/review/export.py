@@ -39,8 +39,13 @@ __all__ = [
 BLACKLIST_VERDICTS: tuple[str, ...] = ("reject", "duplicate", "unusable")
 
 
-def _replay(path: str | os.PathLike[str]) -> tuple[list[Event], ReviewState]:
+def _replay(path: str | os.PathLike[str], until: int | None = None) -> tuple[list[Event], ReviewState]:
     events = ReviewStore(path, create=False).events()
+    if until is not None:
+        from replicate._validation import check_int
+
+        until = check_int("until", until, minimum=0)
+        events = [e for e in events if e.seq <= until]
     return events, ReviewState(events)
 
 
@@ -64,18 +69,24 @@ def decisions(path: str | os.PathLike[str]) -> pd.DataFrame:
     return df
 
 
-def verdicts(path: str | os.PathLike[str], kind: Literal["label", "pair"] = "label") -> pd.DataFrame:
+def verdicts(
+    path: str | os.PathLike[str],
+    kind: Literal["label", "pair"] = "label",
+    *,
+    until: int | None = None,
+) -> pd.DataFrame:
     """One row per reviewed item: each stage's verdict and the final one.
 
     For every stage ``s``: ``s_verdict, s_label, s_class, s_reviewer, s_time, s_reason``
     (missing where the stage has not decided). ``final_*`` is the verify stage's
     verdict where there is one, else the select stage's. Label items are keyed by
-    ``id``; pairs by ``query_id, reference_set, reference_id``.
+    ``id``; pairs by ``query_id, reference_set, reference_id``. ``until`` rebuilds the
+    state as it stood after event ``until`` (a ``seq`` of :func:`decisions`).
     """
     import pandas as pd
 
     kind = check_choice("kind", kind, KINDS)  # type: ignore[assignment]
-    _, state = _replay(path)
+    _, state = _replay(path, until)
     keys = sorted({key for key, _ in state.keys() if key[0] == kind})
     rows = []
     for key in keys:
