@@ -345,19 +345,24 @@ def pair_gallery(
     k = len(pairs)
     cols = 4  # pairs per row
     rows = max(1, -(-k // cols))
-    fig, axes = plt.subplots(rows, cols * 2, figsize=(cols * 2 * 0.95, rows * 1.15), squeeze=False)
+    # each pair is two adjacent tiles; a narrow empty column separates pairs
+    ratios = ([1.0, 1.0, 0.25] * cols)[:-1]
+    fig, axes = plt.subplots(rows, len(ratios), figsize=(cols * 2.2, rows * 1.25 + 0.3), squeeze=False,
+                             gridspec_kw={"width_ratios": ratios, "wspace": 0.04}, layout="constrained")
     for j in range(rows * cols):
         r, c = divmod(j, cols)
-        a1, a2 = axes[r, 2 * c], axes[r, 2 * c + 1]
+        a1, a2 = axes[r, 3 * c], axes[r, 3 * c + 1]
+        if c < cols - 1:
+            axes[r, 3 * c + 2].axis("off")
         if j < k:
             left, right, text = pairs[j]
-            _tile(a1, left, text)
+            _tile(a1, left, None)
             _tile(a2, right, None)
+            a1.set_title(f"#{j + 1} {text}", fontsize=6, loc="left")
         else:
             a1.axis("off")
             a2.axis("off")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout(pad=0.3)
     alt = f"Gallery of {k} image pairs: in each pair, left is from {left_label} and right from {right_label}; the label above gives the distance."
     caption = f"Flagged pairs (left: {left_label}, right: {right_label}); the number is the pair's distance."
     return Figure(name, title, alt, caption, _encode(fig, fmt, dpi), fmt)
@@ -376,7 +381,7 @@ def image_grid(
     plt = _pyplot()
     k = len(rows)
     cols = max((len(imgs) for _, imgs in rows), default=1) or 1
-    fig, axes = plt.subplots(k, cols, figsize=(cols * 0.75 + 1.0, k * 0.75), squeeze=False)
+    fig, axes = plt.subplots(k, cols, figsize=(cols * 0.75 + 1.4, k * 0.75 + 0.35), squeeze=False, layout="constrained")
     for r, (cls, imgs) in enumerate(rows):
         for c in range(cols):
             ax = axes[r, c]
@@ -386,7 +391,6 @@ def image_grid(
                 ax.axis("off")
         axes[r, 0].set_ylabel(cls, rotation=0, ha="right", va="center", fontsize=7)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout(pad=0.2)
     alt = f"Grid of randomly drawn images from {set_label}: {k} rows, one per class ({', '.join(c for c, _ in rows[:10])}{', ...' if k > 10 else ''}), up to {cols} images each."
     caption = f"Random images from {set_label}, one row per class."
     return Figure(name, title, alt, caption, _encode(fig, fmt, dpi), fmt)

@@ -487,7 +487,9 @@ def _comparison_sections(
                       "bootstrap", "n_bootstrap", "alpha", "largest_changes")
             if k in ranks
         }
-    methods = {k: _json_safe(d[k]) for k in ("alpha", "interval_method", "gap_method", "test", "adjust") if k in d}
+    methods: dict[str, Any] = {
+        k: _json_safe(d[k]) for k in ("alpha", "interval_method", "gap_method", "test", "adjust") if k in d
+    }
     for key in ("unmatched_original", "unmatched_new", "fit_excluded"):
         if d.get(key):
             methods[key] = list(d[key])
@@ -519,7 +521,7 @@ def _check_one_table(rows: Sequence[ModelRow], index: int, original: TestSetInfo
     for side, info in (("original", original), ("new", new)):
         sizes = {getattr(r, f"{side}_n") for r in rows} - {None}
         if len(sizes) > 1:
-            by = {}
+            by: dict[int | None, str] = {}
             for r in rows:
                 by.setdefault(getattr(r, f"{side}_n"), r.model)
             raise fail(
@@ -608,6 +610,12 @@ def _highlights(kind: str, d: Mapping[str, Any]) -> list[str]:
         )
         if d.get("distinguishable") is not None:
             out.append("The sets are distinguishable." if d["distinguishable"] else "The sets are not distinguishable.")
+    if kind == "dedup" and isinstance(d.get("counts"), Mapping):
+        c = d["counts"]
+        out.append(
+            f"{c.get('flagged')} of {c.get('query')} images flagged ({c.get('reference')} near an original image, "
+            f"{c.get('within_query')} duplicates within the set, {c.get('blacklist')} blacklisted); {c.get('kept')} kept."
+        )
     if kind == "sampling" and "n_selected" in d:
         out.append(
             f"{d.get('n_selected')} of {d.get('target_total')} targeted images drawn "
@@ -624,6 +632,8 @@ def _result_section(obj: Any, kind: str, index: int) -> ResultSection:
         a = _pick(d, "name_a", "a", "a_name", "query")
         b = _pick(d, "name_b", "b", "b_name", "reference")
         label = f"{a} vs {b}" if isinstance(a, str) and isinstance(b, str) else None
+    if kind == "dedup" and isinstance(d.get("query"), str):
+        label = f"near-duplicates of {d['query']}" + (f" in {', '.join(d['references'])}" if d.get("references") else "")
     if label is None and kind == "sampling" and isinstance(d.get("pool"), Mapping):
         label = f"sample from {d['pool'].get('name')}"
     return ResultSection(
@@ -752,50 +762,61 @@ def _keyword_figures(sec: ResultSection, obj: Any, fmt: str, dpi: int, key: str)
     ]
 
 
-def _pair_figures(sec: ResultSection, sets: Mapping[str, Any], fmt: str, dpi: int, key: str, limit: int) -> list[Figure]:
-    """A gallery of flagged near-duplicate pairs, where the pixels are at hand."""
-    d = sec.data
-    pairs = _pick(d, "pairs", "flagged", "matches")
-    if not pairs:
+def _pair_figures(obj: Any, sec: ResultSection, sets: Mapping[str, Any], dpi: int, key: str, limit: int) -> list[Figure]:
+    """A gallery of flagged near-duplicate pairs (``DedupResult.pairs``), where the pixels are at hand.
+
+    Pairs are shown closest first (aligned distance, then pixel L2), at most ``limit``.
+    """
+    pairs = getattr(obj, "pairs", None)
+    query_name = getattr(obj, "query_name", None)
+    if pairs is None or query_name is None or not hasattr(pairs, "columns") or "flagged" not in pairs.columns:
         return []
-    a_name = _pick(d, "a", "a_name", "query", "query_name")
-    b_name = _pick(d, "b", "b_name", "reference", "reference_name")
-    a_set = sets.get(a_name) if isinstance(a_name, str) else None
-    b_set = sets.get(b_name) if isinstance(b_name, str) else None
-    if a_set is None and b_set is None:
+    flagged = pairs[pairs["flagged"].astype(bool)]
+    if not len(flagged):
+        return []
+    order = [c for c in ("aligned", "l2") if c in flagged.columns]
+    if order:
+        flagged = flagged.sort_values(order, kind="stable")
+    query = sets.get(query_name)
+    if query is None and not any(r in sets for r in set(flagged["reference_set"])):
         return []
 
     def image(s: Any, ident: Any) -> np.ndarray | None:
-        if s is None or ident is None:
+        if s is None:
             return None
         try:
-            pos = s.positions([str(ident)])[0] if isinstance(ident, str) else int(ident)
-            return np.asarray(s.images[pos])
+            return np.asarray(s.images[s.positions([str(ident)])[0]])
         except (KeyError, ValueError, IndexError):
             return None
 
     tiles = []
-    for p in list(pairs)[:limit]:
-        if isinstance(p, Mapping):
-            ia = _pick(p, "a", "a_id", "query", "query_id", "i")
-            ib = _pick(p, "b", "b_id", "reference", "reference_id", "j")
-            dist = _pick(p, "distance", "dist", "d")
-        else:
-            ia, ib, dist = (list(p) + [None, None, None])[:3]
-        tiles.append((image(a_set, ia), image(b_set, ib), "" if dist is None else f"d={float(dist):.3g}"))
+    several = flagged["reference_set"].nunique() > 1
+    for r in flagged.head(limit).itertuples():
+        dist = getattr(r, "aligned", None)
+        text = "" if dist is None or _isnan(dist) else f"aligned {float(dist):.3g}"
+        if several:
+            text = f"{r.reference_set}: {text}"
+        tiles.append((image(query, r.query_id), image(sets.get(r.reference_set), r.reference_id), text))
     from replicate.plots import pair_gallery
 
-    return [
-        pair_gallery(
-            tiles,
-            name=f"{key}-pairs",
-            title=f"Flagged pairs: {sec.label}" + (f" (first {limit} of {len(pairs)})" if len(pairs) > limit else ""),
-            left_label=str(a_name),
-            right_label=str(b_name),
-            fmt=fmt,
-            dpi=dpi,
-        )
-    ]
+    refs = ", ".join(sorted(set(flagged["reference_set"])))
+    fig = pair_gallery(
+        tiles,
+        name=f"{key}-pairs",
+        title=f"Flagged near-duplicates of {query_name}" + (f" (closest {limit} of {len(flagged)})" if len(flagged) > limit else ""),
+        left_label=str(query_name),
+        right_label=refs,
+        fmt="png",
+        dpi=dpi,
+    )
+    return [_replace(fig, caption=f"Flagged pairs, closest first (left: {query_name}; right: {refs}); the number is the aligned distance.")]
+
+
+def _isnan(x: Any) -> bool:
+    try:
+        return bool(np.isnan(float(x)))
+    except (TypeError, ValueError):
+        return True
 
 
 def _shift_figures(sec: ResultSection, sets: Mapping[str, Any], dpi: int, key: str, per_row: int = 8) -> list[Figure]:
@@ -986,7 +1007,7 @@ def build_report(
         sampling_secs.append(_replace(sec, figures=tuple(f.name for f in figs)))
     for i, obj in enumerate(seq(dedup)):
         sec = _result_section(obj, "dedup", i)
-        figs = _pair_figures(sec, sets, "png", dpi, f"dedup{i}", max_pairs)
+        figs = _pair_figures(obj, sec, sets, dpi, f"dedup{i}", max_pairs)
         figures.extend(figs)
         dedup_secs.append(_replace(sec, figures=tuple(f.name for f in figs)))
     for i, obj in enumerate(seq(shift)):
@@ -1061,7 +1082,10 @@ def _replace(obj: Any, **changes: Any) -> Any:
 
 
 def _pct(x: float | None, digits: int = 1) -> str:
-    return "–" if x is None else f"{100 * x:.{digits}f}"
+    if x is None:
+        return "–"
+    text = f"{100 * x:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.0"
 
 
 def _ival(lo: float | None, hi: float | None, digits: int = 1) -> str:
@@ -1106,7 +1130,7 @@ def _headline(c: ComparisonSection) -> str:
     )
     f = c.fit
     if f is not None:
-        text += f" The {f.method + ' ' if f.method else ''}fit on the {f.scale} scale has slope {f.slope:.3f}"
+        text += f" The {f.method.upper() + ' ' if f.method else ''}fit on the {f.scale} scale has slope {f.slope:.3f}"
         if f.slope_low is not None and f.slope_high is not None:
             text += f" [{f.slope_low:.3f}, {f.slope_high:.3f}]"
         text += f" and intercept {f.intercept:.3f}"
@@ -1127,7 +1151,7 @@ def _fit_text(c: ComparisonSection) -> str:
         return "No line was fitted (fewer than 3 models)."
     x = f.extra
     text = (
-        f"Fit: {f.method or ''} on the {f.scale} scale over {x.get('n_models', len(c.rows))} models, "
+        f"Fit: {(f.method or '').upper()} on the {f.scale} scale over {x.get('n_models', len(c.rows))} models, "
         f"f(new) = {f.intercept:.4f} + {f.slope:.4f} f(original)"
     )
     if f.slope_low is not None:

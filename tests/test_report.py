@@ -505,3 +505,35 @@ def test_cli_from_a_prediction_file(tmp_path: Path) -> None:
     assert comp["new"]["fingerprint"]  # the evaluation results' dataset fingerprint
     assert data["provenance"][-1]["kind"] == "report"
     assert str(path) in data["provenance"][-1]["files"]
+
+
+def test_dedup_section_with_gallery(small: stats.Comparison) -> None:
+    import pandas as pd
+
+    from replicate.dedup import DedupConfig, DedupResult
+
+    orig = make_imageset(n=20, name="orig-train", seed=1)
+    new = make_imageset(n=20, name="new-pool", seed=2)
+    pairs = pd.DataFrame({
+        "query_id": [new.ids[0], new.ids[3], new.ids[5]], "reference_set": ["orig-train"] * 3,
+        "reference_id": [orig.ids[2], orig.ids[4], orig.ids[9]], "l2": [0.0, 3.5, 80.0],
+        "aligned": [0.0, 0.02, 0.9], "flagged": [True, True, False], "flagged_by": ["l2,aligned", "aligned", ""],
+    })
+    flagged = pd.DataFrame({"query_id": [new.ids[0], new.ids[3]], "reason": ["reference"] * 2, "group": [0, 1],
+                            "matches": [f"orig-train:{orig.ids[2]}", f"orig-train:{orig.ids[4]}"]})
+    groups = pd.DataFrame(columns=["group", "set", "id", "is_query", "kept"])
+    result = DedupResult(pairs=pairs, groups=groups, flagged=flagged, kept_ids=np.asarray(new.ids[[1, 2, 4]]),
+                         config=DedupConfig(), query_name="new-pool", n_query=20,
+                         reference_sizes={"orig-train": 20}, blacklist={})
+    report = build_report(small, dedup=result, test_sets=[orig, new])
+    (sec,) = report.dedup
+    assert sec.label == "near-duplicates of new-pool in orig-train"
+    assert sec.highlights[0].startswith("2 of 20 images flagged (2 near an original image")
+    fig = report.figure("dedup0-pairs")
+    assert "Gallery of 2 image pairs" in fig.alt and fig.data[:4] == b"\x89PNG"
+    html = render(report, "html")
+    assert "No near-duplicate results were given" not in html and fig.data_uri() in html
+    # without the pixels the section still shows the numbers, and says nothing is drawn
+    bare = build_report(small, dedup=result)
+    assert bare.dedup[0].figures == () and bare.dedup[0].numbers["counts.flagged"] == 2
+    assert "No gallery: the flagged pairs are drawn when" in render(bare, "html")
