@@ -301,7 +301,15 @@ def accuracy_ci(
     lo, hi = proportion_confint(c, m, alpha=alpha, method=_STATSMODELS_INTERVAL[method])
     lo = np.clip(np.asarray(lo, dtype=float), 0.0, 1.0)
     hi = np.clip(np.asarray(hi, dtype=float), 0.0, 1.0)
+    if method == "jeffreys":
+        # Brown, Cai & DasGupta (2001): the equal-tailed Jeffreys interval excludes the observed
+        # 0 (or 1); set lower = 0 at correct = 0 and upper = 1 at correct = n (as DescTools does)
+        lo = np.where(c == 0, 0.0, lo)
+        hi = np.where(c == m, 1.0, hi)
     acc = c / m
+    # all three intervals contain correct / n in exact arithmetic; undo rounding (e.g. Wilson's
+    # upper bound 0.9999999999999999 at correct = n)
+    lo, hi = np.minimum(lo, acc), np.maximum(hi, acc)
     _readonly(c, m, acc, lo, hi)
     return AccuracyCI(c, m, acc, lo, hi, method, alpha, _names(names, c.size) if (names is not None or c.ndim) else ())
 
@@ -469,8 +477,8 @@ def gap_ci(
     degenerate = ~np.isfinite(p) & (a1 == a2)
     stat[degenerate] = 0.0
     p[degenerate] = 1.0
-    lo = np.array(np.broadcast_to(lo, c1.shape), dtype=float)
-    hi = np.array(np.broadcast_to(hi, c1.shape), dtype=float)
+    lo = np.clip(np.array(np.broadcast_to(lo, c1.shape), dtype=float), -1.0, 1.0)  # rounding at +-1
+    hi = np.clip(np.array(np.broadcast_to(hi, c1.shape), dtype=float), -1.0, 1.0)
     p_adj = adjust_pvalues(p.ravel(), adjust, alpha).reshape(p.shape)
     gap = a1 - a2
     _readonly(c1, m1, c2, m2, a1, a2, gap, lo, hi, stat, p, p_adj)

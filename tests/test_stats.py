@@ -9,6 +9,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats as sps
 
 from replicate import stats
@@ -54,6 +56,15 @@ def test_clopper_pearson_matches_binom_test_and_scipy():
     # independent computation: scipy's exact binomial test interval
     ci = sps.binomtest(ref["x"], ref["n"]).proportion_ci(method="exact")
     np.testing.assert_allclose([float(r.lower), float(r.upper)], [ci.low, ci.high], rtol=1e-10)
+
+
+def test_jeffreys_boundary_modification():
+    # Brown, Cai & DasGupta (2001): lower = 0 at x = 0, upper = 1 at x = n; the other bound stays
+    # the Beta(x + 1/2, n - x + 1/2) quantile
+    r = accuracy_ci([0, 20], [20, 20], method="jeffreys")
+    assert r.lower[0] == 0.0 and r.upper[1] == 1.0
+    assert r.upper[0] == pytest.approx(sps.beta.ppf(0.975, 0.5, 20.5), rel=1e-10)
+    assert r.lower[1] == pytest.approx(sps.beta.ppf(0.025, 20.5, 0.5), rel=1e-10)
 
 
 def test_jeffreys_is_beta_posterior_quantiles():
@@ -135,6 +146,31 @@ def test_accuracy_ci_vectorised_keeps_shape_and_stores_method():
         r.lower[0] = 0.5  # read-only
     scalar = accuracy_ci(9711, 10000)
     assert scalar.lower.shape == () and 0.9676 < float(scalar.lower) < 0.9677
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 5000), frac=st.floats(0, 1), alpha=st.floats(0.001, 0.5),
+       method=st.sampled_from(["clopper-pearson", "wilson", "jeffreys"]))
+def test_interval_properties(n, frac, alpha, method):
+    k = int(round(frac * n))
+    r = accuracy_ci(k, n, alpha=alpha, method=method)
+    assert 0 <= float(r.lower) <= float(r.accuracy) <= float(r.upper) <= 1
+    wider = accuracy_ci(k, n, alpha=alpha / 2, method=method)
+    assert float(wider.lower) <= float(r.lower) + 1e-12 and float(wider.upper) >= float(r.upper) - 1e-12
+    # symmetry: k of n correct mirrors n - k of n
+    m = accuracy_ci(n - k, n, alpha=alpha, method=method)
+    assert float(m.lower) == pytest.approx(1 - float(r.upper), abs=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(k1=st.integers(0, 300), k2=st.integers(0, 300), n1=st.integers(300, 2000), n2=st.integers(300, 2000))
+def test_gap_interval_contains_gap_and_flips_sign(k1, k2, n1, n2):
+    g = gap_ci(k1, n1, k2, n2)
+    assert float(g.lower) <= float(g.gap) <= float(g.upper)
+    assert -1 <= float(g.lower) and float(g.upper) <= 1
+    h = gap_ci(k2, n2, k1, n1)
+    assert float(h.lower) == pytest.approx(-float(g.upper), abs=1e-9)
+    assert float(h.p_value) == pytest.approx(float(g.p_value), rel=1e-9, abs=1e-300)
 
 
 def test_wider_interval_for_smaller_alpha_and_smaller_n():
