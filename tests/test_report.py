@@ -537,3 +537,21 @@ def test_dedup_section_with_gallery(small: stats.Comparison) -> None:
     bare = build_report(small, dedup=result)
     assert bare.dedup[0].figures == () and bare.dedup[0].numbers["counts.flagged"] == 2
     assert "No gallery: the flagged pairs are drawn when" in render(bare, "html")
+
+
+def test_sampling_result_alone() -> None:
+    """A report from a SamplingResult only: keyword figure, a grid of the drawn set, no model table."""
+    from replicate.keywords import keyword_counts
+    from replicate.sampling import sample
+
+    result = sample(make_imageset(n=200, name="pool", seed=3), keyword_counts(make_imageset(n=40)), seed=1,
+                    name="new-sample")
+    report = build_report(sampling=result)
+    (sec,) = report.sampling
+    assert sec.figures == ("sampling0-keywords",)
+    assert sec.highlights[0].startswith(f"{result.n_selected} of {result.target_total} targeted images drawn")
+    assert report.params["image_grids"] == ["grid-new-sample"]  # the drawn set's pixels, from the result
+    assert "comparisons" in report.absent
+    page = parse(render(report, "html"))
+    assert page.tables == {} and len(page.imgs) == 2
+    assert "No comparison results were given" in " ".join(page.absent)

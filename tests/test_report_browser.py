@@ -1,7 +1,7 @@
 """The HTML report in a real browser: headless Chromium renders it to a non-blank screenshot.
 
 Needs Chromium from the distribution's packages (``apt-get install chromium``); skipped with a
-reason where it is absent. The screenshot is kept in ``tests/artifacts/`` for a person to look at.
+reason where it is absent, failed instead when ``REPLICATE_REQUIRE_BROWSER`` is set (CI). The screenshot is kept in ``tests/artifacts/`` for a person to look at.
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ def chromium() -> str:
         path = shutil.which(name) if name else None
         if path:
             return path
-    pytest.skip("Chromium is not installed (apt-get install chromium, or set REPLICATE_CHROMIUM)")
+    reason = "Chromium is not installed (apt-get install chromium, or set REPLICATE_CHROMIUM)"
+    if os.environ.get("REPLICATE_REQUIRE_BROWSER"):
+        pytest.fail(reason + "; REPLICATE_REQUIRE_BROWSER is set, so the browser check may not be skipped")
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
