@@ -555,3 +555,15 @@ def test_sampling_result_alone() -> None:
     page = parse(render(report, "html"))
     assert page.tables == {} and len(page.imgs) == 2
     assert "No comparison results were given" in " ".join(page.absent)
+
+
+def test_svg_figures_and_reproducible_output(small: stats.Comparison) -> None:
+    a = build_report(small, figure_format="svg", created="2026-01-01T00:00:00Z")
+    b = build_report(small, figure_format="svg", created="2026-01-01T00:00:00Z")
+    assert a.figures[0].format == "svg" and a.figures[0].data.lstrip().startswith(b"<?xml")
+    assert "data:image/svg+xml;base64," in render(a, "html")
+    for fmt in FORMATS:  # same results and creation time: byte-identical output (a rerun changes nothing)
+        assert render(a, fmt) == render(b, fmt), fmt
+    png1 = build_report(small, created="x").figures[0].data
+    png2 = build_report(small, created="x").figures[0].data
+    assert png1 == png2
