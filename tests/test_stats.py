@@ -608,3 +608,32 @@ def test_compare_takes_eval_results_with_flags_and_class_counts():
     c2 = compare(orig, new, n_bootstrap=30, exclude_flagged=True)
     assert c2.fit_excluded == ("m2",) and c2.fit.n_models == 4
     assert c2.rows()[2]["in_fit"] is False and c2.effective_robustness is not None
+
+
+def test_cli_compare_reads_evaluate_json(tmp_path, capsys):
+    # the JSON `replicate evaluate --json --per-image` writes: EvalResult.to_dict(per_image=True)
+    from replicate.cli import main
+    from replicate.evaluate import make_result
+
+    rng = np.random.default_rng(8)
+    y_o, y_n = rng.integers(0, 10, 800), rng.integers(0, 10, 400)
+    names = [f"net{i}" for i in range(5)]
+
+    def dump(path, labels, shift):
+        out = []
+        for i, m in enumerate(names):
+            acc = 0.7 + 0.05 * i - shift
+            pred = np.where(rng.random(labels.size) < acc, labels, (labels + 1) % 10)
+            r = make_result(model=m, dataset=path.stem, dataset_fingerprint="x", predictions=pred, labels=labels,
+                            class_names=tuple("abcdefghij"))
+            out.append(r.to_dict(per_image=True))
+        path.write_text(json.dumps(out))
+
+    dump(tmp_path / "orig.json", y_o, 0.0)
+    dump(tmp_path / "new.json", y_n, 0.08)
+    assert main(["compare", str(tmp_path / "orig.json"), str(tmp_path / "new.json"), "--json",
+                 "--n-bootstrap", "20"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["original_name"] == "orig" and out["new_name"] == "new"
+    assert out["fit"]["bootstrap"] == "images" and len(out["class_drops"]) == 5
+    assert all(r["gap"] > 0 for r in out["models"])
