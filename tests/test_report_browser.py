@@ -109,6 +109,8 @@ def test_table_sorts_with_javascript_and_reads_without(report_file: Path) -> Non
             nojs.goto(report_file.as_uri())
             assert nojs.locator(first).count() == 12
             assert nojs.locator(first).first.is_visible()
+            assert page.locator(".js-only").first.is_visible()  # "click to sort" only where it works
+            assert not nojs.locator(".js-only").first.is_visible()
             ARTIFACTS.mkdir(exist_ok=True)
             nojs.screenshot(path=str(ARTIFACTS / "report_nojs.png"))
             check_not_blank(ARTIFACTS / "report_nojs.png")
