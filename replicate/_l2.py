@@ -85,7 +85,7 @@ def flatten_pixels(images: Any) -> np.ndarray:
         raise fail("images.dtype", str(arr.dtype), "uint8", "Pass uint8 pixels (0-255).", error=TypeError)
     if arr.ndim < 2:
         raise fail("images.shape", arr.shape, "(N, H, W, C) or (N, D)")
-    return arr.reshape(len(arr), -1)
+    return arr.reshape(len(arr), int(np.prod(arr.shape[1:])))
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -125,7 +125,8 @@ def _scan(dots, nr, col0, row0, self_exclude, best_v, best_i, limit, counts):  #
 
 def _shifted(block: np.ndarray) -> torch.Tensor:
     """uint8 -> int8 ``x - 128`` (an XOR of the sign bit), as a torch tensor."""
-    t = torch.from_numpy(np.ascontiguousarray(block))
+    arr = block if block.flags.writeable and block.flags.c_contiguous else np.array(block, copy=True)
+    t = torch.from_numpy(arr)
     return t.view(torch.int8) ^ -128
 
 
@@ -188,9 +189,9 @@ def l2_knn(
         raise fail("reference", "an empty set", "at least one image")
     if q.shape[1] != r.shape[1]:
         raise fail(
-            "reference image size",
-            f"{r.shape[1]} values per image",
-            f"{q.shape[1]} (the query's)",
+            "values per reference image",
+            r.shape[1],
+            f"{q.shape[1]} (the query's: images must have one size)",
             "Resize both sets to one size before comparing pixels.",
         )
     if product == "int8" and q.shape[1] > _MAX_INT_DIM:

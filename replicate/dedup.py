@@ -34,7 +34,8 @@ import base64
 import io
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ __all__ = [
 
 SIGNALS: tuple[str, ...] = ("hash", "l2", "tiny", "aligned", "feature")
 _PAIR_BATCH = 8192
+_ALIGN_BATCH = 1024
 
 
 # --------------------------------------------------------------------------------------
@@ -93,15 +95,16 @@ class DedupConfig:
     (``validation/validate_dedup.py``; the table is in ``docs/dedup.md``).
     """
 
-    hash_radii: Mapping[str, int] = field(default_factory=lambda: {"phash": 4, "dhash": 4})
+    hash_radii: Mapping[str, int] = field(default_factory=lambda: {"phash": 2, "dhash": 2})
     hash_size: int = 8
     l2_k: int = 3
-    l2_rms_max: float | None = 6.0
+    l2_rms_max: float | None = 4.0
     tiny_k: int = 10
     tiny_size: int = 8
     tiny_max: float | None = None
-    aligned_max: float | None = 0.36
+    aligned_max: float | None = 0.25
     max_shift: int = 2
+    scales: tuple[float, ...] = (0.875, 0.9375, 1.0, 1.0625)
     feature_model: str | None = None
     feature_k: int = 5
     feature_max: float | None = None
@@ -109,17 +112,22 @@ class DedupConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hash_radii", dict(self.hash_radii))
+        object.__setattr__(self, "scales", tuple(float(x) for x in self.scales))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe copy of every setting."""
         d = asdict(self)
         d["hash_radii"] = dict(self.hash_radii)
+        d["scales"] = list(self.scales)
         return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DedupConfig:
         """Inverse of :meth:`to_dict`."""
-        return cls(**dict(data))
+        d = dict(data)
+        if "scales" in d:
+            d["scales"] = tuple(d["scales"])
+        return cls(**d)
 
 
 def _check_threshold(name: str, value: Any, hi: float) -> float | None:
@@ -132,6 +140,16 @@ def _check_threshold(name: str, value: Any, hi: float) -> float | None:
     if not (0.0 <= x <= hi):
         raise fail(name, value, f"in [0, {hi:g}] (or None to switch the rule off)")
     return x
+
+
+def _check_scales(scales: Any) -> tuple[float, ...]:
+    try:
+        out = tuple(float(z) for z in scales)
+    except (TypeError, ValueError):
+        raise fail("scales", scales, "a sequence of numbers in [0.5, 2]", error=TypeError) from None
+    if not out or any(not (0.5 <= z <= 2.0) for z in out):
+        raise fail("scales", scales, "a non-empty sequence of zoom factors in [0.5, 2]", "Use (1.0,) for shifts only.")
+    return out
 
 
 def _check_config(config: DedupConfig) -> DedupConfig:
@@ -153,6 +171,7 @@ def _check_config(config: DedupConfig) -> DedupConfig:
         feature_k=check_int("feature_k", config.feature_k, minimum=0),
         tiny_size=check_int("tiny_size", config.tiny_size, minimum=2),
         max_shift=check_int("max_shift", config.max_shift, minimum=0, maximum=8),
+        scales=_check_scales(config.scales),
         l2_rms_max=_check_threshold("l2_rms_max", config.l2_rms_max, 255.0),
         aligned_max=_check_threshold("aligned_max", config.aligned_max, 2.0),
         tiny_max=_check_threshold("tiny_max", config.tiny_max, 2.0),
@@ -174,59 +193,115 @@ def tiny_signature(images: np.ndarray, size: int = 8) -> np.ndarray:
     """Mean-removed, unit-norm ``size x size`` RGB thumbnails (area averages), float32 (N, 3 size^2)."""
     out = np.empty((len(images), 3 * size * size), dtype=np.float32)
     for s in range(0, len(images), _PAIR_BATCH):
-        t = torch.from_numpy(np.ascontiguousarray(images[s : s + _PAIR_BATCH])).permute(0, 3, 1, 2).float()
+        t = torch.from_numpy(np.array(images[s : s + _PAIR_BATCH], copy=True)).permute(0, 3, 1, 2).float()
         t = torch.nn.functional.adaptive_avg_pool2d(t, size).reshape(len(t), -1)
         out[s : s + len(t)] = _unit_rows(t).numpy()
     return out
 
 
 def _gray(images: np.ndarray) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(images)).float()
+    t = torch.from_numpy(np.array(images, copy=True)).float()
     return t.mean(dim=3) if t.shape[3] > 1 else t[..., 0]
 
 
-def _window(gray: torch.Tensor, m: int, dy: int, dx: int) -> torch.Tensor:
-    n, h, w = gray.shape
-    win = gray[:, m + dy : h - m + dy, m + dx : w - m + dx]
-    win = torch.nn.functional.avg_pool2d(win[:, None], 2, ceil_mode=True) if min(h, w) - 2 * m >= 2 else win[:, None]
-    return _unit_rows(win.reshape(n, -1))
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run many small torch ops on one thread: thread start-up and spinning cost more
+    than they save on tensors this small, badly so on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _windows(images: np.ndarray, m: int, scales: Sequence[float], shifts: bool, batch: int = 256) -> torch.Tensor:
+    with _one_thread():
+        return _windows_impl(images, m, scales, shifts, batch)
+
+
+def _windows_impl(images: np.ndarray, m: int, scales: Sequence[float], shifts: bool, batch: int) -> torch.Tensor:
+    """Grayscale windows of each image: (N, B, P) float32, mean-removed and unit-norm.
+
+    For each scale ``z`` the image is resized to ``round(z H) x round(z W)`` (bilinear,
+    antialiased); the centre window of ``(H - 2m) x (W - 2m)`` pixels, moved by every
+    shift up to ``m`` pixels (edges replicated where it leaves the image), is 2x2
+    average-pooled (windows of fewer than 2 pixels a side are not pooled).
+    """
+    g_all = _gray(images)[:, None]
+    n, _, h, w = g_all.shape
+    wh, ww = h - 2 * m, w - 2 * m
+    pool = min(wh, ww) >= 2
+    oh, ow = (wh // 2, ww // 2) if pool else (wh, ww)
+    rng = range(-m, m + 1) if shifts else range(0, 1)
+    parts = []
+    for b0 in range(0, n, batch):
+        g = g_all[b0 : b0 + batch]
+        outs = []
+        for z in scales:
+            sh, sw = max(1, round(h * z)), max(1, round(w * z))
+            gz = g
+            if (sh, sw) != (h, w):
+                gz = torch.nn.functional.interpolate(g, size=(sh, sw), mode="bilinear", antialias=True, align_corners=False)
+            pad = m + max(0, (h - sh + 1) // 2, (w - sw + 1) // 2) + 2
+            gz = torch.nn.functional.pad(gz, (pad, pad, pad, pad), mode="replicate")
+            if pool:  # the four 2x2-pooled phases: a pooled window is a slice of one of them
+                phase = {(py, px): torch.nn.functional.avg_pool2d(gz[:, :, py:, px:], 2) for py in (0, 1) for px in (0, 1)}
+            y0 = pad + (sh - wh) // 2
+            x0 = pad + (sw - ww) // 2
+            for dy in rng:
+                for dx in rng:
+                    y, x = y0 + dy, x0 + dx
+                    if pool:
+                        outs.append(phase[(y % 2, x % 2)][:, 0, y // 2 : y // 2 + oh, x // 2 : x // 2 + ow])
+                    else:
+                        outs.append(gz[:, 0, y : y + oh, x : x + ow])
+        win = torch.stack(outs, dim=1)
+        parts.append(_unit_rows(win.reshape(len(g) * len(outs), -1)).reshape(len(g), len(outs), -1))
+    return torch.cat(parts) if parts else torch.zeros((0, 1, oh * ow))
 
 
 def _aligned_reference(images: np.ndarray, max_shift: int) -> np.ndarray:
-    """The centre window of each image, pooled and normalised (N, P) float32."""
+    """The centre window of each image, resampled and normalised: (N, P) float32."""
     out = []
     for s in range(0, len(images), _PAIR_BATCH):
-        out.append(_window(_gray(images[s : s + _PAIR_BATCH]), max_shift, 0, 0).numpy())
+        out.append(_windows(images[s : s + _PAIR_BATCH], max_shift, (1.0,), False)[:, 0].numpy())
     return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
 
 
-def _aligned_query(images: np.ndarray, max_shift: int) -> torch.Tensor:
-    """Every shifted window of each image: (N, S, P) float32, S = (2 max_shift + 1)^2."""
-    g = _gray(images)
-    m = max_shift
-    wins = [_window(g, m, dy, dx) for dy in range(-m, m + 1) for dx in range(-m, m + 1)]
-    return torch.stack(wins, dim=1)
+def _aligned_query(images: np.ndarray, max_shift: int, scales: Sequence[float] = (1.0,)) -> torch.Tensor:
+    """Every shifted (and zoomed) window of each image: (N, S, P) float32."""
+    return _windows(images, max_shift, scales, True)
 
 
-def aligned_distance(a: np.ndarray, b: np.ndarray, max_shift: int = 2) -> np.ndarray:
+def _aligned_pairs(qa: torch.Tensor, rb: torch.Tensor) -> np.ndarray:
+    with _one_thread():
+        cos = torch.einsum("nsp,np->ns", qa, rb).max(dim=1).values
+    return torch.sqrt(torch.clamp(2 - 2 * cos, min=0)).double().numpy()
+
+
+def aligned_distance(
+    a: np.ndarray, b: np.ndarray, max_shift: int = 2, scales: Sequence[float] = (1.0,)
+) -> np.ndarray:
     """Shift-tolerant distance of paired images ``a[i]``, ``b[i]`` (uint8 NHWC), float64.
 
     The grayscale centre window of ``b`` (``max_shift`` pixels cropped from each side)
     is compared with every window of ``a`` shifted by up to ``max_shift`` pixels in
-    each direction; windows are 2x2 average-pooled, mean-removed and scaled to unit
-    norm, and the smallest ``sqrt(2 - 2 cos)`` is returned: 0 for identical content up
-    to a shift and an affine brightness/contrast change, about 1 for unrelated images.
+    each direction and zoomed by each of ``scales``; windows are resampled to half
+    resolution (``torchvision.ops.roi_align``), mean-removed and scaled to unit norm,
+    and the smallest ``sqrt(2 - 2 cos)`` is returned: 0 for identical content up to a
+    shift and an affine brightness/contrast change, about 1 for unrelated images.
     """
     a = np.asarray(a)
     b = np.asarray(b)
     if a.shape != b.shape:
         raise fail("b.shape", b.shape, f"{a.shape} (the shape of a)")
     out = np.empty(len(a), dtype=np.float64)
-    for s in range(0, len(a), _PAIR_BATCH):
-        qa = _aligned_query(a[s : s + _PAIR_BATCH], max_shift)
-        rb = torch.from_numpy(_aligned_reference(b[s : s + _PAIR_BATCH], max_shift))
-        cos = torch.einsum("nsp,np->ns", qa, rb).max(dim=1).values
-        out[s : s + len(rb)] = torch.sqrt(torch.clamp(2 - 2 * cos, min=0)).double().numpy()
+    for s in range(0, len(a), _ALIGN_BATCH):
+        qa = _aligned_query(a[s : s + _ALIGN_BATCH], max_shift, scales)
+        rb = torch.from_numpy(_aligned_reference(b[s : s + _ALIGN_BATCH], max_shift))
+        out[s : s + len(rb)] = _aligned_pairs(qa, rb)
     return out
 
 
@@ -428,10 +503,11 @@ def _distances(
     for s in range(0, len(qpos), _PAIR_BATCH):
         a, b = qloc[s : s + _PAIR_BATCH], rpos[s : s + _PAIR_BATCH]
         sq[s : s + len(a)] = l2_sq_distances(qimg[a], rimg[b])
-        qa = _aligned_query(qimg[a], config.max_shift)
-        rb = torch.from_numpy(ref.aligned[b])
-        cos = torch.einsum("nsp,np->ns", qa, rb).max(dim=1).values
-        al[s : s + len(a)] = torch.sqrt(torch.clamp(2 - 2 * cos, min=0)).double().numpy()
+    for s in range(0, len(qpos), _ALIGN_BATCH):
+        a, b = qloc[s : s + _ALIGN_BATCH], rpos[s : s + _ALIGN_BATCH]
+        uniq, inv = np.unique(a, return_inverse=True)
+        qa = _aligned_query(qimg[uniq], config.max_shift, config.scales)[torch.from_numpy(inv)]
+        al[s : s + len(a)] = _aligned_pairs(qa, torch.from_numpy(ref.aligned[b]))
     values_per_image = int(np.prod(qimg.shape[1:]))
     out["l2"] = np.sqrt(sq.astype(np.float64))
     out["l2_rms"] = np.sqrt(sq / values_per_image)
@@ -623,7 +699,7 @@ class DedupResult:
             raise fail("path", str(p), "a directory written by DedupResult.save (with result.json)", error=FileNotFoundError)
         meta = json.loads((p / "result.json").read_text())
         str_cols = {"query_id": str, "reference_set": str, "reference_id": str, "id": str, "set": str, "matches": str}
-        pairs = pd.read_csv(p / "pairs.csv", dtype=str_cols, keep_default_na=False, na_values=[""])
+        pairs = pd.read_csv(p / "pairs.csv", dtype={**str_cols, "flagged_by": str}, keep_default_na=False, na_values=[""])
         for col in ("l2_rank", "tiny_rank", "feature_rank"):
             if col in pairs:
                 pairs[col] = pairs[col].astype("Int64")
@@ -945,13 +1021,14 @@ def decide(
 # review gallery
 
 
-def _png_b64(image: np.ndarray, scale: int) -> str:
+def _png_b64(image: np.ndarray) -> str:
+    """The image as a base64 PNG at its own resolution (the page scales it up)."""
     from PIL import Image
 
-    img = Image.fromarray(np.asarray(image).squeeze() if image.shape[-1] == 1 else np.asarray(image))
-    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    arr = np.asarray(image)
+    img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
+    img.save(buf, format="PNG", optimize=True)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -962,22 +1039,22 @@ _GALLERY = """<!DOCTYPE html>
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
 table { border-collapse: collapse; }
 td, th { border-bottom: 1px solid #ddd; padding: 6px 10px; vertical-align: middle; text-align: left; }
-img { image-rendering: pixelated; display: block; }
+img { image-rendering: pixelated; image-rendering: crisp-edges; display: block; }
 .ids { font-family: monospace; font-size: 12px; }
 .dist { font-family: monospace; font-size: 12px; white-space: pre; }
 </style></head><body>
 <h1>Near-duplicates of {{ query_name }}</h1>
 <pre>{{ summary }}</pre>
 <p>{{ shown }} of {{ total }} flagged pairs, ordered by aligned distance (closest first).
-Thumbnails are scaled {{ scale }}x with nearest-neighbour sampling. To exclude an image,
+Thumbnails are shown {{ scale }}x with nearest-neighbour scaling (image-rendering: pixelated). To exclude an image,
 append its id to the blacklist file (one id per line).</p>
 <table>
 <tr><th>#</th><th>query</th><th>reference</th><th>ids</th><th>distances</th></tr>
 {% for row in rows %}
 <tr>
 <td>{{ loop.index }}</td>
-<td><img alt="{{ row.query_id }}" src="data:image/png;base64,{{ row.q_png }}"></td>
-<td><img alt="{{ row.reference_id }}" src="data:image/png;base64,{{ row.r_png }}"></td>
+<td><img alt="{{ row.query_id }}" width="{{ width }}" height="{{ height }}" src="data:image/png;base64,{{ row.q_png }}"></td>
+<td><img alt="{{ row.reference_id }}" width="{{ width }}" height="{{ height }}" src="data:image/png;base64,{{ row.r_png }}"></td>
 <td class="ids">{{ row.query_id }}<br>{{ row.reference_set }}:{{ row.reference_id }}<br>flagged by {{ row.flagged_by }}</td>
 <td class="dist">{{ row.dist }}</td>
 </tr>
@@ -994,7 +1071,12 @@ def dedup_gallery(
     max_pairs: int = 1000,
     scale: int = 4,
 ) -> str:
-    """A self-contained HTML page showing every flagged pair side by side, for review."""
+    """A self-contained HTML page showing flagged pairs side by side, for review.
+
+    Pairs are ordered by aligned distance (closest first), at most ``max_pairs``. Each
+    image is embedded as a base64 PNG at its own resolution and displayed ``scale``
+    times larger with nearest-neighbour scaling; the page needs no network access.
+    """
     import jinja2
 
     max_pairs = check_int("max_pairs", max_pairs, minimum=1)
@@ -1023,8 +1105,8 @@ def dedup_gallery(
                 "reference_set": r.reference_set,
                 "reference_id": r.reference_id,
                 "flagged_by": r.flagged_by,
-                "q_png": _png_b64(query.images[qp], scale),
-                "r_png": _png_b64(refs[r.reference_set].images[rp], scale),
+                "q_png": _png_b64(query.images[qp]),
+                "r_png": _png_b64(refs[r.reference_set].images[rp]),
                 "dist": "\n".join(parts),
             }
         )
@@ -1036,4 +1118,6 @@ def dedup_gallery(
         shown=len(rows),
         total=int(result.pairs.flagged.sum()),
         scale=scale,
+        width=query.image_shape[1] * scale,
+        height=query.image_shape[0] * scale,
     )

@@ -1,0 +1,96 @@
+"""``replicate dedup QUERY --reference NAME=PATH ... --out DIR``: near-duplicates of a new set."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from replicate.cli import print_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "dedup",
+        help="find near-duplicates of a new set in the original sets (and within itself)",
+        description=(
+            "Writes pairs.csv (every candidate pair with all distances), groups.csv, flagged.csv, "
+            "flagged_ids.txt, kept_ids.txt, result.json and gallery.html (flagged pairs side by side) "
+            "into --out."
+        ),
+    )
+    p.add_argument("query", help="the new set: any format replicate.load() reads")
+    p.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="an original set, e.g. cifar10-train=data/cifar10/train.npz (repeatable)",
+    )
+    p.add_argument("--out", required=True, help="output directory (created)")
+    p.add_argument("--blacklist", help="file of ids to exclude, one per line (appended by review)")
+    p.add_argument("--no-within", action="store_true", help="do not look for duplicates inside the query set")
+    p.add_argument("--aligned-max", type=float, help="aligned-distance threshold (default: the library's)")
+    p.add_argument("--l2-rms-max", type=float, help="RMS pixel difference threshold (default: the library's)")
+    p.add_argument(
+        "--hash",
+        action="append",
+        default=None,
+        metavar="METHOD=RADIUS",
+        help="a perceptual hash and its Hamming radius, e.g. phash=4 (repeatable; replaces the defaults)",
+    )
+    p.add_argument("--features", metavar="MODEL", help="also compare features of this zoo model (e.g. resnet56)")
+    p.add_argument("--feature-max", type=float, help="feature cosine-distance threshold (with --features)")
+    p.add_argument("--max-gallery", type=int, default=1000, help="flagged pairs shown in gallery.html")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (counts, config, flagged ids)")
+    p.set_defaults(func=run)
+
+
+def _split(text: str, what: str) -> tuple[str, str]:
+    from replicate._validation import fail
+
+    if "=" not in text:
+        raise fail(what, text, "NAME=VALUE", f"For example {'cifar10-train=train.npz' if what == '--reference' else 'phash=4'}.")
+    name, value = text.split("=", 1)
+    if not name or not value:
+        raise fail(what, text, "NAME=VALUE with both parts non-empty")
+    return name, value
+
+
+def run(args: argparse.Namespace) -> int:
+    from replicate.dedup import dedup_gallery, find_near_duplicates
+    from replicate.io import load
+
+    query = load(args.query)
+    references = {}
+    for item in args.reference:
+        name, path = _split(item, "--reference")
+        references[name] = load(path)
+    overrides: dict = {"within_query": not args.no_within}
+    if args.aligned_max is not None:
+        overrides["aligned_max"] = args.aligned_max
+    if args.l2_rms_max is not None:
+        overrides["l2_rms_max"] = args.l2_rms_max
+    if args.hash is not None:
+        radii = {}
+        for item in args.hash:
+            method, radius = _split(item, "--hash")
+            try:
+                radii[method] = int(radius)
+            except ValueError:
+                radii[method] = radius  # type: ignore[assignment]  # rejected with the house error
+        overrides["hash_radii"] = radii
+    if args.features:
+        overrides["feature_model"] = args.features
+        if args.feature_max is not None:
+            overrides["feature_max"] = args.feature_max
+    result = find_near_duplicates(query, references, blacklist=args.blacklist, **overrides)
+    out = Path(args.out)
+    result.save(out)
+    html = dedup_gallery(result, query, references, max_pairs=args.max_gallery)
+    (out / "gallery.html").write_text(html, encoding="utf-8")
+    if args.json:
+        print_json({**result.to_dict(), "out": str(out)})
+        return 0
+    print(result.summary())
+    print(f"wrote {out}/pairs.csv, flagged_ids.txt, gallery.html")
+    return 0

@@ -1,0 +1,348 @@
+"""Near-duplicate detection: exact pixel kNN, aligned distance, detector rules, groups, errors, CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_imageset
+from PIL import Image
+
+from replicate._l2 import l2_knn, l2_sq_distances
+from replicate.dedup import (
+    DedupConfig,
+    DedupResult,
+    aligned_distance,
+    append_blacklist,
+    dedup_gallery,
+    find_near_duplicates,
+    hash_pairs,
+    read_blacklist,
+)
+from replicate.imageset import ImageSet
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def brute_knn(q: np.ndarray, r: np.ndarray, k: int, within: bool = False):
+    """Reference answer: every squared distance in int64, ties to the lower index."""
+    a = q.reshape(len(q), -1).astype(np.int64)
+    b = r.reshape(len(r), -1).astype(np.int64)
+    d = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    if within:
+        np.fill_diagonal(d, np.iinfo(np.int64).max)
+    order = np.lexsort((np.broadcast_to(np.arange(len(r)), d.shape), d), axis=1)[:, :k]
+    return order, np.take_along_axis(d, order, 1), d
+
+
+def jpeg(x: np.ndarray, quality: int = 75) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(x).save(buf, format="JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+def shifted(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    p = max(abs(dy), abs(dx))
+    padded = np.pad(x, ((p, p), (p, p), (0, 0)), mode="edge")
+    h, w = x.shape[:2]
+    return padded[p - dy : p - dy + h, p - dx : p - dx + w]
+
+
+@pytest.fixture
+def sets():
+    """A reference set and a query with planted copies: exact (0), JPEG (1), brightness (2),
+    2-pixel shift (3); query 5 duplicates query 4 exactly; query 7 copies query 6 and
+    reference 30, so query 6 and 7 form one group that touches the reference."""
+    ref = make_imageset(60, seed=1, name="ref")
+    q = make_imageset(30, seed=2, name="new")
+    imgs = q.images.copy()
+    imgs[0] = ref.images[5]
+    imgs[1] = jpeg(ref.images[7], 75)
+    imgs[2] = np.clip(ref.images[9].astype(int) + 20, 0, 255).astype(np.uint8)
+    imgs[3] = shifted(ref.images[11], 2, 1)
+    imgs[5] = imgs[4]
+    imgs[6] = jpeg(ref.images[30], 90)
+    imgs[7] = ref.images[30]
+    query = ImageSet(imgs, q.labels, q.class_names, name="new")
+    return query, ref
+
+
+# ------------------------------------------------------------------------------ exact pixel kNN
+
+
+@pytest.mark.parametrize("product", ["int8", "float32-exact"])
+def test_l2_knn_matches_brute_force_with_ties(product):
+    rng = np.random.default_rng(0)
+    q = rng.integers(0, 256, (37, 6, 5, 3), dtype=np.uint8)
+    r = rng.integers(0, 256, (53, 6, 5, 3), dtype=np.uint8)
+    r[[4, 9, 20]] = q[3]  # three tied exact copies: must come out in position order
+    res = l2_knn(q, r, k=5, radius=250.0, product=product, query_chunk=8, reference_chunk=11)
+    order, dist, full = brute_knn(q, r, 5)
+    np.testing.assert_array_equal(res.indices, order)
+    np.testing.assert_array_equal(res.sq_distances, dist)
+    np.testing.assert_array_equal(res.indices[3, :3], [4, 9, 20])
+    np.testing.assert_array_equal(res.within_radius, (full <= 250**2).sum(1))
+
+
+def test_l2_knn_within_set_excludes_self_and_ignores_chunking():
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (41, 4, 4, 3), dtype=np.uint8)
+    x[7] = x[30]
+    a = l2_knn(x, k=3, query_chunk=5, reference_chunk=7)
+    b = l2_knn(x, k=3, query_chunk=64, reference_chunk=64)
+    order, dist, _ = brute_knn(x, x, 3, within=True)
+    np.testing.assert_array_equal(a.indices, order)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_array_equal(a.sq_distances, dist)
+    assert a.indices[7, 0] == 30 and a.sq_distances[7, 0] == 0
+    assert not np.any(a.indices == np.arange(41)[:, None])
+
+
+def test_l2_extremes_are_exact():
+    # all-0 against all-255 32x32x3 images: 3072 * 255^2, beyond float32's exact integers
+    q = np.zeros((2, 32, 32, 3), np.uint8)
+    r = np.full((3, 32, 32, 3), 255, np.uint8)
+    r[1] = 0
+    res = l2_knn(q, r, k=3)
+    assert res.sq_distances[0].tolist() == [0, 3072 * 255**2, 3072 * 255**2]
+    assert res.indices[0].tolist() == [1, 0, 2]
+    np.testing.assert_array_equal(l2_sq_distances(q[:1], r[:1]), [3072 * 255**2])
+
+
+def test_l2_knn_bad_input():
+    x = np.zeros((4, 8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"k == 4; must be <= 3 \(the number of other images\)"):
+        l2_knn(x, k=4)
+    with pytest.raises(ValueError, match=r"values per reference image == 48; must be 192 \(the query's"):
+        l2_knn(x, np.zeros((3, 4, 4, 3), np.uint8), k=1)
+    with pytest.raises(ValueError, match="query == 'an empty set'; must be at least one image"):
+        l2_knn(x[:0], x, k=1)
+    with pytest.raises(TypeError, match="images.dtype == 'float32'; must be uint8"):
+        l2_knn(x.astype(np.float32), k=1)
+    with pytest.raises(ValueError, match="product == 'int'; must be one of: 'int8'.*Did you mean 'int8'"):
+        l2_knn(x, k=1, product="int")
+    with pytest.raises(ValueError, match="radius == -1.0; must be a finite number >= 0"):
+        l2_knn(x, k=1, radius=-1)
+
+
+# ------------------------------------------------------------------------------ aligned distance
+
+
+def test_aligned_distance_tolerates_shift_and_photometric_change(sets):
+    _, ref = sets
+    x = ref.images[:20]
+    moved = np.stack([shifted(im, 2, -1) for im in x])
+    brighter = np.clip(x.astype(int) * 0.8 + 30, 0, 255).astype(np.uint8)
+    other = ref.images[20:40]
+    d_shift = aligned_distance(moved, x)
+    d_bright = aligned_distance(brighter, x)
+    d_other = aligned_distance(other, x)
+    assert d_shift.max() < 0.05
+    assert d_bright.max() < 0.05
+    assert d_other.min() > 0.5
+    np.testing.assert_allclose(aligned_distance(x, x), 0, atol=2e-3)
+
+
+def test_aligned_distance_shape_error():
+    a = np.zeros((2, 8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"b.shape == \(3, 8, 8, 3\); must be \(2, 8, 8, 3\)"):
+        aligned_distance(a, np.zeros((3, 8, 8, 3), np.uint8))
+
+
+# ------------------------------------------------------------------------------ detector
+
+
+def test_find_near_duplicates_flags_planted_copies_and_groups(sets):
+    query, ref = sets
+    res = find_near_duplicates(query, {"ref": ref})
+    reasons = dict(zip(res.flagged.query_id, res.flagged.reason))
+    ids = query.ids
+    # copies of reference images are dropped
+    for i in (0, 1, 2, 3, 6, 7):
+        assert reasons[ids[i]] == "reference", i
+    # a duplicate pair inside the query keeps the first image and drops the second
+    assert ids[4] not in reasons and reasons[ids[5]] == "within_query"
+    assert ids[4] in set(res.kept_ids)
+    # query 6 and 7 copy the same reference image: one group with three members
+    g = res.groups[res.groups.id.isin([ids[6], ids[7], "ref/000030"])]
+    assert g.group.nunique() == 1 and len(g) == 3 and not g.kept.any()
+    # nothing else flagged; kept + flagged partition the query
+    assert set(reasons) == {ids[i] for i in (0, 1, 2, 3, 5, 6, 7)}
+    assert len(res.kept_ids) + res.n_flagged == len(query)
+    # every flagged pair carries every distance; the exact copy has L2 0
+    row = res.pairs[(res.pairs.query_id == ids[0]) & (res.pairs.reference_id == "ref/000005")].iloc[0]
+    assert row.l2 == 0 and row.l2_rank == 1 and row.hamming_phash == 0 and row.flagged
+    assert {"hamming_phash", "hamming_dhash", "l2", "l2_rms", "l2_rank", "tiny", "tiny_rank", "aligned"} <= set(res.pairs)
+    shift_row = res.pairs[(res.pairs.query_id == ids[3]) & (res.pairs.reference_id == "ref/000011")].iloc[0]
+    assert "aligned" in shift_row.flagged_by.split(",")
+
+
+def test_chunking_does_not_change_the_result(sets):
+    query, ref = sets
+    a = find_near_duplicates(query, {"ref": ref}, chunk_size=7)
+    b = find_near_duplicates(query, {"ref": ref}, chunk_size=4096)
+    cols = ["query_id", "reference_set", "reference_id", "l2", "aligned", "flagged"]
+    pd.testing.assert_frame_equal(a.pairs[cols], b.pairs[cols])
+    assert a.flagged.equals(b.flagged)
+
+
+def test_thresholds_switch_rules_off(sets):
+    query, ref = sets
+    res = find_near_duplicates(
+        query, [ref], hash_radii={}, l2_rms_max=None, aligned_max=None, within_query=False
+    )
+    assert res.n_flagged == 0 and not res.pairs.flagged.any()
+    assert len(res.pairs) > 0  # the kNN signals still propose candidates
+    strict = find_near_duplicates(query, [ref], hash_radii={"phash": 0}, l2_rms_max=0.0, aligned_max=None)
+    assert set(strict.flagged.query_id) >= {query.ids[0], query.ids[7]}
+    assert query.ids[3] not in set(strict.flagged.query_id)  # a shifted copy needs the aligned rule
+
+
+def test_blacklist_file(tmp_path, sets):
+    query, ref = sets
+    path = tmp_path / "blacklist.txt"
+    assert append_blacklist(path, [query.ids[10], query.ids[11]], comment="reviewed") == 2
+    assert append_blacklist(path, [query.ids[11], "elsewhere/1"]) == 1  # append-only, no repeats
+    assert read_blacklist(path) == [query.ids[10], query.ids[11], "elsewhere/1"]
+    assert path.read_text().splitlines()[0] == "# reviewed"
+    res = find_near_duplicates(query, {"ref": ref}, blacklist=path)
+    reasons = dict(zip(res.flagged.query_id, res.flagged.reason))
+    assert reasons[query.ids[10]] == "blacklist" and reasons[query.ids[11]] == "blacklist"
+    assert res.blacklist == {"path": str(path), "n_ids": 3, "n_matched": 2}
+    with pytest.raises(FileNotFoundError, match="blacklist == .*; must be an existing text file"):
+        read_blacklist(tmp_path / "missing.txt")
+
+
+def test_blacklisted_member_is_not_the_one_kept(sets):
+    query, ref = sets
+    res = find_near_duplicates(query, {"ref": ref}, blacklist=[query.ids[4]])
+    reasons = dict(zip(res.flagged.query_id, res.flagged.reason))
+    # of the duplicate pair (4, 5), 4 is blacklisted, so 5 is kept
+    assert query.ids[5] not in reasons and reasons[query.ids[4]] == "within_query"
+
+
+def test_result_summary_dict_save_load(tmp_path, sets):
+    query, ref = sets
+    res = find_near_duplicates(query, {"ref": ref})
+    text = res.summary()
+    assert "7 flagged (6 near an original image, 1 duplicates within the set, 0 blacklisted); 23 kept" in text
+    d = json.loads(json.dumps(res.to_dict()))
+    assert d["counts"]["flagged"] == 7 and d["config"]["aligned_max"] == res.config.aligned_max
+    assert {f["query_id"] for f in d["flagged"]} == set(res.flagged_ids)
+    back = DedupResult.load(res.save(tmp_path / "out"))
+    pd.testing.assert_frame_equal(back.pairs, res.pairs, check_dtype=False)
+    pd.testing.assert_frame_equal(back.flagged, res.flagged, check_dtype=False)
+    pd.testing.assert_frame_equal(back.groups, res.groups, check_dtype=False)
+    np.testing.assert_array_equal(back.kept_ids, res.kept_ids)
+    assert back.config == res.config
+    assert (tmp_path / "out/flagged_ids.txt").read_text().split() == list(res.flagged_ids)
+
+
+def test_gallery_is_self_contained(sets):
+    query, ref = sets
+    res = find_near_duplicates(query, {"ref": ref})
+    html = dedup_gallery(res, query, {"ref": ref}, scale=3)
+    n = int(res.pairs.flagged.sum())
+    assert html.count("data:image/png;base64,") == 2 * n
+    assert "http://" not in html and "https://" not in html and "<script" not in html
+    assert 'width="96"' in html and "pixelated" in html
+    png = re.search(r"base64,([A-Za-z0-9+/=]+)", html).group(1)
+    import base64
+
+    img = Image.open(io.BytesIO(base64.b64decode(png)))
+    assert img.size == (32, 32)
+    with pytest.raises(ValueError, match="references == .*must be the sets named in the result"):
+        dedup_gallery(res, query, None)
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+def test_bad_input_errors(sets):
+    query, ref = sets
+    with pytest.raises(ValueError, match="query == 'an empty set'; must be at least one image"):
+        find_near_duplicates(query.select(np.zeros(len(query), bool)), {"ref": ref})
+    with pytest.raises(ValueError, match=r"references\['ref'\] == 'an empty set'"):
+        find_near_duplicates(query, {"ref": ref.select(np.zeros(len(ref), bool))})
+    with pytest.raises(ValueError, match="ids of reference 'b' == \"60 ids shared with reference 'a'"):
+        find_near_duplicates(query, {"a": ref, "b": ref})
+    clash = ImageSet(ref.images, ids=[f"new/{i:06d}" for i in range(len(ref))], name="ref")
+    with pytest.raises(ValueError, match="ids of reference 'ref' == \"30 ids shared with query 'new'"):
+        find_near_duplicates(query, {"ref": clash})
+    with pytest.raises(ValueError, match="reference name 'new' == 'new'; must be different from the query's name"):
+        find_near_duplicates(query, {"new": ref})
+    small = make_imageset(10, size=16, name="small")
+    with pytest.raises(ValueError, match=r"image shape of references\['small'\] == \(16, 16, 3\); must be \(32, 32, 3\)"):
+        find_near_duplicates(query, {"small": small})
+    with pytest.raises(ValueError, match=r"aligned_max == 3; must be in \[0, 2\]"):
+        find_near_duplicates(query, {"ref": ref}, aligned_max=3)
+    with pytest.raises(ValueError, match=r"l2_rms_max == -1; must be in \[0, 255\]"):
+        find_near_duplicates(query, {"ref": ref}, l2_rms_max=-1)
+    with pytest.raises(ValueError, match=r"hash_radii\['phash'\] == 65; must be <= 64"):
+        find_near_duplicates(query, {"ref": ref}, hash_radii={"phash": 65})
+    with pytest.raises(ValueError, match="hash_radii key == 'pash'; must be one of: .*Did you mean 'phash'"):
+        find_near_duplicates(query, {"ref": ref}, hash_radii={"pash": 4})
+    with pytest.raises(ValueError, match="keyword argument == 'aligned'; must be one of: .*'aligned_max'"):
+        find_near_duplicates(query, {"ref": ref}, aligned=0.2)
+    with pytest.raises(ValueError, match=r"scales == \(3.0,\); must be a non-empty sequence of zoom factors"):
+        find_near_duplicates(query, {"ref": ref}, scales=(3.0,))
+    with pytest.raises(TypeError, match="query == 'ndarray'; must be an ImageSet"):
+        find_near_duplicates(query.images, {"ref": ref})
+
+
+def test_hash_pairs_refuses_different_hashers(sets):
+    from replicate.hashing import hash_set
+
+    query, ref = sets
+    qp = hash_set(query, "phash")
+    pairs = hash_pairs(qp, hash_set(ref, "phash"), radius=0)
+    assert (query.ids[0], "ref/000005") in set(zip(pairs.query_id, pairs.reference_id))
+    with pytest.raises(ValueError, match="reference == \"dhash .*must be hashes made with the same hasher"):
+        hash_pairs(qp, hash_set(ref, "dhash"), radius=4)
+    with pytest.raises(ValueError, match="reference == .*must be hashes made with the same hasher"):
+        hash_pairs(qp, hash_set(ref, "phash", hash_size=16), radius=4)
+    with pytest.raises(ValueError, match="radius == 65; must be <= 64"):
+        hash_pairs(qp, hash_set(ref, "phash"), radius=65)
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def test_cli_writes_tables_and_gallery(tmp_path, sets, capsys):
+    from replicate.cli import main
+
+    query, ref = sets
+    qp = query.save(tmp_path / "new")
+    rp = ref.save(tmp_path / "ref")
+    out = tmp_path / "out"
+    assert main(["dedup", str(qp), "--reference", f"ref={rp}", "--out", str(out), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["counts"]["flagged"] == 7
+    for name in ("pairs.csv", "groups.csv", "flagged.csv", "flagged_ids.txt", "kept_ids.txt", "result.json", "gallery.html"):
+        assert (out / name).is_file(), name
+    assert set((out / "flagged_ids.txt").read_text().split()) == {f["query_id"] for f in data["flagged"]}
+    assert main(["dedup", str(qp), "--reference", str(rp), "--out", str(out)]) == 2
+    assert "--reference == " in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ real images
+
+
+@pytest.mark.shared
+def test_real_cifar_copies_are_found(cifar_train, cifar_test):
+    train = cifar_train.select(np.arange(3000))
+    test = cifar_test.select(np.arange(400))
+    imgs = test.images.copy()
+    imgs[0] = jpeg(train.images[100], 50)
+    imgs[1] = shifted(train.images[200], 1, 2)
+    imgs[2] = np.asarray(Image.fromarray(train.images[300]).crop((2, 2, 30, 30)).resize((32, 32), Image.BICUBIC))
+    query = ImageSet(imgs, test.labels, test.class_names, name="cifar10-test")
+    res = find_near_duplicates(query, {"cifar10-train": train}, config=DedupConfig(), within_query=False)
+    hits = set(zip(res.pairs[res.pairs.flagged].query_id, res.pairs[res.pairs.flagged].reference_id))
+    for qi, ri in ((0, 100), (1, 200), (2, 300)):
+        assert (query.ids[qi], train.ids[ri]) in hits
+    assert res.n_flagged <= 3 + 0.05 * len(query)
