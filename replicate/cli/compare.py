@@ -110,6 +110,8 @@ def _prediction_results(path: str, original: str, new: str, labels_orig: str | N
 def run(args: argparse.Namespace) -> int:
     from replicate.stats import compare
 
+    oname: str | None
+    nname: str | None
     if args.predictions:
         if args.results:
             raise fail("results", args.results, "empty with --predictions", "Pass either JSON files or --predictions.")
