@@ -567,3 +567,13 @@ def test_svg_figures_and_reproducible_output(small: stats.Comparison) -> None:
     png1 = build_report(small, created="x").figures[0].data
     png2 = build_report(small, created="x").figures[0].data
     assert png1 == png2
+
+
+def test_flagged_models_are_listed(small: stats.Comparison) -> None:
+    d = small.to_dict()
+    d["models"][1] = {**d["models"][1], "flags": ["implausible gap: the prediction file is probably mismatched"]}
+    report = build_report(d)
+    assert report.comparisons[0].rows[1].flags == ("implausible gap: the prediction file is probably mismatched",)
+    html = render(report, "html")
+    assert '<li data-model="model_1"><strong>model_1</strong>: implausible gap' in html
+    assert "- **model\\_1**: implausible gap" in render(report, "md")
