@@ -9,7 +9,8 @@
    synonym map), excluding near-duplicates of CIFAR-10 train+test and duplicates inside
    the pool. The pool has no airplane or horse images, so shortfalls are real.
 
-Writes validation/results/sampling.json and sampling.md. Skips when ../shared is absent.
+Writes validation/results/sampling.json and sampling.md (and caches the dedup verdict in
+sampling_dedup.json; ``--recompute-dedup`` ignores the cache). Skips when ../shared is absent.
 """
 
 from __future__ import annotations
@@ -68,50 +69,86 @@ def published_checks(meta_path: Path) -> dict:
     }
 
 
-def near_duplicates(pool: replicate.ImageSet) -> tuple[dict[str, list[str]], dict]:
-    """Ids to exclude: copies of CIFAR-10 train+test images, and second copies inside the pool."""
-    train = replicate.load(SHARED / "data/cifar10/train.npz")
-    test = replicate.load(SHARED / "data/cifar10/test.npz")
-    info: dict = {}
-    try:
-        from replicate.dedup import find_near_duplicates  # noqa: F401
+def _dedup_flagged(pool: replicate.ImageSet, train: replicate.ImageSet, test: replicate.ImageSet,
+                   recompute: bool) -> tuple[list[dict], dict]:
+    """Near-duplicates from ``replicate.dedup.find_near_duplicates`` (default config), cached.
 
-        info["dedup_module"] = "replicate.dedup present; this check uses the exact pixel-L2 scan below"
-    except ImportError:
-        info["dedup_module"] = "replicate.dedup not available; exact pixel-L2 nearest neighbours (replicate._l2)"
+    The detector takes several minutes on two cores; its flagged ids are kept in
+    ``validation/results/sampling_dedup.json`` with the fingerprints of the three sets and
+    the config, and reused while all of them match.
+    """
+    from replicate.dedup import DedupConfig, find_near_duplicates
+
+    key = {
+        "pool": pool.fingerprint,
+        "cifar10-train": train.fingerprint,
+        "cifar10-test": test.fingerprint,
+        "config": DedupConfig().to_dict(),
+    }
+    cache = RESULTS / "sampling_dedup.json"
+    if cache.is_file() and not recompute:
+        data = json.loads(cache.read_text())
+        if data.get("key") == key:
+            return data["flagged"], {**data["info"], "cached": True}
+    t = time.perf_counter()
+    res = find_near_duplicates(pool, {"cifar10-train": train, "cifar10-test": test})
+    flagged = [
+        {"id": str(r.query_id), "reason": str(r.reason), "group": int(r.group)}
+        for r in res.flagged.itertuples()
+    ]
+    info = {"seconds": round(time.perf_counter() - t, 1), "counts": res.counts(),
+            "flagged_pairs_by_signal": res.flagged_by_signal()}
+    RESULTS.mkdir(exist_ok=True)
+    cache.write_text(json.dumps({"key": key, "flagged": flagged, "info": info}, indent=1, sort_keys=True) + "\n")
+    return flagged, {**info, "cached": False}
+
+
+def near_duplicates(pool: replicate.ImageSet, recompute: bool = False) -> tuple[dict, dict]:
+    """Ids to exclude, by reason.
+
+    ``near_duplicate`` — the dedup module's verdict (copies of CIFAR-10 train+test images
+    and second copies inside the pool); ``pixel_l2_suspect`` — an independent, cruder
+    cross-check: every pool image within RMS 20 of a CIFAR-10 image in exact pixel L2, and
+    the later image of each pool pair within RMS 12.
+    """
+    train = replicate.load(SHARED / "data/cifar10/train.npz", name="cifar10-train")
+    test = replicate.load(SHARED / "data/cifar10/test.npz", name="cifar10-test")
+    info: dict = {}
+    flagged, info["dedup"] = _dedup_flagged(pool, train, test, recompute)
     from replicate._l2 import l2_knn
 
     ref = np.concatenate([train.images, test.images])
     t = time.perf_counter()
     nn = l2_knn(pool.images, ref, k=1)
-    info["cifar_scan_seconds"] = round(time.perf_counter() - t, 1)
+    within = l2_knn(pool.images, None, k=1)
+    info["pixel_l2_seconds"] = round(time.perf_counter() - t, 1)
     d = pool.images[0].size
     rms = np.sqrt(nn.sq_distances[:, 0] / d)
-    t = time.perf_counter()
-    within = l2_knn(pool.images, None, k=1)
-    info["within_scan_seconds"] = round(time.perf_counter() - t, 1)
     rms_w = np.sqrt(within.sq_distances[:, 0] / d)
     near = np.flatnonzero(rms <= RMS_CIFAR)
-    # inside the pool, drop the later image of each close pair
     pairs = np.flatnonzero((rms_w <= RMS_WITHIN) & (within.indices[:, 0] < np.arange(len(pool))))
-    info.update(
-        {
-            "rms_threshold_cifar": RMS_CIFAR,
-            "rms_threshold_within_pool": RMS_WITHIN,
-            "nn_rms_quantiles": {q: round(float(np.percentile(rms, q)), 2) for q in (0, 0.1, 1, 5, 50)},
-            "count_within_rms": {str(th): int(np.sum(rms <= th)) for th in (8, 12, 16, 20, 25)},
-            "closest": [
-                {"pool_id": str(pool.ids[i]), "pool_keyword": str(pool.metadata["keyword"][i]),
-                 "pool_class": pool.class_names[pool.labels[i]], "cifar_index": int(nn.indices[i, 0]),
-                 "cifar_split": "train" if nn.indices[i, 0] < len(train) else "test",
-                 "cifar_class": train.class_names[int(np.concatenate([train.labels, test.labels])[nn.indices[i, 0]])],
-                 "rms": round(float(rms[i]), 2)}
-                for i in np.argsort(rms)[:16]
-            ],
-            "within_pool_pairs": int(pairs.size),
-        }
-    )
-    return {"near_duplicate_cifar10": pool.ids[near].tolist(), "duplicate_within_pool": pool.ids[pairs].tolist()}, info
+    l2_ids = set(pool.ids[near].tolist()) | set(pool.ids[pairs].tolist())
+    dedup_ids = {f["id"] for f in flagged}
+    labels = np.concatenate([train.labels, test.labels])
+    info["pixel_l2"] = {
+        "rms_threshold_cifar": RMS_CIFAR,
+        "rms_threshold_within_pool": RMS_WITHIN,
+        "nn_rms_quantiles": {q: round(float(np.percentile(rms, q)), 2) for q in (0, 0.1, 1, 5, 50)},
+        "count_within_rms": {str(th): int(np.sum(rms <= th)) for th in (8, 12, 16, 20, 25)},
+        "within_pool_pairs": int(pairs.size),
+        "closest": [
+            {"pool_id": str(pool.ids[i]), "pool_keyword": str(pool.metadata["keyword"][i]),
+             "pool_class": pool.class_names[pool.labels[i]],
+             "cifar_id": str(train.ids[nn.indices[i, 0]] if nn.indices[i, 0] < len(train)
+                             else test.ids[nn.indices[i, 0] - len(train)]),
+             "cifar_class": train.class_names[int(labels[nn.indices[i, 0]])],
+             "rms": round(float(rms[i]), 2), "flagged_by_dedup": str(pool.ids[i]) in dedup_ids}
+            for i in np.argsort(rms)[:16]
+        ],
+    }
+    info["overlap"] = {"dedup": len(dedup_ids), "pixel_l2": len(l2_ids), "both": len(dedup_ids & l2_ids),
+                       "union": len(dedup_ids | l2_ids)}
+    return {"near_duplicate": sorted(dedup_ids), "pixel_l2_suspect": sorted(l2_ids)}, info
 
 
 def table_md(result, fit) -> str:
@@ -140,6 +177,7 @@ def table_md(result, fit) -> str:
 
 
 def main() -> int:
+    recompute = "--recompute-dedup" in sys.argv
     if not (SHARED / "README.md").is_file():
         print(f"skipped: real data not available ({SHARED} does not exist; set REPLICATE_SHARED)")
         return 0
@@ -163,7 +201,7 @@ def main() -> int:
         "match": with_map.to_dict(),
     }
 
-    exclude, dup_info = near_duplicates(pool)
+    exclude, dup_info = near_duplicates(pool, recompute)
     out["near_duplicates"] = dup_info
     allocation = allocate(v6, 2000, "v6")
     runs = {}
