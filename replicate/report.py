@@ -1121,10 +1121,15 @@ def _rank(x: float | None) -> str:
 def _headline(c: ComparisonSection) -> str:
     """One paragraph: sets, drop median and range, the fit, the diagnosis."""
     d = c.drop
+    def about(t: TestSetInfo, default: str) -> str:
+        parts = [f"n = {t.n:,}"] if t.n else []
+        if t.fingerprint:
+            parts.append(f"fingerprint {t.fingerprint[:12]}")
+        return (t.name or default) + (f" ({', '.join(parts)})" if parts else "")
+
     text = (
-        f"{len(c.rows)} models on {c.original.name or 'the original test set'}"
-        f"{f' (n = {c.original.n:,})' if c.original.n else ''} and {c.new.name or 'the new test set'}"
-        f"{f' (n = {c.new.n:,})' if c.new.n else ''}, {c.metric}: "
+        f"{len(c.rows)} models on {about(c.original, 'the original test set')} and "
+        f"{about(c.new, 'the new test set')}, {c.metric}: "
         f"the median drop is {_pct(_num(d.get('median')))} points "
         f"(range {_pct(_num(d.get('min')))} to {_pct(_num(d.get('max')))})."
     )

@@ -577,3 +577,12 @@ def test_flagged_models_are_listed(small: stats.Comparison) -> None:
     html = render(report, "html")
     assert '<li data-model="model_1"><strong>model_1</strong>: implausible gap' in html
     assert "- **model\\_1**: implausible gap" in render(report, "md")
+
+
+def test_headline_names_sizes_and_fingerprints(small: stats.Comparison) -> None:
+    report = build_report(small, fingerprints={"orig-test": "ab" * 32})
+    (c,) = report.comparisons
+    assert c.original.fingerprint == "ab" * 32 and c.new.fingerprint is None
+    html = render(report, "html")
+    assert "6 models on orig-test (n = 10,000, fingerprint abababababab) and new-test (n = 2,000), top-1" in html
+    assert "ab" * 32 in html  # in full in the test-set table
