@@ -300,3 +300,19 @@ def test_cli_sample(tmp_path, capsys) -> None:
     assert json.loads(capsys.readouterr().out)["strata"] == data["strata"]
     assert main(["sample", str(pool_path), "--target", str(target), "--size", "6000", "--policy", "fail"]) == 2
     assert "must be at most what the pool can give under policy 'fail'" in capsys.readouterr().err
+
+
+def test_exclude_accepts_a_dedup_result() -> None:
+    """The dedup stage's result plugs in directly: its flagged_ids are excluded."""
+    dedup = pytest.importorskip("replicate.dedup")
+    p = make_imageset(60, seed=1, name="pool")
+    orig = make_imageset(20, seed=2, name="orig")
+    imgs = orig.images.copy()
+    imgs[0], imgs[1] = p.images[5], p.images[17]  # two planted copies of pool images
+    orig = ImageSet(imgs, orig.labels, orig.class_names, name="orig")
+    found = dedup.find_near_duplicates(p, {"orig": orig})
+    assert sorted(found.flagged_ids) == ["pool/000005", "pool/000017"]
+    kc = KeywordCounts.from_dict({c: {f"{c}_kw{i}": 2 for i in range(3)} for c in p.class_names}, classes=p.class_names)
+    r = sample(p, kc, exclude=found, policy="report")
+    assert r.exclusions == {"near_duplicate": 2}
+    assert r.n_selected == 58 and not set(found.flagged_ids) & set(r.selected_ids)
