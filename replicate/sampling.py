@@ -192,6 +192,12 @@ class SamplingResult:
     match: KeywordMatch | None = field(default=None, repr=False)
     testset: ImageSet | None = field(default=None, repr=False, compare=False)
 
+    def __repr__(self) -> str:
+        return (
+            f"SamplingResult(n_selected={self.n_selected}, target={self.target_total}, "
+            f"strata={len(self.strata)}, shortfalls={len(self.shortfalls)}, policy={self.policy!r}, seed={self.seed})"
+        )
+
     @property
     def n_selected(self) -> int:
         return len(self.selected_ids)
