@@ -1368,6 +1368,7 @@ class _Record:
     class_n: tuple[int, ...] | None = None
     class_correct: tuple[int, ...] | None = None
     flags: tuple[str, ...] = ()
+    dataset: str | None = None
 
 
 def _record(name: Any, item: Any, arg: str) -> _Record:
@@ -1403,7 +1404,8 @@ def _record(name: Any, item: Any, arg: str) -> _Record:
                    None if cls is None else tuple(str(v) for v in cls),
                    None if cn is None else tuple(int(v) for v in cn),
                    None if cc is None else tuple(int(v) for v in cc),
-                   tuple(str(f) for f in flags) if flags else ())
+                   tuple(str(f) for f in flags) if flags else (),
+                   None if get("dataset") is None else str(get("dataset")))
 
 
 def _collect(results: Any, arg: str) -> dict[str, _Record]:
@@ -1570,8 +1572,8 @@ def compare(
     exclude_flagged: bool = False,
     top_k: int | None = None,
     seed: int | None = 0,
-    original_name: str = "original",
-    new_name: str = "new",
+    original_name: str | None = None,
+    new_name: str | None = None,
     metric: str = "top-1",
     _with_top5: bool = True,
 ) -> Comparison:
@@ -1601,6 +1603,10 @@ def compare(
         also leave out of the fit every model whose results carry ``flags`` (e.g. an
         implausible gap flagged when a prediction file was read).
 
+    original_name, new_name
+        the test sets' names; default: the results' common ``.dataset``, else
+        ``'original'`` / ``'new'``.
+
     Per-model warnings are collected in ``Comparison.flags``: the inputs' own ``flags`` and
     models far off the fitted line (``LinearFit.outliers``).
     """
@@ -1627,6 +1633,13 @@ def compare(
 
     ro = [orig[n] for n in names]
     rn = [new[n] for n in names]
+
+    def common_dataset(rs: list[_Record], default: str) -> str:
+        found = {r.dataset for r in rs}
+        return found.pop() or default if len(found) == 1 else default  # type: ignore[return-value]
+
+    original_name = original_name if original_name is not None else common_dataset(ro, "original")
+    new_name = new_name if new_name is not None else common_dataset(rn, "new")
     flags: dict[str, tuple[str, ...]] = {}
     for a, b in zip(ro, rn):
         fl = tuple(dict.fromkeys(a.flags + b.flags))

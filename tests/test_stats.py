@@ -601,6 +601,7 @@ def test_compare_takes_eval_results_with_flags_and_class_counts():
     new = [res(f"m{i}", "new", y_n, a - 0.1, ("implausible gap",) if i == 2 else ()) for i, a in enumerate(accs)]
     c = compare(orig, new, n_bootstrap=30)
     assert c.flags["m2"] == ("implausible gap",) and c.rows()[2]["flags"] == ["implausible gap"]
+    assert (c.original_name, c.new_name) == ("orig", "new")  # from the results' dataset
     assert c.fit.n_models == 5 and c.fit_excluded == ()
     assert "WARNING m2: implausible gap" in c.summary()
     assert set(c.class_drops["m0"].names) == {"a", "b", "c"}

@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         orig, new, alpha=args.alpha, interval=args.interval, gap_method=args.gap_method, adjust=args.adjust,
         scale=args.scale, fit_method=args.fit_method, bootstrap=args.bootstrap, n_bootstrap=args.n_bootstrap,
         exclude_from_fit=args.exclude_from_fit, exclude_flagged=args.exclude_flagged, seed=args.seed,
-        original_name=oname or "original", new_name=nname or "new",
+        original_name=oname, new_name=nname,
     )
     if args.json:
         print_json(result.to_dict())
