@@ -97,6 +97,18 @@ def main() -> None:
     extract_features("resnet20", test)
     t_cached = time.perf_counter() - t
     extract_features("resnet20", pool)  # the other set's features, also cached once
+    # the on-disk cache, from a fresh process (timed inside it; imports of torch and the zoo excluded)
+    import subprocess
+
+    code = (
+        "import time, numpy as np, torch; import replicate.models; from replicate.io import load_npz; "
+        "from replicate.evaluate import extract_features; "
+        f"s = load_npz({str(SHARED / 'data/cifar10/test.npz')!r}, name='cifar10-test').select(np.arange({n_cache})); "
+        "t = time.perf_counter(); extract_features('resnet20', s); print(time.perf_counter() - t)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ),
+                          check=True)
+    t_disk = float(proc.stdout.strip().splitlines()[-1])
 
     kwargs = {"features": "resnet20", "folds": 5, "permutations": perms, "max_per_set": 2000,
               "near_duplicates": None, "seed": 0}
@@ -135,9 +147,10 @@ def main() -> None:
         {
             "target": f"dataset_test on 2 x 2,000 images, 5 folds, {perms} permutations, after features: "
             f"< {TARGET_S} s on 2 cores; features for {n_cache} images computed once, then cached",
-            "met": bool(t_test < TARGET_S and t_cached < t_first),
+            "met": bool(t_test < TARGET_S and t_disk < t_first / 10),
             "features_first_s": round(t_first, 3),
             "features_cached_s": round(t_cached, 3),
+            "features_cached_new_process_s": round(t_disk, 3),
             "features_images": n_cache,
             "features_speedup_cached": round(t_first / t_cached, 1),
             "dataset_test_s": round(t_test, 3),
@@ -146,7 +159,7 @@ def main() -> None:
             "permutations": perms,
             "folds": 5,
             "result": {"accuracy": r.accuracy, "accuracy_ci": r.accuracy_ci, "auc": r.auc, "p_value": r.p_value},
-            "baseline": "one logistic regression per label vector (no batching), timed on "
+            "baseline": "scipy L-BFGS-B, one logistic regression per label vector, timed on "
             f"{y.shape[1]} label vectors and scaled x{scale:.2f} to {perms + 1}",
             "baseline_timed_label_vectors": int(y.shape[1]),
             "baseline_timed_s": round(t_single, 3),
