@@ -178,6 +178,7 @@ class ResultSection:
     figures: tuple[str, ...] = ()
     highlights: tuple[str, ...] = ()
     data: Mapping[str, Any] = field(default_factory=dict)
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -185,6 +186,7 @@ class ResultSection:
             "label": self.label,
             "summary": self.summary,
             "highlights": list(self.highlights),
+            "note": self.note,
             "numbers": dict(self.numbers),
             "figures": list(self.figures),
             "result": dict(self.data),
@@ -1009,7 +1011,15 @@ def build_report(
         sec = _result_section(obj, "dedup", i)
         figs = _pair_figures(obj, sec, sets, dpi, f"dedup{i}", max_pairs)
         figures.extend(figs)
-        dedup_secs.append(_replace(sec, figures=tuple(f.name for f in figs)))
+        note = None
+        if not figs:
+            counts = sec.data.get("counts") if isinstance(sec.data.get("counts"), Mapping) else {}
+            if counts.get("flagged_pairs") == 0:
+                note = "No pairs were flagged, so there is no gallery."
+            else:
+                note = ("No gallery: the flagged pairs are drawn when the result object (not its JSON form) "
+                        "and the image sets (test_sets) are given.")
+        dedup_secs.append(_replace(sec, figures=tuple(f.name for f in figs), note=note))
     for i, obj in enumerate(seq(shift)):
         sec = _result_section(obj, "shift", i)
         figs = _shift_figures(sec, sets, dpi, f"shift{i}")
@@ -1128,7 +1138,7 @@ def _headline(c: ComparisonSection) -> str:
         return (t.name or default) + (f" ({', '.join(parts)})" if parts else "")
 
     text = (
-        f"{len(c.rows)} models on {about(c.original, 'the original test set')} and "
+        f"{len(c.rows)} model{'s' if len(c.rows) != 1 else ''} on {about(c.original, 'the original test set')} and "
         f"{about(c.new, 'the new test set')}, {c.metric}: "
         f"the median drop is {_pct(_num(d.get('median')))} points "
         f"(range {_pct(_num(d.get('min')))} to {_pct(_num(d.get('max')))})."

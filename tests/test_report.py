@@ -537,6 +537,12 @@ def test_dedup_section_with_gallery(small: stats.Comparison) -> None:
     bare = build_report(small, dedup=result)
     assert bare.dedup[0].figures == () and bare.dedup[0].numbers["counts.flagged"] == 2
     assert "No gallery: the flagged pairs are drawn when" in render(bare, "html")
+    none_flagged = DedupResult(pairs=pairs.assign(flagged=False), groups=groups, flagged=flagged.iloc[:0],
+                               kept_ids=np.asarray(new.ids), config=DedupConfig(), query_name="new-pool",
+                               n_query=20, reference_sizes={"orig-train": 20}, blacklist={})
+    quiet = build_report(small, dedup=none_flagged, test_sets=[orig, new])
+    assert quiet.dedup[0].note == "No pairs were flagged, so there is no gallery."
+    assert "No pairs were flagged" in render(quiet, "md")
 
 
 def test_sampling_result_alone() -> None:
