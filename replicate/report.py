@@ -42,6 +42,7 @@ __all__ = [
     "write_report",
     "FORMATS",
     "SCHEMA_VERSION",
+    "json_schema",
 ]
 
 Format = Literal["html", "md", "json", "csv", "tex"]
@@ -1013,8 +1014,8 @@ def build_report(
         figures.extend(figs)
         note = None
         if not figs:
-            counts = sec.data.get("counts") if isinstance(sec.data.get("counts"), Mapping) else {}
-            if counts.get("flagged_pairs") == 0:
+            counts = sec.data.get("counts")
+            if isinstance(counts, Mapping) and counts.get("flagged_pairs") == 0:
                 note = "No pairs were flagged, so there is no gallery."
             else:
                 note = ("No gallery: the flagged pairs are drawn when the result object (not its JSON form) "
@@ -1080,6 +1081,13 @@ def build_report(
         },
         created=created or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of ``render(report, "json")`` for this ``SCHEMA_VERSION``."""
+    from importlib.resources import files
+
+    return json.loads(files("replicate").joinpath("templates/report.schema.json").read_text(encoding="utf-8"))
 
 
 def _replace(obj: Any, **changes: Any) -> Any:

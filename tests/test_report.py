@@ -428,6 +428,14 @@ def test_malformed_inputs(small: stats.Comparison) -> None:
 def test_cifar10_1_reanalysis_numbers_equal_stats(cifar10_1: list[stats.Comparison]) -> None:
     report = build_report(cifar10_1, title="CIFAR-10.1 reanalysis")
     data = json.loads(render(report, "json"))
+    try:
+        import jsonschema
+
+        from replicate.report import json_schema
+
+        jsonschema.validate(data, json_schema())
+    except ImportError:  # the schema itself is tested where jsonschema is installed
+        pass
     assert [c["new"]["name"] for c in data["comparisons"]] == ["cifar10.1-v4", "cifar10.1-v6"]
     assert [c["new"]["n"] for c in data["comparisons"]] == [2021, 2000]
     for comp, cmp in zip(data["comparisons"], cifar10_1, strict=True):
@@ -592,3 +600,19 @@ def test_headline_names_sizes_and_fingerprints(small: stats.Comparison) -> None:
     html = render(report, "html")
     assert "6 models on orig-test (n = 10,000, fingerprint abababababab) and new-test (n = 2,000), top-1" in html
     assert "ab" * 32 in html  # in full in the test-set table
+
+
+def test_json_matches_its_schema(small: stats.Comparison) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    from replicate.report import json_schema
+
+    schema = json_schema()
+    assert schema["properties"]["schema_version"]["const"] == SCHEMA_VERSION
+    toy = make_imageset(n=40, name="toy-new")
+    shift = {"name_a": "orig-test", "name_b": "new-test", "accuracy": 0.7, "auc": 0.8, "p_value": 0.01}
+    report = build_report(small, test_sets=[toy], shift=shift, manifests=[make_manifest("x")])
+    data = json.loads(render(report, "json"))
+    jsonschema.validate(data, schema)
+    data["comparisons"][0]["models"][0]["gap"] = "8.1"  # a rounded string where a number belongs
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(data, schema)
