@@ -559,7 +559,7 @@ def _stratified_sample(a: ImageSet, b: ImageSet, max_per_set: int | None, rng: n
 # =========================================================================== result
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ShiftResult:
     """The outcome of :func:`dataset_test`: can a classifier tell set a from set b?
 
@@ -1059,18 +1059,19 @@ def control_test(s: ImageSet, *, seed: int = 0, **kwargs: Any) -> ShiftResult:
     """The control: :func:`dataset_test` between two random halves of one set.
 
     Both halves come from one distribution, so the held-out accuracy must be at
-    chance. Run it on the *original* set: a control built from the new set (as
+    chance. ``kwargs`` go to :func:`dataset_test` unchanged (the same procedure,
+    near-duplicate removal between the halves included). Run it on the *original* set: a control built from the new set (as
     ImageNetV2's published discriminator did) says nothing about whether the test
     can see the shift between the two sets.
     """
     h1, h2 = split_halves(s, seed=seed)
-    return dataset_test(h1, h2, seed=seed, near_duplicates=kwargs.pop("near_duplicates", None), **kwargs)
+    return dataset_test(h1, h2, seed=seed, **kwargs)
 
 
 # =========================================================================== covariate shift
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CovariateShiftResult:
     """Per-image statistics compared between two sets, one row per statistic.
 
