@@ -149,6 +149,7 @@ class ComparisonSection:
     rank_stability: Mapping[str, Any] | None = None
     per_class: Mapping[str, Any] | None = None
     figures: tuple[str, ...] = ()
+    verdict: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -161,6 +162,7 @@ class ComparisonSection:
             "drop": dict(self.drop),
             "fit": None if self.fit is None else self.fit.to_dict(),
             "diagnosis": self.diagnosis,
+            "verdict": self.verdict,
             "rank_stability": None if self.rank_stability is None else dict(self.rank_stability),
             "per_class": None if self.per_class is None else dict(self.per_class),
             "models": [r.to_dict() for r in self.rows],
@@ -478,8 +480,9 @@ def _comparison_sections(
         "n_models": len(rows),
     }
     diagnosis = d.get("diagnosis")
-    diag_text = None
+    diag_text = verdict = None
     if isinstance(diagnosis, Mapping):
+        verdict = None if diagnosis.get("verdict") is None else str(diagnosis["verdict"])
         diag_text = f"Diagnosis: {diagnosis.get('verdict')}. {diagnosis.get('text') or ''}".strip()
     ranks = d.get("ranks")
     rank_stability = None
@@ -512,6 +515,7 @@ def _comparison_sections(
         methods=methods,
         rank_stability=rank_stability,
         per_class=_class_drops(d.get("class_drops"), rows, max_class_entries),
+        verdict=verdict,
     )
     out = [sec]
     if isinstance(d.get("top5"), Mapping):

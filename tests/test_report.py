@@ -616,3 +616,14 @@ def test_json_matches_its_schema(small: stats.Comparison) -> None:
     data["comparisons"][0]["models"][0]["gap"] = "8.1"  # a rounded string where a number belongs
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(data, schema)
+
+
+def test_overview_table_for_several_comparisons(small: stats.Comparison) -> None:
+    other = counts_comparison(original="orig-test", new="newer-test", n_new=3_000, seed=2)
+    report = build_report([small, other])
+    html = render(report, "html")
+    assert html.count('<tr data-comparison="') == 2
+    assert f'<td class="name">{small.diagnosis.verdict}</td>' in html
+    md = render(report, "md")
+    assert "| comparison | models | median drop |" in md
+    assert json.loads(render(report, "json"))["comparisons"][1]["verdict"] == other.diagnosis.verdict
