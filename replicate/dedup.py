@@ -88,7 +88,10 @@ class DedupConfig:
     * ``tiny_max``: flagged when the tiny-image distance is <= this (0..2);
     * ``feature_max``: flagged when the feature cosine distance is <= this (0..2).
 
-    ``None`` switches a rule off (the signal may still propose candidates). Candidates
+    ``None`` switches a rule off (the signal may still propose candidates).
+    ``flips=True`` also compares the mirror image of each query (horizontal flip):
+    its tiny signature proposes candidates, its aligned distance is the column
+    ``aligned_mirror``, and the rule ``mirror`` fires when that is <= ``aligned_max``. Candidates
     come from the hash radii and the ``l2_k``, ``tiny_k`` and ``feature_k`` nearest
     references of each query in each reference set (0 switches a kNN signal off).
     Defaults were chosen on the planted-copy benchmark built from real CIFAR-10 images
@@ -109,6 +112,7 @@ class DedupConfig:
     feature_k: int = 5
     feature_max: float | None = None
     within_query: bool = True
+    flips: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hash_radii", dict(self.hash_radii))
@@ -177,6 +181,7 @@ def _check_config(config: DedupConfig) -> DedupConfig:
         tiny_max=_check_threshold("tiny_max", config.tiny_max, 2.0),
         feature_max=_check_threshold("feature_max", config.feature_max, 2.0),
         within_query=bool(config.within_query),
+        flips=bool(config.flips),
     )
 
 
@@ -338,6 +343,7 @@ class PreparedSet:
     images: ImageSet
     hashes: dict[str, np.ndarray]
     tiny: np.ndarray
+    tiny_flipped: np.ndarray | None
     aligned: np.ndarray
     features: np.ndarray | None
 
@@ -360,6 +366,7 @@ def prepare(images: ImageSet, config: DedupConfig, name: str | None = None) -> P
         images=images,
         hashes=hashes,
         tiny=tiny_signature(images.images, config.tiny_size),
+        tiny_flipped=tiny_signature(images.images[:, :, ::-1], config.tiny_size) if config.flips else None,
         aligned=_aligned_reference(images.images, config.max_shift),
         features=feats,
     )
@@ -441,6 +448,11 @@ def candidate_pairs(
             idx, _ = _cosine_knn(query.tiny, ref.tiny, min(config.tiny_k, available) + extra)
             qp, rp, rk = _knn_pairs(idx, offset, is_within)
             keys.append(pd.DataFrame({"query_pos": qp, "reference_pos": rp, "tiny_rank": rk}))
+        if config.flips and config.tiny_k and available > 0:
+            assert query.tiny_flipped is not None  # made by prepare()
+            idx, _ = _cosine_knn(query.tiny_flipped, ref.tiny, min(config.tiny_k, available) + extra)
+            qp, rp, _ = _knn_pairs(idx, offset, is_within)
+            keys.append(pd.DataFrame({"query_pos": qp, "reference_pos": rp}))
         if config.feature_model is not None and config.feature_k and available > 0:
             assert query.features is not None and ref.features is not None  # made by prepare()
             idx, _ = _cosine_knn(query.features, ref.features, min(config.feature_k, available) + extra)
@@ -472,9 +484,17 @@ def _empty_pairs(config: DedupConfig) -> pd.DataFrame:
 def _distance_columns(config: DedupConfig) -> list[str]:
     cols = [f"hamming_{m}" for m in config.hash_radii]
     cols += ["l2", "l2_rms", "l2_rank", "tiny", "tiny_rank", "aligned"]
+    if config.flips:
+        cols += ["aligned_mirror"]
     if config.feature_model is not None:
         cols += ["feature", "feature_rank"]
     return cols
+
+
+def _row_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distance of paired unit rows, ``sqrt(2 - 2 cos)``, from the difference (float64)."""
+    d = a.astype(np.float64) - b.astype(np.float64)
+    return np.sqrt(np.einsum("ij,ij->i", d, d))
 
 
 def _distances(
@@ -500,6 +520,7 @@ def _distances(
     rimg = ref.images.images
     sq = np.empty(len(qpos), dtype=np.int64)
     al = np.empty(len(qpos), dtype=np.float64)
+    alf = np.full(len(qpos), np.inf)
     for s in range(0, len(qpos), _PAIR_BATCH):
         a, b = qloc[s : s + _PAIR_BATCH], rpos[s : s + _PAIR_BATCH]
         sq[s : s + len(a)] = l2_sq_distances(qimg[a], rimg[b])
@@ -507,19 +528,23 @@ def _distances(
         a, b = qloc[s : s + _ALIGN_BATCH], rpos[s : s + _ALIGN_BATCH]
         uniq, inv = np.unique(a, return_inverse=True)
         qa = _aligned_query(qimg[uniq], config.max_shift, config.scales)[torch.from_numpy(inv)]
-        al[s : s + len(a)] = _aligned_pairs(qa, torch.from_numpy(ref.aligned[b]))
+        rb = torch.from_numpy(ref.aligned[b])
+        al[s : s + len(a)] = _aligned_pairs(qa, rb)
+        if config.flips:
+            qf = _aligned_query(qimg[uniq][:, :, ::-1], config.max_shift, config.scales)[torch.from_numpy(inv)]
+            alf[s : s + len(a)] = _aligned_pairs(qf, rb)
     values_per_image = int(np.prod(qimg.shape[1:]))
     out["l2"] = np.sqrt(sq.astype(np.float64))
     out["l2_rms"] = np.sqrt(sq / values_per_image)
     out["l2_rank"] = cand.l2_rank.to_numpy()
-    tiny_cos = np.einsum("ij,ij->i", qsrc.tiny[qloc], ref.tiny[rpos])
-    out["tiny"] = np.sqrt(np.clip(2 - 2 * tiny_cos.astype(np.float64), 0, None))
+    out["tiny"] = _row_distance(qsrc.tiny[qloc], ref.tiny[rpos])
     out["tiny_rank"] = cand.tiny_rank.to_numpy()
     out["aligned"] = al
+    if config.flips:
+        out["aligned_mirror"] = alf
     if config.feature_model is not None:
         assert qsrc.features is not None and ref.features is not None
-        fcos = np.einsum("ij,ij->i", qsrc.features[qloc], ref.features[rpos])
-        out["feature"] = np.sqrt(np.clip(2 - 2 * fcos.astype(np.float64), 0, None))
+        out["feature"] = _row_distance(qsrc.features[qloc], ref.features[rpos])
         out["feature_rank"] = cand.feature_rank.to_numpy()
     for col in ("l2_rank", "tiny_rank", "feature_rank"):
         if col in out:
@@ -726,7 +751,8 @@ def _rules_text(config: DedupConfig) -> str:
     if config.l2_rms_max is not None:
         parts.append(f"l2_rms <= {config.l2_rms_max:g} (among {config.l2_k} nearest)")
     if config.aligned_max is not None:
-        parts.append(f"aligned <= {config.aligned_max:g} (shift <= {config.max_shift})")
+        flips = ", flips too" if config.flips else ""
+        parts.append(f"aligned <= {config.aligned_max:g} (shift <= {config.max_shift}, zoom {min(config.scales):g}-{max(config.scales):g}{flips})")
     if config.tiny_max is not None:
         parts.append(f"tiny <= {config.tiny_max:g}")
     if config.feature_model is not None and config.feature_max is not None:
@@ -861,6 +887,7 @@ def _slice_prepared(p: PreparedSet, start: int, stop: int) -> PreparedSet:
         images=p.images.select(np.arange(start, stop)),
         hashes={m: v[sl] for m, v in p.hashes.items()},
         tiny=p.tiny[sl],
+        tiny_flipped=None if p.tiny_flipped is None else p.tiny_flipped[sl],
         aligned=p.aligned[sl],
         features=None if p.features is None else p.features[sl],
     )
@@ -874,6 +901,8 @@ def _flag_rules(pairs: pd.DataFrame, config: DedupConfig) -> tuple[np.ndarray, n
         fired.append(("l2", pairs["l2_rms"].to_numpy() <= config.l2_rms_max))
     if config.aligned_max is not None:
         fired.append(("aligned", pairs["aligned"].to_numpy() <= config.aligned_max))
+        if "aligned_mirror" in pairs:
+            fired.append(("mirror", pairs["aligned_mirror"].to_numpy() <= config.aligned_max))
     if config.tiny_max is not None:
         fired.append(("tiny", pairs["tiny"].to_numpy() <= config.tiny_max))
     if config.feature_max is not None and "feature" in pairs:
@@ -1087,8 +1116,13 @@ def dedup_gallery(
     missing = sorted(set(fl.reference_set) - set(refs))
     if missing:
         raise fail("references", sorted(refs), f"the sets named in the result (missing {missing})")
-    fl = fl.sort_values(["aligned", "l2"], kind="stable").head(max_pairs)
-    dist_cols = [c for c in fl.columns if c.startswith("hamming_") or c in ("l2", "l2_rms", "l2_rank", "tiny", "aligned", "feature")]
+    closest = fl.aligned if "aligned_mirror" not in fl else np.minimum(fl.aligned, fl.aligned_mirror)
+    fl = fl.assign(_key=closest).sort_values(["_key", "l2"], kind="stable").head(max_pairs)
+    dist_cols = [
+        c
+        for c in fl.columns
+        if c.startswith("hamming_") or c in ("l2", "l2_rms", "l2_rank", "tiny", "aligned", "aligned_mirror", "feature")
+    ]
     rows = []
     qpos = query.positions(fl.query_id.to_numpy(str)) if len(fl) else np.array([], np.int64)
     for (_, r), qp in zip(fl.iterrows(), qpos):

@@ -202,6 +202,41 @@ def test_thresholds_switch_rules_off(sets):
     assert query.ids[3] not in set(strict.flagged.query_id)  # a shifted copy needs the aligned rule
 
 
+def test_flips_are_found_only_when_asked(sets):
+    query, ref = sets
+    imgs = query.images.copy()
+    imgs[12] = ref.images[40][:, ::-1]
+    q = ImageSet(imgs, name="new")
+    plain = find_near_duplicates(q, {"ref": ref}, within_query=False)
+    assert q.ids[12] not in set(plain.flagged_ids)
+    res = find_near_duplicates(q, {"ref": ref}, within_query=False, flips=True)
+    row = res.pairs[(res.pairs.query_id == q.ids[12]) & (res.pairs.reference_id == "ref/000040")].iloc[0]
+    assert row.flagged and row.flagged_by == "mirror" and row.aligned_mirror < 0.01 and row.aligned > 0.3
+
+
+def test_feature_signal_uses_extract_features(monkeypatch, sets):
+    import replicate.evaluate
+
+    query, ref = sets
+    calls = []
+
+    def fake_features(model, imageset, **kw):
+        # stands in for a zoo model: 8x8 thumbnails as 192-d "features"
+        calls.append((model, imageset.name))
+        return imageset.images.reshape(len(imageset), 8, 4, 8, 4, 3).mean(axis=(2, 4)).reshape(len(imageset), -1)
+
+    monkeypatch.setattr(replicate.evaluate, "extract_features", fake_features)
+    res = find_near_duplicates(
+        query, {"ref": ref}, feature_model="fake", feature_k=2, feature_max=0.01, hash_radii={},
+        l2_rms_max=None, aligned_max=None, within_query=False,
+    )
+    assert sorted(calls) == [("fake", "new"), ("fake", "ref")]
+    assert {"feature", "feature_rank"} <= set(res.pairs)
+    row = res.pairs[(res.pairs.query_id == query.ids[0]) & (res.pairs.reference_id == "ref/000005")].iloc[0]
+    assert row.feature_rank == 1 and row.feature < 1e-6 and row.flagged_by == "feature"
+    assert "fake feature <= 0.01" in res.summary()
+
+
 def test_blacklist_file(tmp_path, sets):
     query, ref = sets
     path = tmp_path / "blacklist.txt"

@@ -51,6 +51,7 @@ GENEROUS = DedupConfig(
     l2_rms_max=None,
     tiny_k=10,
     aligned_max=None,
+    flips=True,
 )
 SWEEP = {
     "phash": [0, 2, 4, 6, 8, 10, 12, 14],
@@ -58,10 +59,16 @@ SWEEP = {
     "dhash_vertical": [0, 2, 4, 6, 8, 10, 12],
     "l2_rms": [2, 4, 6, 8, 10, 12, 16, 20],
     "aligned": [0.1, 0.2, 0.25, 0.3, 0.33, 0.36, 0.4, 0.45],
+    "mirror": [0.1, 0.2, 0.25, 0.3, 0.33, 0.36, 0.4, 0.45],
     "tiny": [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4],
     "feature": [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4],
 }
-COLUMN = {"phash": "hamming_phash", "dhash": "hamming_dhash", "dhash_vertical": "hamming_dhash_vertical"}
+COLUMN = {
+    "phash": "hamming_phash",
+    "dhash": "hamming_dhash",
+    "dhash_vertical": "hamming_dhash_vertical",
+    "mirror": "aligned_mirror",
+}
 # The CIFAR-10 test set has about 3% near-duplicates in train: flagging at most 3% of distinct
 # images keeps the review queue at about one false flag per true one.
 MAX_FALSE_RATE = 0.03
@@ -166,6 +173,8 @@ def benchmark(train: ImageSet, args) -> tuple[dict, list[str]]:
     default_rules = {**{m: r for m, r in default_cfg.hash_radii.items()}, "l2_rms": default_cfg.l2_rms_max,
                      "aligned": default_cfg.aligned_max, "tiny": default_cfg.tiny_max}
     default_score = score(pairs, combined_mask(pairs, default_rules), bench, qids, rids)
+    with_flips = {**default_rules, "mirror": default_cfg.aligned_max}
+    default_flips_score = score(pairs, combined_mask(pairs, with_flips), bench, qids, rids)
     single_phash10 = score(pairs, rule_mask(pairs, "phash", 10), bench, qids, rids)
     # false flags of the default rules, for review
     fm = combined_mask(pairs, default_rules)
@@ -195,6 +204,8 @@ def benchmark(train: ImageSet, args) -> tuple[dict, list[str]]:
         "chosen_score": chosen_score,
         "default_rules": default_rules,
         "default_score": default_score,
+        "default_rules_with_flips": with_flips,
+        "default_with_flips_score": default_flips_score,
         "single_phash_10": single_phash10,
         "false_flag_budget_rate": MAX_FALSE_RATE,
     }
@@ -214,6 +225,19 @@ def cifar_test_vs_train(train: ImageSet, test: ImageSet, args) -> dict:
     (RESULTS / "dedup_gallery_cifar10_test_vs_train.html").write_text(html)
     fl = res.pairs[res.pairs.flagged]
     to_train = fl[fl.reference_set == "cifar10-train"]
+    # near misses: unflagged pairs just above the aligned threshold, for a recall check by eye
+    near = res.pairs[~res.pairs.flagged & (res.pairs.aligned <= cfg.aligned_max + 0.1)]
+    near = near.sort_values("aligned").drop_duplicates("query_id").head(192)
+    from replicate.dedup import DedupResult
+
+    near_result = DedupResult(
+        pairs=near.assign(flagged=True, flagged_by="near miss"), groups=res.groups.iloc[:0],
+        flagged=res.flagged.iloc[:0], kept_ids=res.kept_ids, config=cfg,
+        query_name=f"{q.name}: near misses (not flagged, aligned <= {cfg.aligned_max + 0.1:g})",
+        n_query=len(q), reference_sizes=res.reference_sizes, blacklist=res.blacklist,
+    )
+    html = dedup_gallery(near_result, q, {"cifar10-train": train}, max_pairs=192, scale=3)
+    (RESULTS / "dedup_gallery_cifar10_near_misses.html").write_text(html)
     by_rule_queries: dict[str, int] = {}
     for rule in ["phash", "dhash", "l2", "aligned", "tiny", "feature"]:
         m = to_train.flagged_by.str.split(",").apply(lambda xs, r=rule: r in xs)
@@ -232,6 +256,7 @@ def cifar_test_vs_train(train: ImageSet, test: ImageSet, args) -> dict:
         "fraction_with_train_duplicate": int(to_train.query_id.nunique()) / len(q),
         "test_images_per_rule": by_rule_queries,
         "test_images_flagged_only_by_aligned": int(only_aligned.query_id.nunique()),
+        "near_miss_test_images": int(len(near)),
         "aligned_quantiles_of_flagged_pairs": quantiles,
         "summary": res.summary(),
     }
@@ -266,7 +291,7 @@ def write_md(result: dict) -> str:
         lines.append("| **distinct CIFAR flagged** | " + " | ".join(f"{sw[t]['false_flags']} / {sw[t]['n_distinct']}" for t in ts) + " |")
         lines.append("| **Tiny-ImageNet flagged** | " + " | ".join(f"{sw[t]['pool_flags']} / {sw[t]['n_pool']}" for t in ts) + " |")
         lines.append("")
-    for label, key, rk in [("chosen on this benchmark", "chosen_score", "chosen_rules"), ("library defaults", "default_score", "default_rules"), ("single pHash <= 10", "single_phash_10", None)]:
+    for label, key, rk in [("chosen on this benchmark", "chosen_score", "chosen_rules"), ("library defaults", "default_score", "default_rules"), ("library defaults with flips=True", "default_with_flips_score", "default_rules_with_flips"), ("single pHash <= 10", "single_phash_10", None)]:
         s = b[key]
         rules_txt = json.dumps(b[rk]) if rk else "phash <= 10"
         lines.append(f"**{label}** ({rules_txt}): all but flips {pct(s['found_no_flip'], s['n_no_flip'])} "
