@@ -34,6 +34,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["EvalResult", "evaluate", "extract_features", "predict", "cache_dir", "clear_cache"]
 
+CPU_BATCH_SIZE = 256
+CUDA_BATCH_SIZE = 1000
+
 Device = Literal["auto", "cpu", "cuda"]
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -345,6 +348,14 @@ class _Runner:
     features: Any = None
     module: Any = None
     card: Any = None
+    loader: Any = None
+
+    def ensure(self) -> _Runner:
+        """Build the network now if it was deferred (zoo models load only on a cache miss)."""
+        if self.forward is None and self.loader is not None:
+            self.forward, self.features, self.module = self.loader()
+            self.loader = None
+        return self
 
 
 def _module_identity(module: Any) -> dict[str, Any]:
@@ -373,8 +384,6 @@ def _prepare(
     compile: bool,
     need_features: bool = False,
 ) -> _Runner:
-    import copy
-
     import torch
 
     from replicate.models._registry import ModelCard, Preprocessing, get_card, load_model
@@ -392,6 +401,7 @@ def _prepare(
     source = "module"
     identity: dict[str, Any] | None = None
     sha = None
+    path = None
     if isinstance(model_or_name, str) and model_or_name.startswith("hub:"):
         spec = model_or_name[4:]
         repo, _, entry = spec.rpartition(":")
@@ -403,9 +413,11 @@ def _prepare(
         identity = {"hub": spec, **_module_identity(module)}
         fresh = False
     elif isinstance(model_or_name, (str, ModelCard)):
+        from replicate.models._weights import resolve_weights_sha
+
         card = get_card(model_or_name) if isinstance(model_or_name, str) else model_or_name
-        module = load_model(card, weights)
-        source, sha, fresh = "zoo", module.weights_sha256, True
+        path, sha = resolve_weights_sha(card, weights)
+        source, fresh = "zoo", True
     elif isinstance(model_or_name, torch.nn.Module):
         module = model_or_name
         card = getattr(module, "card", None)
@@ -450,6 +462,24 @@ def _prepare(
     if cache_key is not None:
         identity = {**identity, "cache_key": cache_key}
 
+    def build() -> tuple[Any, Any, Any]:
+        mod = module if module is not None else load_model(card, path)
+        return _optimise(mod, fresh, name or "", device, compile, need_features)
+
+    if module is None:  # a zoo model: built only when the cache misses
+        return _Runner(name, source, None, pre, num_classes, identity, sha, None, None, card, build)
+    fwd, feats, module = build()
+    return _Runner(name, source, fwd, pre, num_classes, identity, sha, feats, module, card)
+
+
+def _optimise(
+    module: Any, fresh: bool, name: str, device: str, compile: bool, need_features: bool
+) -> tuple[Any, Any, Any]:
+    """(forward, forward_features, module) ready for inference on ``device``."""
+    import copy
+
+    import torch
+
     # Speed-ups that leave predictions unchanged: batch norm folded into convs (zoo
     # architectures define fuse()), weights in channels-last memory (a copy for a
     # module we did not build).
@@ -477,7 +507,7 @@ def _prepare(
         fwd = torch.compile(module)
         if feats is not None:
             feats = torch.compile(feats)
-    return _Runner(name, source, fwd, pre, num_classes, identity, sha, feats, module, card)
+    return fwd, feats, module
 
 
 # --------------------------------------------------------------------------- cache
@@ -546,6 +576,12 @@ def _cache_write(key: str, arrays: Mapping[str, np.ndarray]) -> Path:
 
 
 # --------------------------------------------------------------------------- inference
+
+
+def _batch_size(batch_size: int | None, device: str) -> int:
+    if batch_size is None:
+        return CUDA_BATCH_SIZE if _resolve_device(device) == "cuda" else CPU_BATCH_SIZE
+    return check_int("batch_size", batch_size, minimum=1)
 
 
 def _resolve_device(device: str) -> str:
@@ -617,9 +653,12 @@ def _run_logits(
     from tqdm.auto import tqdm
 
     n = len(ds)
+    if n:  # equal batches (10,000 at 256 -> 40 of 250): one shape, no re-planned last batch
+        batch_size = -(-n // -(-n // batch_size))
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
+    runner.ensure()
     fn = runner.features if features else runner.forward
     preds = np.empty(n, dtype=np.int64)
     logits_out: np.ndarray | None = None
@@ -749,7 +788,7 @@ def evaluate(
     model_or_name: Any,
     dataset: ImageSet | str | os.PathLike[str],
     *,
-    batch_size: int = 500,
+    batch_size: int | None = None,
     device: Device = "auto",
     cache: bool = True,
     threads: int | None = None,
@@ -775,7 +814,9 @@ def evaluate(
         an :class:`~replicate.imageset.ImageSet` or a path ``replicate.load`` reads;
         every image must be labelled, with as many classes as the model predicts.
     batch_size, threads
-        images per forward pass; CPU threads (``None`` keeps torch's setting).
+        images per forward pass (default: ``CPU_BATCH_SIZE`` on the CPU, where small
+        batches stay in cache, ``CUDA_BATCH_SIZE`` on a GPU); CPU threads (``None``
+        keeps torch's setting).
     device
         ``"auto"`` (CUDA when present, else CPU), ``"cpu"`` or ``"cuda"``.
     cache
@@ -803,7 +844,7 @@ def evaluate(
     EvalResult
         per-image predictions and correctness, counts per class, provenance.
     """
-    batch_size = check_int("batch_size", batch_size, minimum=1)
+    batch_size = _batch_size(batch_size, device)
     if threads is not None:
         threads = check_int("threads", threads, minimum=1)
     ds = _as_imageset(dataset)
@@ -900,7 +941,7 @@ def predict(
     model_or_name: Any,
     dataset: ImageSet | str | os.PathLike[str],
     *,
-    batch_size: int = 500,
+    batch_size: int | None = None,
     device: Device = "auto",
     cache: bool = True,
     threads: int | None = None,
@@ -910,7 +951,7 @@ def predict(
     cache_key: str | None = None,
 ) -> np.ndarray:
     """Predicted class of every image (labels not needed), int64 ``(N,)``; cached like :func:`evaluate`."""
-    batch_size = check_int("batch_size", batch_size, minimum=1)
+    batch_size = _batch_size(batch_size, device)
     ds = _as_imageset(dataset)
     dev = _resolve_device(device)
     runner = _prepare(
@@ -931,7 +972,7 @@ def extract_features(
     model_or_name: Any,
     dataset: ImageSet | str | os.PathLike[str],
     *,
-    batch_size: int = 500,
+    batch_size: int | None = None,
     device: Device = "auto",
     cache: bool = True,
     threads: int | None = None,
@@ -944,7 +985,7 @@ def extract_features(
     Zoo models give their pooled features (64-d for the CIFAR ResNets); any module
     with a ``forward_features(x)`` method works. Cached like :func:`evaluate`.
     """
-    batch_size = check_int("batch_size", batch_size, minimum=1)
+    batch_size = _batch_size(batch_size, device)
     ds = _as_imageset(dataset)
     dev = _resolve_device(device)
     runner = _prepare(

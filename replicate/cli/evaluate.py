@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="zoo model name or glob (repeatable), e.g. resnet20 or 'cifar10.1/*'")
     p.add_argument("--dataset", "-d", required=True, metavar="PATH", help="any format replicate.load() reads")
     p.add_argument("--weights", metavar="FILE", help="explicit weights file (one model only)")
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: 256 on CPU, 1000 on GPU)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the evaluation cache")

@@ -58,7 +58,7 @@ class MLPerfTinyResNet8(nn.Module):
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
         self.conv = KerasSameConv2d(3, 16, 3)
-        self.bn = _bn(16)
+        self.bn: nn.Module = _bn(16)
         # stage 1 (identity shortcut)
         self.s1_conv1, self.s1_bn1 = KerasSameConv2d(16, 16, 3), _bn(16)
         self.s1_conv2, self.s1_bn2 = KerasSameConv2d(16, 16, 3), _bn(16)
@@ -86,6 +86,24 @@ class MLPerfTinyResNet8(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (the Keras model ends in a softmax; its argmax is the same)."""
         return self.dense(self.forward_features(x))
+
+    def fuse(self) -> MLPerfTinyResNet8:
+        """Fold every batch norm into the conv before it (inference only; in place)."""
+        from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+        for conv, bn in (
+            ("conv", "bn"),
+            ("s1_conv1", "s1_bn1"),
+            ("s1_conv2", "s1_bn2"),
+            ("s2_conv1", "s2_bn1"),
+            ("s2_conv2", "s2_bn2"),
+            ("s3_conv1", "s3_bn1"),
+            ("s3_conv2", "s3_bn2"),
+        ):
+            if isinstance(getattr(self, bn), nn.BatchNorm2d):
+                setattr(self, conv, fuse_conv_bn_eval(getattr(self, conv), getattr(self, bn)))
+                setattr(self, bn, nn.Identity())
+        return self
 
     # Keras layer name for each torch module, in the file's naming.
     KERAS_NAMES: Mapping[str, str] = {
