@@ -536,7 +536,7 @@ def _phash_core(x, sd, tmp, c, d, s):  # pragma: no cover - compiled
 
 
 @njit(inline="always")
-def _median_bits(c, nbits, out_row, tol):  # pragma: no cover - compiled
+def _median_bits(c, rank, nbits, out_row, tol):  # pragma: no cover - compiled
     """Set the bits of ``c > median(c)`` in out_row; return True for a near-tie (uncertain).
 
     Ranks come from counting smaller values (SIMD-friendly for 64 values); the values
@@ -545,6 +545,12 @@ def _median_bits(c, nbits, out_row, tol):  # pragma: no cover - compiled
     """
     m = c.shape[0]
     mid = m // 2
+    for j in range(m):
+        x = c[j]
+        lt = 0
+        for q in range(m):
+            lt += np.int64(c[q] < x)
+        rank[j] = lt
     lo = np.nan
     md = np.nan
     hi = np.nan
@@ -552,16 +558,13 @@ def _median_bits(c, nbits, out_row, tol):  # pragma: no cover - compiled
     for w in range(words):
         out_row[w] = 0
     for j in range(m):
-        x = c[j]
-        lt = 0
-        for q in range(m):
-            lt += np.int64(c[q] < x)
+        lt = rank[j]
         if lt == mid - 1:
-            lo = x
+            lo = c[j]
         elif lt == mid:
-            md = x
+            md = c[j]
         elif lt == mid + 1:
-            hi = x
+            hi = c[j]
         if (m % 2 == 0 and lt >= mid) or (m % 2 == 1 and lt > mid):
             p = nbits - 1 - j
             out_row[words - 1 - p // 64] |= np.uint64(1) << np.uint64(p % 64)
@@ -578,12 +581,13 @@ def _phash_rgb_kernel(images, d, nbits, out, uncertain, tol, a, b):  # pragma: n
     sd = np.empty(npix, dtype=np.float64)
     tmp = np.empty(d.shape[0] * s, dtype=np.float64)
     c = np.empty(d.shape[0] * d.shape[0], dtype=np.float64)
+    rank = np.empty(d.shape[0] * d.shape[0], dtype=np.int64)
     for i in range(a, b):
         flat = images[i].reshape(npix * 3)
         for p in range(npix):
             x[p] = np.float64(_luma(flat, p))
         _phash_core(x, sd, tmp, c, d, s)
-        uncertain[i] = _median_bits(c, nbits, out[i], tol)
+        uncertain[i] = _median_bits(c, rank, nbits, out[i], tol)
 
 
 @njit(nogil=True, cache=True)
@@ -594,12 +598,13 @@ def _phash_gray_kernel(px, d, nbits, out, uncertain, tol, a, b):  # pragma: no c
     sd = np.empty(npix, dtype=np.float64)
     tmp = np.empty(d.shape[0] * s, dtype=np.float64)
     c = np.empty(d.shape[0] * d.shape[0], dtype=np.float64)
+    rank = np.empty(d.shape[0] * d.shape[0], dtype=np.int64)
     for i in range(a, b):
         flat = px[i].reshape(npix)
         for p in range(npix):
             x[p] = np.float64(flat[p])
         _phash_core(x, sd, tmp, c, d, s)
-        uncertain[i] = _median_bits(c, nbits, out[i], tol)
+        uncertain[i] = _median_bits(c, rank, nbits, out[i], tol)
 
 
 def _finish(out: np.ndarray) -> np.ndarray:

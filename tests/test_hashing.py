@@ -142,6 +142,14 @@ def test_identical_on_hypothesis_images(images: np.ndarray, method: str, hash_si
     assert_identical(images, method, hash_size=hash_size)
 
 
+def test_gray_matches_pil_on_every_colour() -> None:
+    # all 2**24 RGB colours as one 4096 x 4096 image
+    c = np.arange(1 << 24, dtype=np.uint32)
+    rgb = np.stack([c >> 16, (c >> 8) & 255, c & 255], axis=-1).astype(np.uint8).reshape(1, 4096, 4096, 3)
+    ref = np.asarray(Image.fromarray(rgb[0]).convert("L"))
+    assert np.array_equal(to_gray(rgb)[0], ref)
+
+
 def test_gray_and_resize_match_pil() -> None:
     rng = np.random.default_rng(11)
     images = rng.integers(0, 256, size=(6, 37, 29, 3), dtype=np.uint8)
