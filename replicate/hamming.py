@@ -48,7 +48,7 @@ def _popcount(typingctx, x):  # pragma: no cover - compiled
 # input checks
 
 
-def as_hash_array(values: Any, name: str = "query") -> np.ndarray:
+def as_hash_array(values: Any, name: str = "query", *, allow_empty: bool = False) -> np.ndarray:
     """``values`` as a C-contiguous (N, W) uint64 array (accepts (N,) and Hashes)."""
     arr = getattr(values, "values", values)
     if not isinstance(arr, np.ndarray):
@@ -65,7 +65,7 @@ def as_hash_array(values: Any, name: str = "query") -> np.ndarray:
         arr = arr[:, None]
     if arr.ndim != 2 or arr.shape[1] == 0:
         raise fail(name, arr, "of shape (N,) or (N, W) with W >= 1")
-    if arr.shape[0] == 0:
+    if arr.shape[0] == 0 and not allow_empty:
         raise fail(name, arr, "non-empty (at least one hash)")
     return np.ascontiguousarray(arr)
 
@@ -359,8 +359,8 @@ def knn_search(query: Any, reference: Any = None, k: int = 10) -> tuple[np.ndarr
 
 def hamming_distance(a: Any, b: Any) -> np.ndarray:
     """Element-wise Hamming distance of two equally long hash arrays (int64)."""
-    x = as_hash_array(a, "a")
-    y = as_hash_array(b, "b")
+    x = as_hash_array(a, "a", allow_empty=True)
+    y = as_hash_array(b, "b", allow_empty=True)
     if x.shape != y.shape:
         raise fail("b", y, f"of the same shape as a {x.shape}")
     return np.bitwise_count(x ^ y).sum(axis=1).astype(np.int64)

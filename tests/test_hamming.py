@@ -152,6 +152,9 @@ def test_hamming_distance_elementwise() -> None:
     a = np.array([0, 0xFF, 2**64 - 1], dtype=np.uint64)
     b = np.array([1, 0x0F, 0], dtype=np.uint64)
     np.testing.assert_array_equal(hamming_distance(a, b), [1, 4, 64])
+    assert hamming_distance(a[:0], b[:0]).shape == (0,)
+    with pytest.raises(ValueError, match=r"b == array.*must be of the same shape as a \(3, 1\)"):
+        hamming_distance(a, b[:2])
 
 
 def test_bad_input() -> None:
