@@ -503,7 +503,7 @@ def _comparison_sections(
     if label and metric != "top-1":
         text = f"{label} ({metric})"
     sec = ComparisonSection(
-        key=f"c{index}-{_slug(text)}"[:60],
+        key=f"c{index}-{_slug(metric)}-{_slug(text)[:48]}",  # unique per comparison and metric
         label=text,
         original=infos[0],
         new=infos[1],
