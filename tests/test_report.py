@@ -626,4 +626,7 @@ def test_overview_table_for_several_comparisons(small: stats.Comparison) -> None
     assert f'<td class="name">{small.diagnosis.verdict}</td>' in html
     md = render(report, "md")
     assert "| comparison | models | median drop |" in md
+    linked = render(report, "md", figure_dir="figures")
+    for f in report.figures:  # every figure, the overview scatter included, is linked from the Markdown
+        assert f"](figures/{f.filename})" in linked, f.name
     assert json.loads(render(report, "json"))["comparisons"][1]["verdict"] == other.diagnosis.verdict
