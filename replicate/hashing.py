@@ -267,21 +267,29 @@ def _clip8(ss):  # pragma: no cover - compiled
 
 @njit(nogil=True, cache=True)
 def _resize_h_kernel(src, out, bounds, kk, a, b):  # pragma: no cover - compiled
-    # Pillow's ImagingResampleHorizontal_8bpc, one row at a time
-    h = src.shape[1]
+    # Pillow's ImagingResampleHorizontal_8bpc; the image is transposed first so that the
+    # taps of one output column accumulate with SIMD over all rows at once
+    h, w = src.shape[1], src.shape[2]
     ow = out.shape[2]
+    tr = np.empty((w, h), dtype=np.int64)
+    acc = np.empty(h, dtype=np.int64)
     half = np.int64(1) << 21
     for i in range(a, b):
+        img = src[i]
         for y in range(h):
-            row = src[i, y]
-            dst = out[i, y]
-            for xx in range(ow):
-                xmin = bounds[xx, 0]
-                k = kk[xx]
-                ss = half
-                for t in range(bounds[xx, 1]):
-                    ss += np.int64(row[xmin + t]) * k[t]
-                dst[xx] = _clip8(ss)
+            row = img[y]
+            for x in range(w):
+                tr[x, y] = row[x]
+        for xx in range(ow):
+            xmin = bounds[xx, 0]
+            acc[:] = half
+            for t in range(bounds[xx, 1]):
+                col = tr[xmin + t]
+                kt = kk[xx, t]
+                for y in range(h):
+                    acc[y] += col[y] * kt
+            for y in range(h):
+                out[i, y, xx] = _clip8(acc[y])
 
 
 @njit(nogil=True, cache=True)
