@@ -1281,6 +1281,11 @@ def _env(kind: str) -> Any:
             env = jinja2.Environment(loader=loader, autoescape=False, trim_blocks=True, lstrip_blocks=True)
             env.filters["e"] = _md_escape
         env.filters.update(rank=_rank, pct=_pct, ival=_ival, pfmt=_pfmt, num=_num_fmt, slug=_slug)
+        if kind == "tex":  # plain ASCII for LaTeX: "--" for a missing value, "$<$" for "<"
+            env.filters.update(
+                pct=lambda x, digits=1: _pct(x, digits).replace("–", "--"),
+                pfmt=lambda p: _pfmt(p).replace("–", "--").replace("<", "$<$"),
+            )
         env.globals.update(headline=_headline, ival=_ival, rank_text=_rank_text, fit_text=_fit_text)
         _ENV[kind] = env
     return _ENV[kind]

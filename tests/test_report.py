@@ -630,3 +630,12 @@ def test_overview_table_for_several_comparisons(small: stats.Comparison) -> None
     for f in report.figures:  # every figure, the overview scatter included, is linked from the Markdown
         assert f"](figures/{f.filename})" in linked, f.name
     assert json.loads(render(report, "json"))["comparisons"][1]["verdict"] == other.diagnosis.verdict
+
+
+def test_latex_is_plain_ascii_for_edge_values(small: stats.Comparison) -> None:
+    d = small.to_dict()
+    d["models"][0] = {**d["models"][0], "p_adjusted": 0.0, "effective_robustness": None}
+    tex = render(build_report(d), "tex")
+    row = next(line for line in tex.splitlines() if line.startswith(r"model\_0 &"))
+    assert r"& $<$ 1e-300 & -- \\" in row
+    assert tex.isascii()
