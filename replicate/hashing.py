@@ -502,12 +502,14 @@ def _tolerance(size_h: int, size_w: int) -> float:
     return 1e-10 * 4.0 * size_h * size_w * 255.0
 
 
-@njit(inline="always")
+@njit(fastmath={"contract", "reassoc", "nsz", "arcp"}, cache=True)
 def _phash_core(x, sd, tmp, c, d, s):  # pragma: no cover - compiled
     """Low hash_size x hash_size block of the 2-D DCT-II of x (s*s, float64), into c.
 
     Uses the (anti)symmetry of the DCT basis: even rows of ``d`` see x[r] + x[s-1-r],
-    odd rows x[r] - x[s-1-r], halving the multiplications.
+    odd rows x[r] - x[s-1-r], halving the multiplications. Compiled with reassociation
+    and fused multiply-add (SIMD reductions): the values are an approximation anyway,
+    within the near-tie tolerance, and images near a tie are re-hashed exactly.
     """
     hs = d.shape[0]
     half = s // 2
