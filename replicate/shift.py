@@ -229,7 +229,7 @@ def _available_models() -> list[str] | None:
     return [str(x) for x in list_models(kind="weights")]
 
 
-def _feature_name(features: FeatureSpec) -> str:
+def _feature_name(features: Any) -> str:
     if callable(features):
         return getattr(features, "__name__", type(features).__name__)
     return str(features)
@@ -767,7 +767,7 @@ def _thumb(img: np.ndarray, scale: int = 3) -> str:
 
     arr = np.asarray(img)
     pil = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr[..., :3])
-    pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
+    pil = pil.resize((pil.width * scale, pil.height * scale), Image.Resampling.NEAREST)
     buf = io.BytesIO()
     pil.save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode("ascii")
