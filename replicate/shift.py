@@ -679,6 +679,12 @@ class ShiftResult:
             f"  permutation test: {self.permutations} refits, null AUC "
             f"{np.mean(self.null_auc):.4f} +- {np.std(self.null_auc):.4f}, p = {self.p_value:.4g}",
         ]
+        if self.permutations and 1 / (self.permutations + 1) >= self.alpha:
+            need = int(np.ceil(1 / self.alpha)) - 1
+            lines.append(
+                f"  WARNING: {self.permutations} permutations cannot give p < alpha={self.alpha:g} "
+                f"(smallest attainable p is {1 / (self.permutations + 1):.3g}); use at least {need}."
+            )
         if not self.params.get("solver_converged", True):
             lines.append(
                 f"  WARNING: the solver stopped at max_iter={self.params.get('max_iter')} before reaching "

@@ -249,6 +249,7 @@ def test_callable_features_and_result_outputs():
     assert r.gallery_html.count("data:image/png;base64,") == 10
     text = r.summary()
     assert f"{r.n_correct}/{r.n_total}" in text and "Clopper-Pearson" in text and "DeLong" in text
+    assert "10 permutations cannot give p < alpha=0.05" in text and "use at least 19" in text
     df = r.to_dataframe()
     assert len(df) == r.n_total and df["correct"].sum() == r.n_correct
 
