@@ -275,3 +275,25 @@ def test_prediction_entries_are_found_with_checked_sha(shared, monkeypatch):
     ps = published_predictions("imagenetv2")
     assert ps.sha256 == "857647f1d1e2085b4dcfb6364b71875e4b5adfe49a9873624f8e297b6643b77c"  # ../shared/README.md
     assert Path(published_predictions("cifar10.1").path).parent == PACKAGE_DATA / "demo"
+
+
+def test_top1_top5_disagreement_is_flagged(tmp_path):
+    path = tmp_path / "inet.npz"
+    y = np.array([0, 1, 2, 3])
+    np.savez(
+        path,
+        labels__a=y,
+        models__a=np.array(["m"]),
+        top1__a=np.array([[0, 1, 0, 0]]),
+        top5_correct__a=np.array([[True, False, True, True]]),  # image 1: top-1 right, top-5 wrong
+    )
+    r = load_predictions(path).result("m", "a")
+    assert (r.n_correct, r.n_top5_correct) == (2, 3)
+    assert r.flags == ("inconsistent prediction file: 1 images are correct at top-1 but not at top-5",)
+
+
+def test_hub_spec_is_checked_before_any_download(toy):
+    from replicate.evaluate import evaluate
+
+    with pytest.raises(ValueError, match="model == 'hub:resnet'; must be 'hub:owner/repo:entry'"):
+        evaluate("hub:resnet", toy)

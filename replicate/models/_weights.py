@@ -191,7 +191,7 @@ def _download(card: ModelCard, target: Path) -> tuple[Path, str]:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + f".part{os.getpid()}")
     try:
-        download_url_to_file(card.url, str(tmp), progress=True)
+        download_url_to_file(str(card.url), str(tmp), progress=True)
         check_sha256(tmp, card.sha256, what=f"{card.name} weights (downloaded from {card.url})")
         os.replace(tmp, target)
     finally:

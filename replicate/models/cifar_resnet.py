@@ -89,7 +89,7 @@ class CifarResNet(nn.Module):
         """Fold every batch norm into the conv before it (inference only; in place)."""
         from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-        pairs = [(self, "conv1", "bn1")]
+        pairs: list[tuple[nn.Module, str, str]] = [(self, "conv1", "bn1")]
         for stage in (self.layer1, self.layer2, self.layer3):
             for block in stage:
                 pairs += [(block, "conv1", "bn1"), (block, "conv2", "bn2")]
@@ -116,9 +116,9 @@ def cifar_resnet(depth: int, num_classes: int = 10) -> CifarResNet:
     return CifarResNet(depth, num_classes)
 
 
-# Published test errors from the akamaster README (8.27, 7.37, 6.90, 6.61, 6.32, 6.18 %);
-# measured: accuracy of these exact files on the CIFAR-10 test set in ../shared,
-# computed with replicate.evaluate (validation/validate_models.py).
+# Reported: the akamaster README's test errors (8.27, 7.37, 6.90, 6.61, 6.32, 6.18 %).
+# Measured: accuracy of these exact files on the CIFAR-10 test set in ../shared with
+# replicate.evaluate (validation/validate_models.py; CPU and CUDA give the same counts).
 _AKAMASTER = [
     (20, "resnet20-12fca82f.th", "12fca82f0bebc4135bf1f32f6e3710e61d5108578464b84fd6d7f5c1b04036c8", 91.73, 91.73),
     (32, "resnet32-d509ac18.th", "d509ac1820d7f25398913559d7e81a13229b1e7adc5648e3bfa5e22dc137f850", 92.63, 92.63),

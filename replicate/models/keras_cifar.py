@@ -157,18 +157,21 @@ class KerasCifarCNN(nn.Module):
 # --------------------------------------------------------------------------- weights
 
 
-def _set_conv(conv: nn.Conv2d, kernel: np.ndarray, bias: np.ndarray | None) -> None:
+def _set_conv(conv: nn.Module, kernel: np.ndarray, bias: np.ndarray | None) -> None:
+    weight: torch.Tensor = conv.weight  # type: ignore[assignment]
     w = torch.from_numpy(np.ascontiguousarray(np.transpose(kernel, (3, 2, 0, 1))))  # HWIO -> OIHW
-    if tuple(w.shape) != tuple(conv.weight.shape):
+    if tuple(w.shape) != tuple(weight.shape):
         raise ValueError(f"kernel shape {kernel.shape} does not fit {conv}")
-    conv.weight.data.copy_(w)
-    if bias is not None and conv.bias is not None:
-        conv.bias.data.copy_(torch.from_numpy(np.asarray(bias)))
+    weight.data.copy_(w)
+    conv_bias = getattr(conv, "bias", None)
+    if bias is not None and conv_bias is not None:
+        conv_bias.data.copy_(torch.from_numpy(np.asarray(bias)))
 
 
-def _set_bn(bn: nn.BatchNorm2d, gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray, var: np.ndarray) -> None:
-    for t, v in ((bn.weight, gamma), (bn.bias, beta), (bn.running_mean, mean), (bn.running_var, var)):
-        t.data.copy_(torch.from_numpy(np.asarray(v, dtype=np.float32)))
+def _set_bn(bn: nn.Module, gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray, var: np.ndarray) -> None:
+    state = {"weight": gamma, "bias": beta, "running_mean": mean, "running_var": var}
+    for key, v in state.items():
+        getattr(bn, key).data.copy_(torch.from_numpy(np.asarray(v, dtype=np.float32)))
 
 
 def _set_dense(lin: nn.Linear, kernel: np.ndarray, bias: np.ndarray) -> None:
@@ -219,12 +222,13 @@ def load_keras_cnn_npz(model: KerasCifarCNN, path: str | Path) -> KerasCifarCNN:
         weights_file="pretrainedResnet.h5",
         url="https://github.com/mlcommons/tiny/raw/master/benchmark/training/image_classification/trained_models/pretrainedResnet.h5",
         sha256="5f938a8eea605438cc7360aa13c987bc6d7bd0c8d931b2917361ae7ae4eeda2f",
-        reported_accuracy=87.0,
-        measured_accuracy=None,
+        reported_accuracy=None,
+        measured_accuracy=87.21,
         dataset="cifar10-test",
         paper="Banbury et al. MLPerf Tiny Benchmark. NeurIPS Datasets and Benchmarks 2021 (arXiv:2106.07597)",
         source="https://github.com/mlcommons/tiny",
         licence="Apache-2.0",
+        notes="no CIFAR-10 test accuracy is published beside the file (about 87%); measured 87.21",
         tags=("cifar10", "resnet", "keras"),
     )
 )
@@ -242,7 +246,7 @@ def _build_resnet8(card: ModelCard, path: Path) -> nn.Module:
         url=None,
         sha256="7e1c06086fa40351538bc867bb819cb3fa124face2b6e43e52d60c5fdfffa2db",
         reported_accuracy=None,
-        measured_accuracy=None,
+        measured_accuracy=80.17,
         dataset="cifar10-test",
         paper="",
         source="https://pypi.org/project/cifar-10-model/7.4.0/",

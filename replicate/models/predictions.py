@@ -346,6 +346,12 @@ class PredictionSet:
             reason = rep.reason(model)
             if reason:
                 flags.append(reason)
+        if top5 is not None:
+            both = int(np.sum((self._top1[ds][i] == y) & ~top5[i]))
+            if both:
+                flags.append(
+                    f"inconsistent prediction file: {both} images are correct at top-1 but not at top-5"
+                )
         ids = labels.ids if isinstance(labels, ImageSet) else None
         if ids is None:
             ids = np.char.add(f"{ds}/", np.char.zfill(np.arange(b.n).astype(str), 6))
