@@ -449,7 +449,7 @@ def _whash_bits(hash_size: int, image_scale: int | None = None, mode: str = "haa
         raise fail("image_scale", image_scale, f"given for whash with mode={mode!r}", "Pass e.g. image_scale=64: the hash length depends on it.")
     length = int(image_scale)
     filt = pywt.Wavelet(mode).dec_len
-    for _ in range(int(np.log2(image_scale)) - int(np.log2(hash_size))):
+    for _level in range(int(np.log2(image_scale)) - int(np.log2(hash_size))):
         length = pywt.dwt_coeff_len(length, filt, "symmetric")
     return length * length
 
@@ -646,7 +646,7 @@ def phash(images: np.ndarray, *, hash_size: int = 8, highfreq_factor: int = 4) -
         rgb = np.ascontiguousarray(images)
         _parallel(_phash_rgb_kernel, n, (rgb, *args))
         unc = np.flatnonzero(uncertain)
-        px = to_gray(rgb[unc]) if len(unc) else None
+        px = to_gray(rgb[unc]) if len(unc) else np.empty((0, size, size), dtype=np.uint8)
     else:
         full = _gray_resized(images, size, size)
         _parallel(_phash_gray_kernel, n, (full, *args))
@@ -735,15 +735,15 @@ def whash(
     ``remove_max_haar_ll``), so the comparison is done exactly on integer block sums;
     ties at the median and ``mode="db4"`` use pywt exactly as imagehash does.
     """
-    mode = check_choice("mode", mode, ["haar", "db4"])
+    checked_mode = check_choice("mode", mode, ["haar", "db4"])
     if not isinstance(remove_max_haar_ll, (bool, np.bool_)):
         raise fail("remove_max_haar_ll", remove_max_haar_ll, "True or False", error=TypeError)
     scale = _whash_scale(images, hash_size, image_scale)
-    _whash_bits(hash_size, image_scale, mode)  # checks image_scale is given for non-haar modes
+    _whash_bits(hash_size, image_scale, checked_mode)  # checks image_scale is given for non-haar modes
     px = _gray_resized(images, scale, scale)
     n = len(px)
-    if mode != "haar":
-        bits = np.stack([_whash_exact(px[i], hash_size, scale, mode, bool(remove_max_haar_ll)) for i in range(n)])
+    if checked_mode != "haar":
+        bits = np.stack([_whash_exact(px[i], hash_size, scale, checked_mode, bool(remove_max_haar_ll)) for i in range(n)])
         return pack_bits(bits)
     b = scale // hash_size
     sums = px.reshape(n, hash_size, b, hash_size, b).sum(axis=(2, 4), dtype=np.int64).reshape(n, -1)
@@ -758,7 +758,7 @@ def whash(
         uncertain = (v[:, mid] == v[:, mid - 1]) | (v[:, mid + 1] == v[:, mid])
     bits = 2 * sums > twice_med[:, None]
     for i in np.flatnonzero(uncertain):
-        bits[i] = _whash_exact(px[i], hash_size, scale, mode, bool(remove_max_haar_ll))
+        bits[i] = _whash_exact(px[i], hash_size, scale, checked_mode, bool(remove_max_haar_ll))
     return pack_bits(bits)
 
 
