@@ -23,7 +23,7 @@ def brute_matrix(q: np.ndarray, r: np.ndarray) -> np.ndarray:
 
 def brute_radius(q: np.ndarray, r: np.ndarray | None, radius: int):
     within = r is None
-    d = brute_matrix(q, q if within else r)
+    d = brute_matrix(q, q if r is None else r)
     qi, ri = np.nonzero(d <= radius)
     if within:
         keep = qi < ri
@@ -33,7 +33,7 @@ def brute_radius(q: np.ndarray, r: np.ndarray | None, radius: int):
 
 def brute_knn(q: np.ndarray, r: np.ndarray | None, k: int):
     within = r is None
-    d = brute_matrix(q, q if within else r).astype(float)
+    d = brute_matrix(q, q if r is None else r).astype(float)
     if within:
         np.fill_diagonal(d, np.inf)
     idx = np.broadcast_to(np.arange(d.shape[1]), d.shape)
@@ -164,7 +164,7 @@ def test_bad_input() -> None:
     with pytest.raises(ValueError, match="radius == 65; must be <= 64"):
         radius_search(h, h, 65)
     with pytest.raises(TypeError, match="radius == 2.5; must be an integer"):
-        radius_search(h, h, 2.5)
+        radius_search(h, h, 2.5)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="query == array.*must be of dtype uint64"):
         radius_search(h.astype(np.int64), h, 2)
     with pytest.raises(TypeError, match="reference == array.*must be of dtype uint64"):
