@@ -564,20 +564,29 @@ def _median_bits(c, rank, nbits, out_row, tol):  # pragma: no cover - compiled
     lo = np.nan
     md = np.nan
     hi = np.nan
-    words = out_row.shape[0]
-    for w in range(words):
-        out_row[w] = 0
     for j in range(m):
         lt = rank[j]
         if lt == mid - 1:
             lo = c[j]
-        elif lt == mid:
+        if lt == mid:
             md = c[j]
-        elif lt == mid + 1:
+        if lt == mid + 1:
             hi = c[j]
-        if (m % 2 == 0 and lt >= mid) or (m % 2 == 1 and lt > mid):
-            p = nbits - 1 - j
-            out_row[words - 1 - p // 64] |= np.uint64(1) << np.uint64(p % 64)
+    # c[j] > median  <=>  rank >= mid (even count) or rank > mid (odd), values distinct
+    thr = mid if m % 2 == 0 else mid + 1
+    words = out_row.shape[0]
+    if words == 1:
+        w = np.uint64(0)
+        for j in range(m):
+            w = (w << np.uint64(1)) | np.uint64(rank[j] >= thr)
+        out_row[0] = w
+    else:
+        for k in range(words):
+            out_row[k] = 0
+        for j in range(m):
+            if rank[j] >= thr:
+                p = nbits - 1 - j
+                out_row[words - 1 - p // 64] |= np.uint64(1) << np.uint64(p % 64)
     if m % 2 == 0:
         return not (md - lo > 2 * tol)  # NaN (a missing rank: a tie) is uncertain too
     return not (md - lo > 2 * tol and hi - md > 2 * tol)
