@@ -48,8 +48,8 @@ def _readonly(a: np.ndarray | None) -> np.ndarray | None:
     if a is None:
         return None
     a = np.asarray(a)
-    if a.flags.writeable:
-        a = a.copy() if not a.flags.owndata else a
+    if a.flags.writeable:  # a private read-only copy: never freeze the caller's arrays
+        a = a.copy()
         a.flags.writeable = False
     return a
 
@@ -435,7 +435,7 @@ def _prepare(
                 error=TypeError,
             )
         pre = preprocessing or Preprocessing()
-        fname = name or getattr(model_or_name, "__name__", type(model_or_name).__name__)
+        fname = str(name or getattr(model_or_name, "__name__", type(model_or_name).__name__))
         ident = None if cache_key is None else {"callable": cache_key}
         return _Runner(fname, "callable", model_or_name, pre, None, ident)
     else:
@@ -463,7 +463,7 @@ def _prepare(
         identity = {**identity, "cache_key": cache_key}
 
     def build() -> tuple[Any, Any, Any]:
-        mod = module if module is not None else load_model(card, path)
+        mod = module if module is not None else load_model(card, path)  # type: ignore[arg-type]
         return _optimise(mod, fresh, name or "", device, compile, need_features)
 
     if module is None:  # a zoo model: built only when the cache misses
@@ -566,7 +566,7 @@ def _cache_write(key: str, arrays: Mapping[str, np.ndarray]) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{key[:8]}-", suffix=".npz.tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, **dict(arrays))  # type: ignore[arg-type]
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -261,3 +261,8 @@ def test_zoo_accuracy_on_cifar10_test(cifar_test, shared, monkeypatch, name, n_c
 def test_deeper_resnet_accuracy_on_cifar10_test(cifar_test, shared, monkeypatch, name, n_correct):
     monkeypatch.setenv("REPLICATE_WEIGHTS", str(shared / "weights"))
     assert evaluate(name, cifar_test, threads=2).n_correct == n_correct
+
+
+def test_result_does_not_freeze_the_callers_arrays(toy):
+    evaluate(MeanColour(), toy)
+    assert toy.labels.flags.writeable  # the result holds its own read-only copy
