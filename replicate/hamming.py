@@ -410,11 +410,13 @@ def _gather(values, order, out):  # pragma: no cover - compiled
 
 
 @njit(parallel=True, cache=True)
-def _mih_query(q, starts, lengths, radii, radius, tables_order, tables_values, tables_offsets, within, cap, out_ref, out_dist, counts):  # pragma: no cover
+def _mih_query(q, ids, within, starts, lengths, radii, radius, tables_order, tables_values, tables_offsets, cap, out_ref, out_dist, counts):  # pragma: no cover
+    # within one set, ids[i] is the query's own position: only later positions are reported
     nq, w = q.shape
     m = starts.shape[0]
     for i in prange(nq):
         c = 0
+        me = ids[i]
         flips = np.empty(64, dtype=np.int64)
         for t in range(m):
             rt = radii[t]
@@ -434,8 +436,8 @@ def _mih_query(q, starts, lengths, radii, radius, tables_order, tables_values, t
                     for a in range(s):
                         probe ^= np.uint64(1) << np.uint64(flips[a])
                     for p in range(offs[probe], offs[probe + 1]):
-                        j = order[p]
-                        if within and j <= i:
+                        j = np.int64(order[p])
+                        if within and j <= me:
                             continue
                         d = 0
                         for kk in range(w):
@@ -566,13 +568,7 @@ class HammingIndex:
             out_ref = np.empty((len(qq), cap), dtype=np.int64)
             out_dist = np.empty((len(qq), cap), dtype=np.int64)
             counts = np.zeros(len(qq), dtype=np.int64)
-            if within:
-                # within-set: compare against the original position of each query
-                for lo in range(0, len(qq), 1 << 16):
-                    hi = min(len(qq), lo + (1 << 16))
-                    _mih_within(qq[lo:hi], ids[lo:hi], self.starts, self.lengths, radii, radius, orders, values, offsets, cap, out_ref[lo:hi], out_dist[lo:hi], counts[lo:hi])
-            else:
-                _mih_query(qq, self.starts, self.lengths, radii, radius, orders, values, offsets, False, cap, out_ref, out_dist, counts)
+            _mih_query(qq, ids, within, self.starts, self.lengths, radii, radius, orders, values, offsets, cap, out_ref, out_dist, counts)
             return out_ref, out_dist, counts
 
         ids = np.arange(nq, dtype=np.int64)
@@ -589,61 +585,3 @@ class HammingIndex:
             dist = np.concatenate([dist[keep], d2])
         order = np.lexsort((ri, qi))
         return qi[order], ri[order], dist[order]
-
-
-@njit(parallel=True, cache=True)
-def _mih_within(q, ids, starts, lengths, radii, radius, tables_order, tables_values, tables_offsets, cap, out_ref, out_dist, counts):  # pragma: no cover
-    # as _mih_query, keeping only references after the query's own position
-    nq, w = q.shape
-    m = starts.shape[0]
-    for i in prange(nq):
-        c = 0
-        me = ids[i]
-        flips = np.empty(64, dtype=np.int64)
-        for t in range(m):
-            rt = radii[t]
-            if rt < 0:
-                continue
-            length = lengths[t]
-            key = _extract(q[i], starts[t], length)
-            order = tables_order[t]
-            vals = tables_values[t]
-            offs = tables_offsets[t]
-            for s in range(rt + 1):
-                for a in range(s):
-                    flips[a] = a
-                while True:
-                    probe = key
-                    for a in range(s):
-                        probe ^= np.uint64(1) << np.uint64(flips[a])
-                    for p in range(offs[probe], offs[probe + 1]):
-                        j = np.int64(order[p])
-                        if j <= me:
-                            continue
-                        d = 0
-                        for kk in range(w):
-                            d += _popcount(q[i, kk] ^ vals[p, kk])
-                        if d > radius:
-                            continue
-                        seen = False
-                        for t2 in range(t):
-                            if radii[t2] >= 0:
-                                ds = _popcount(_extract(q[i], starts[t2], lengths[t2]) ^ _extract(vals[p], starts[t2], lengths[t2]))
-                                if ds <= radii[t2]:
-                                    seen = True
-                                    break
-                        if seen:
-                            continue
-                        if c < cap:
-                            out_ref[i, c] = j
-                            out_dist[i, c] = d
-                        c += 1
-                    a = s - 1
-                    while a >= 0 and flips[a] == length - s + a:
-                        a -= 1
-                    if a < 0:
-                        break
-                    flips[a] += 1
-                    for b in range(a + 1, s):
-                        flips[b] = flips[b - 1] + 1
-        counts[i] = c
