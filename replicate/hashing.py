@@ -6,8 +6,8 @@ over PIL images:
 * grayscale is PIL's ``convert("L")``: ``(19595 R + 38470 G + 7471 B + 2**15) >> 16``
   (ITU-R 601-2 luma in 16-bit fixed point);
 * resizing is PIL's LANCZOS resampling: the same double-precision filter weights,
-  normalised to 22-bit fixed point, a horizontal then a vertical pass, each rounded
-  and clipped to 8 bits (a pass is skipped where PIL skips it);
+  normalised to 22-bit fixed point, two passes each rounded and clipped to 8 bits, in
+  the order the installed Pillow runs them (a pass is skipped where PIL skips it);
 * the hash rules are imagehash's. Where a rule compares floating-point values (the DCT
   of ``phash``, the wavelets of ``whash``) the batched kernel computes the values in
   its own order; an image whose values lie within rounding distance of the threshold
@@ -46,6 +46,7 @@ __all__ = [
     "list_hashers",
     "hash_images",
     "hash_chunk",
+    "iter_chunks",
     "hash_set",
     "hash_bits",
     "to_gray",
@@ -483,17 +484,6 @@ def _dct_matrix(size: int, rows: int) -> np.ndarray:
     k = np.arange(rows)[:, None]
     n = np.arange(size)[None, :]
     return 2.0 * np.cos(np.pi * k * (2 * n + 1) / (2 * size))
-
-
-def _median_uncertain(sorted_vals: np.ndarray, tol: float) -> np.ndarray:
-    """Rows whose values next to the median lie within ``2 tol`` of each other (near-ties)."""
-    m = sorted_vals.shape[1]
-    mid = m // 2
-    if m % 2 == 0:
-        return sorted_vals[:, mid] - sorted_vals[:, mid - 1] <= 2 * tol
-    lo = sorted_vals[:, mid] - sorted_vals[:, mid - 1] <= 2 * tol
-    hi = sorted_vals[:, mid + 1] - sorted_vals[:, mid] <= 2 * tol
-    return lo | hi
 
 
 def _tolerance(size_h: int, size_w: int) -> float:
