@@ -37,6 +37,13 @@ def tests(session: nox.Session) -> None:
     session.run("python", "-m", "pytest", *(session.posargs or ["-q"]))
 
 
+@nox.session(default=False, **VENV)
+def browser(session: nox.Session) -> None:
+    """Browser tests only (report screenshot, review app); fail, not skip, without Chromium."""
+    _install(session)
+    session.run("python", "-m", "pytest", "-m", "browser", "-q", *session.posargs, env={"REPLICATE_REQUIRE_BROWSER": "1"})
+
+
 @nox.session(**VENV)
 def lint(session: nox.Session) -> None:
     """Check style and common bugs with ruff."""

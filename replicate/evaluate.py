@@ -15,8 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import time
+import types
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -1014,3 +1016,13 @@ def extract_features(
     if key is not None:
         _cache_write(key, {"features": feats})
     return feats
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable: ``replicate.evaluate(model, dataset)`` runs :func:`evaluate`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> EvalResult:
+        return evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
