@@ -511,20 +511,28 @@ def _phash_core(x, sd, tmp, c, d, s):  # pragma: no cover - compiled
         for q in range(s):
             s_[q] = top[q] + bot[q]
             d_[q] = top[q] - bot[q]
-    for k in range(hs):
-        row = tmp[k * s : (k + 1) * s]
-        row[:] = 0.0
-        off = 0 if k % 2 == 0 else half
-        for r in range(half):
+    # first axis: each source row is read once and added into every output row
+    tmp[:] = 0.0
+    for r in range(half):
+        se = sd[r * s : (r + 1) * s]
+        so = sd[(half + r) * s : (half + r + 1) * s]
+        for k in range(0, hs, 2):
+            row = tmp[k * s : (k + 1) * s]
             dk = d[k, r]
-            src = sd[(off + r) * s : (off + r + 1) * s]
             for q in range(s):
-                row[q] += dk * src[q]
-        if s % 2 == 1 and k % 2 == 0:
+                row[q] += dk * se[q]
+        for k in range(1, hs, 2):
+            row = tmp[k * s : (k + 1) * s]
+            dk = d[k, r]
+            for q in range(s):
+                row[q] += dk * so[q]
+    if s % 2 == 1:
+        mid = x[half * s : (half + 1) * s]
+        for k in range(0, hs, 2):
+            row = tmp[k * s : (k + 1) * s]
             dk = d[k, half]
-            src = x[half * s : (half + 1) * s]
             for q in range(s):
-                row[q] += dk * src[q]
+                row[q] += dk * mid[q]
     for k in range(hs):
         row = tmp[k * s : (k + 1) * s]
         for k2 in range(hs):

@@ -83,6 +83,8 @@ def test_identical_to_imagehash_on_cifar(cifar_test, method: str) -> None:
         ("phash", {"hash_size": 16}),
         ("phash", {"hash_size": 4, "highfreq_factor": 8}),
         ("phash", {"hash_size": 6, "highfreq_factor": 3}),
+        ("phash", {"hash_size": 5, "highfreq_factor": 3}),  # odd DCT size (15)
+        ("phash", {"hash_size": 7, "highfreq_factor": 1}),
         ("phash_simple", {"hash_size": 16, "highfreq_factor": 2}),
         ("ahash", {"hash_size": 16}),
         ("dhash", {"hash_size": 5}),
