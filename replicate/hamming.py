@@ -385,7 +385,7 @@ def _extract(row, start, length):  # pragma: no cover - compiled
     return ((hi << np.uint64(lo_len)) | lo) & mask
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _build_table(values, start, length, order, offsets):  # pragma: no cover - compiled
     n = values.shape[0]
     nb = offsets.shape[0] - 1
@@ -402,7 +402,7 @@ def _build_table(values, start, length, order, offsets):  # pragma: no cover - c
         counts[key] += 1
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _gather(values, order, out):  # pragma: no cover - compiled
     for i in range(order.shape[0]):
         for k in range(values.shape[1]):
@@ -510,18 +510,27 @@ class HammingIndex:
         offset = 64 * self.width - self.bits
         self.starts = offset + np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
         idx_dtype = np.uint32 if n < (1 << 32) else np.int64
-        self._orders = []
-        self._values = []
-        self._offsets = []
-        for t in range(m):
+
+        def build(t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            # a counting sort by substring t; the tables are built on parallel threads
             order = np.empty(n, dtype=np.int64)
             offsets = np.empty((1 << int(self.lengths[t])) + 1, dtype=np.int64)
             _build_table(r, int(self.starts[t]), int(self.lengths[t]), order, offsets)
             vals = np.empty_like(r)
             _gather(r, order, vals)
-            self._orders.append(order.astype(idx_dtype))
-            self._values.append(vals)
-            self._offsets.append(offsets)
+            return order.astype(idx_dtype), vals, offsets
+
+        threads = min(_threads(), m)
+        if threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(threads) as ex:
+                tables = list(ex.map(build, range(m)))
+        else:
+            tables = [build(t) for t in range(m)]
+        self._orders = [t[0] for t in tables]
+        self._values = [t[1] for t in tables]
+        self._offsets = [t[2] for t in tables]
 
     def __len__(self) -> int:
         return len(self.reference)
