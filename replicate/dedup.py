@@ -532,6 +532,11 @@ def _distances(
         qa = _aligned_query(qimg[uniq], config.max_shift, config.scales)[torch.from_numpy(inv)]
         rb = torch.from_numpy(ref.aligned[b])
         al[s : s + len(a)] = _aligned_pairs(qa, rb)
+        if whole_query is not None:
+            # both ends are query images: the zoom range applies either way round
+            ub, ib = np.unique(b, return_inverse=True)
+            qb = _aligned_query(rimg[ub], config.max_shift, config.scales)[torch.from_numpy(ib)]
+            al[s : s + len(a)] = np.minimum(al[s : s + len(a)], _aligned_pairs(qb, torch.from_numpy(qsrc.aligned[a])))
         if config.flips:
             qf = _aligned_query(qimg[uniq][:, :, ::-1], config.max_shift, config.scales)[torch.from_numpy(inv)]
             alf[s : s + len(a)] = _aligned_pairs(qf, rb)

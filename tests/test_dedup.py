@@ -18,9 +18,12 @@ from replicate.dedup import (
     DedupResult,
     aligned_distance,
     append_blacklist,
+    candidate_pairs,
+    decide,
     dedup_gallery,
     find_near_duplicates,
     hash_pairs,
+    prepare,
     read_blacklist,
 )
 from replicate.imageset import ImageSet
@@ -188,6 +191,25 @@ def test_chunking_does_not_change_the_result(sets):
     cols = ["query_id", "reference_set", "reference_id", "l2", "aligned", "flagged"]
     pd.testing.assert_frame_equal(a.pairs[cols], b.pairs[cols])
     assert a.flagged.equals(b.flagged)
+
+
+def test_chunk_api_and_rescoring_match_the_one_call(sets):
+    query, ref = sets
+    cfg = DedupConfig(within_query=False)
+    refs = [prepare(ref, cfg)]
+    whole = prepare(query, cfg)
+    parts = []
+    for start in range(0, len(query), 11):  # what a distributed engine would map
+        chunk = prepare(query.select(np.arange(start, min(start + 11, len(query)))), cfg)
+        parts.append(candidate_pairs(chunk, refs, cfg, offset=start))
+    pairs = pd.concat(parts, ignore_index=True)
+    a = decide(pairs, query, {"ref": ref}, cfg)
+    b = find_near_duplicates(query, {"ref": ref}, config=cfg)
+    pd.testing.assert_frame_equal(a.pairs, b.pairs)
+    assert whole.tiny.shape == (len(query), 192)
+    # stricter thresholds on the same candidates: a subset of the flags
+    strict = decide(pairs, query, {"ref": ref}, DedupConfig(within_query=False, aligned_max=0.01, hash_radii={}))
+    assert set(strict.flagged_ids) < set(a.flagged_ids)
 
 
 def test_thresholds_switch_rules_off(sets):

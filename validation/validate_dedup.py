@@ -191,7 +191,8 @@ def benchmark(train: ImageSet, args) -> tuple[dict, list[str]]:
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
     html = dedup_gallery(ff_result, query, {"reference": reference}, max_pairs=200)
-    (RESULTS / "dedup_gallery_benchmark_false_flags.html").write_text(html)
+    if not args.features:
+        (RESULTS / "dedup_gallery_benchmark_false_flags.html").write_text(html)
     out = {
         "reference": f"CIFAR-10 train images 0..{n_ref - 1}",
         "distinct": f"CIFAR-10 train images {n_ref}..{n_ref + args.distinct - 1} (never copied)",
@@ -369,7 +370,7 @@ def main() -> int:
         result["load_avg_1min"] = os.getloadavg()[0]
     except OSError:  # pragma: no cover
         pass
-    suffix = "_quick" if args.quick else ""
+    suffix = ("_quick" if args.quick else "") + (f"_features_{args.features}" if args.features else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.skip_benchmark:
         (RESULTS / f"dedup_cifar_only{suffix}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
