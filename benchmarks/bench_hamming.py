@@ -130,7 +130,10 @@ def main() -> int:
     ex = radius_search(queries[planted - check // 2 : planted + check // 2], ref, 8)
     t_exh = time.perf_counter() - t0
     sel = (qi >= planted - check // 2) & (qi < planted + check // 2)
-    exact = all(np.array_equal(a, b) for a, b in zip((ex[0] + planted - check // 2, ex[1], ex[2]), (qi[sel], ri[sel], d[sel])))
+    exact = all(
+        np.array_equal(a, b)
+        for a, b in zip((ex[0] + planted - check // 2, ex[1], ex[2]), (qi[sel], ri[sel], d[sel]))
+    )
     out["index"] = {
         "method": "multi-index hashing",
         "hashes": n,

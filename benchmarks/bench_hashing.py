@@ -125,10 +125,17 @@ def main() -> int:
         "images": source,
         "image_shape": list(images.shape[1:]),
         "quick": args.quick,
-        "target": {"method": "phash", "ratio_at_least": TARGET_RATIO, "aim": AIM_RATIO, "bit_identical": True},
+        "target": {
+            "method": "phash",
+            "ratio_at_least": TARGET_RATIO,
+            "aim": AIM_RATIO,
+            "bit_identical": True,
+        },
         "met": bool(ph["ratio"] >= TARGET_RATIO and ph["bit_identical_on_loop_images"]),
         "aim_met": bool(ph["ratio"] >= AIM_RATIO),
-        "met_per_cpu_second": bool(ph["ratio_per_cpu_second"] >= TARGET_RATIO and ph["bit_identical_on_loop_images"]),
+        "met_per_cpu_second": bool(
+            ph["ratio_per_cpu_second"] >= TARGET_RATIO and ph["bit_identical_on_loop_images"]
+        ),
         "note": "ratio: wall-clock rates (batched on all threads vs the single-threaded loop); "
         "ratio_per_cpu_second: rates per CPU-second the process received (1 thread each), robust to other jobs",
         "results": results,

@@ -202,7 +202,9 @@ def _radius_exhaustive(q: np.ndarray, r: np.ndarray, radius: int, starts: np.nda
     one, qk, rk = _layout(q, r)
     kernel = _radius_kernel_1 if one else _radius_kernel_w
     within = bool(starts[0] > 0) if len(starts) else False
-    _run_chunks(kernel, nq, (qk, rk, radius, starts, cap, out_ref, out_dist, counts), "triangle" if within else "flat")
+    _run_chunks(
+        kernel, nq, (qk, rk, radius, starts, cap, out_ref, out_dist, counts), "triangle" if within else "flat"
+    )
     return out_ref, out_dist, counts
 
 
@@ -213,7 +215,9 @@ def _collect(out_ref, out_dist, counts, cap):
     return qi, out_ref[mask], out_dist[mask]
 
 
-def _radius_blocked(q: np.ndarray, r: np.ndarray, radius: int, within: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _radius_blocked(
+    q: np.ndarray, r: np.ndarray, radius: int, within: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     nq = len(q)
     starts = np.arange(1, nq + 1, dtype=np.int64) if within else np.zeros(nq, dtype=np.int64)
     cap = int(max(4, min(64, (1 << 24) // max(nq, 1))))
@@ -410,7 +414,22 @@ def _gather(values, order, out):  # pragma: no cover - compiled
 
 
 @njit(parallel=True, cache=True)
-def _mih_query(q, ids, within, starts, lengths, radii, radius, tables_order, tables_values, tables_offsets, cap, out_ref, out_dist, counts):  # pragma: no cover
+def _mih_query(
+    q,
+    ids,
+    within,
+    starts,
+    lengths,
+    radii,
+    radius,
+    tables_order,
+    tables_values,
+    tables_offsets,
+    cap,
+    out_ref,
+    out_dist,
+    counts,
+):  # pragma: no cover
     # within one set, ids[i] is the query's own position: only later positions are reported
     nq, w = q.shape
     m = starts.shape[0]
@@ -448,7 +467,10 @@ def _mih_query(q, ids, within, starts, lengths, radii, radius, tables_order, tab
                         seen = False
                         for t2 in range(t):
                             if radii[t2] >= 0:
-                                ds = _popcount(_extract(q[i], starts[t2], lengths[t2]) ^ _extract(vals[p], starts[t2], lengths[t2]))
+                                ds = _popcount(
+                                    _extract(q[i], starts[t2], lengths[t2])
+                                    ^ _extract(vals[p], starts[t2], lengths[t2])
+                                )
                                 if ds <= radii[t2]:
                                     seen = True
                                     break
@@ -495,7 +517,9 @@ class HammingIndex:
         r = as_hash_array(reference, "reference")
         self.reference = r
         self.width = r.shape[1]
-        self.bits = check_int("bits", 64 * self.width if bits is None else bits, minimum=1, maximum=64 * self.width)
+        self.bits = check_int(
+            "bits", 64 * self.width if bits is None else bits, minimum=1, maximum=64 * self.width
+        )
         n = len(r)
         if substrings is None:
             m = max(math.ceil(self.bits / max(math.log2(max(n, 2)), 1.0)), math.ceil(self.bits / 24))
@@ -577,7 +601,22 @@ class HammingIndex:
             out_ref = np.empty((len(qq), cap), dtype=np.int64)
             out_dist = np.empty((len(qq), cap), dtype=np.int64)
             counts = np.zeros(len(qq), dtype=np.int64)
-            _mih_query(qq, ids, within, self.starts, self.lengths, radii, radius, orders, values, offsets, cap, out_ref, out_dist, counts)
+            _mih_query(
+                qq,
+                ids,
+                within,
+                self.starts,
+                self.lengths,
+                radii,
+                radius,
+                orders,
+                values,
+                offsets,
+                cap,
+                out_ref,
+                out_dist,
+                counts,
+            )
             return out_ref, out_dist, counts
 
         ids = np.arange(nq, dtype=np.int64)

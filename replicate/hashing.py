@@ -189,7 +189,12 @@ def _parallel(kernel: Any, n: int, args: tuple[Any, ...]) -> None:
 
 @njit(inline="always")
 def _luma(flat, p):  # pragma: no cover - compiled
-    return (np.int32(flat[3 * p]) * 19595 + np.int32(flat[3 * p + 1]) * 38470 + np.int32(flat[3 * p + 2]) * 7471 + 32768) >> 16
+    return (
+        np.int32(flat[3 * p]) * 19595
+        + np.int32(flat[3 * p + 1]) * 38470
+        + np.int32(flat[3 * p + 2]) * 7471
+        + 32768
+    ) >> 16
 
 
 @njit(nogil=True, cache=True)
@@ -252,7 +257,9 @@ def _coeffs(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
         if ww != 0.0:
             w = [v / ww for v in w]
         for x, v in enumerate(w):
-            kk[xx, x] = int(-0.5 + v * (1 << _PRECISION_BITS)) if v < 0 else int(0.5 + v * (1 << _PRECISION_BITS))
+            kk[xx, x] = (
+                int(-0.5 + v * (1 << _PRECISION_BITS)) if v < 0 else int(0.5 + v * (1 << _PRECISION_BITS))
+            )
         bounds[xx] = (xmin, xmax)
     return bounds, kk
 
@@ -447,7 +454,12 @@ def _whash_bits(hash_size: int, image_scale: int | None = None, mode: str = "haa
     import pywt
 
     if image_scale is None:
-        raise fail("image_scale", image_scale, f"given for whash with mode={mode!r}", "Pass e.g. image_scale=64: the hash length depends on it.")
+        raise fail(
+            "image_scale",
+            image_scale,
+            f"given for whash with mode={mode!r}",
+            "Pass e.g. image_scale=64: the hash length depends on it.",
+        )
     length = int(image_scale)
     filt = pywt.Wavelet(mode).dec_len
     for _level in range(int(np.log2(image_scale)) - int(np.log2(hash_size))):
@@ -679,7 +691,12 @@ def phash_simple(images: np.ndarray, *, hash_size: int = 8, highfreq_factor: int
     highfreq_factor = check_int("highfreq_factor", highfreq_factor, minimum=1, maximum=64)
     size = hash_size * highfreq_factor
     if hash_size + 1 > size:
-        raise fail("highfreq_factor", highfreq_factor, ">= 2 for phash_simple", "imagehash needs hash_size + 1 DCT coefficients.")
+        raise fail(
+            "highfreq_factor",
+            highfreq_factor,
+            ">= 2 for phash_simple",
+            "imagehash needs hash_size + 1 DCT coefficients.",
+        )
     px = _gray_resized(images, size, size)
     d = _dct_matrix(size, hash_size + 1)[1:]  # (hash_size, size)
     low = px[:, :hash_size, :].astype(np.float64) @ d.T  # (N, hash_size, hash_size)
@@ -700,13 +717,20 @@ def _whash_scale(images: np.ndarray, hash_size: int, image_scale: int | None) ->
         return max(natural, hash_size)
     image_scale = check_int("image_scale", image_scale, minimum=2, maximum=1 << 14)
     if image_scale & (image_scale - 1):
-        raise fail("image_scale", image_scale, "a power of 2", "Use e.g. 32 or 64, or None for the image's own scale.")
+        raise fail(
+            "image_scale",
+            image_scale,
+            "a power of 2",
+            "Use e.g. 32 or 64, or None for the image's own scale.",
+        )
     if image_scale < hash_size:
         raise fail("image_scale", image_scale, f">= hash_size ({hash_size})")
     return image_scale
 
 
-def _whash_exact(px: np.ndarray, hash_size: int, image_scale: int, mode: str, remove_max_haar_ll: bool) -> np.ndarray:
+def _whash_exact(
+    px: np.ndarray, hash_size: int, image_scale: int, mode: str, remove_max_haar_ll: bool
+) -> np.ndarray:
     """imagehash.whash's rule on one resized gray image, with imagehash's own calls."""
     import pywt
 
@@ -750,7 +774,9 @@ def whash(
     px = _gray_resized(images, scale, scale)
     n = len(px)
     if checked_mode != "haar":
-        bits = np.stack([_whash_exact(px[i], hash_size, scale, checked_mode, bool(remove_max_haar_ll)) for i in range(n)])
+        bits = np.stack(
+            [_whash_exact(px[i], hash_size, scale, checked_mode, bool(remove_max_haar_ll)) for i in range(n)]
+        )
         return pack_bits(bits)
     b = scale // hash_size
     sums = px.reshape(n, hash_size, b, hash_size, b).sum(axis=(2, 4), dtype=np.int64).reshape(n, -1)
@@ -903,9 +929,15 @@ class Hashes:
         versions: dict[str, str | None] | None = None,
     ) -> Hashes:
         """Hashes from imagehash hex strings (e.g. ``str(imagehash.phash(img))``)."""
-        hasher, full = _resolve(method, (params or {}).get("hash_size", 8), {k: v for k, v in (params or {}).items() if k != "hash_size"})
+        hasher, full = _resolve(
+            method,
+            (params or {}).get("hash_size", 8),
+            {k: v for k, v in (params or {}).items() if k != "hash_size"},
+        )
         values = hashes_from_hex(hexes, int(hasher.bits(**full)))
-        return cls(values, np.asarray(list(ids)), method, full, versions if versions is not None else _versions())
+        return cls(
+            values, np.asarray(list(ids)), method, full, versions if versions is not None else _versions()
+        )
 
     def check_compatible(self, other: Hashes, name: str = "other") -> None:
         """Raise ValueError unless ``other`` was made with the same hasher and parameters."""
@@ -949,10 +981,18 @@ class Hashes:
         if p.suffix != ".npz":
             p = p.with_name(p.name + ".npz")
         if p.exists() and not overwrite:
-            raise fail("path", str(p), "a path that does not exist yet", "Pass overwrite=True to replace it.", error=FileExistsError)
+            raise fail(
+                "path",
+                str(p),
+                "a path that does not exist yet",
+                "Pass overwrite=True to replace it.",
+                error=FileExistsError,
+            )
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_name(p.name + ".tmp.npz")
-        np.savez(tmp, values=self.values, ids=self.ids, meta=np.array(json.dumps(self.meta(), sort_keys=True)))
+        np.savez(
+            tmp, values=self.values, ids=self.ids, meta=np.array(json.dumps(self.meta(), sort_keys=True))
+        )
         os.replace(tmp, p)
         return p
 

@@ -126,7 +126,9 @@ def test_searches_on_hypothesis_sets(words: int, nq: int, nr: int, radius: int, 
     rng = np.random.default_rng(seed)
     # few distinct bit patterns so that many pairs are close
     base = rng.integers(0, 2**64 - 1, size=(4, words), dtype=np.uint64, endpoint=True)
-    noise = np.where(rng.random((nq + nr, words)) < 0.5, rng.integers(0, 2**8, size=(nq + nr, words)), 0).astype(np.uint64)
+    noise = np.where(
+        rng.random((nq + nr, words)) < 0.5, rng.integers(0, 2**8, size=(nq + nr, words)), 0
+    ).astype(np.uint64)
     data = base[rng.integers(0, 4, nq + nr)] ^ noise
     q, ref = data[:nq], data[nq:]
     radius = min(radius, 64 * words)
@@ -169,13 +171,18 @@ def test_bad_input() -> None:
         radius_search(h.astype(np.int64), h, 2)
     with pytest.raises(TypeError, match="reference == array.*must be of dtype uint64"):
         knn_search(h, h.astype(np.float64), 2)
-    with pytest.raises(ValueError, match=r"reference == array.*must be hashes of the same width as query \(1 uint64"):
+    with pytest.raises(
+        ValueError, match=r"reference == array.*must be hashes of the same width as query \(1 uint64"
+    ):
         radius_search(h, np.zeros((10, 2), np.uint64), 2)
     with pytest.raises(ValueError, match="query == array.*must be non-empty"):
         radius_search(h[:0], h, 2)
     with pytest.raises(ValueError, match="reference == array.*must be non-empty"):
         HammingIndex(h[:0])
-    with pytest.raises(ValueError, match=r"k == 10; must be <= 9 \(the number of reference hashes other than the query itself\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"k == 10; must be <= 9 \(the number of reference hashes other than the query itself\)",
+    ):
         knn_search(h, None, 10)
     with pytest.raises(ValueError, match="k == 0; must be >= 1"):
         knn_search(h, h, 0)

@@ -126,7 +126,9 @@ def test_identical_on_other_sizes(method: str, shape: tuple[int, int]) -> None:
 
 def test_whash_db4_identical() -> None:
     rng = np.random.default_rng(3)
-    images = np.concatenate([rng.integers(0, 256, size=(10, 32, 32, 3), dtype=np.uint8), smooth(rng, 10, 32, 32)])
+    images = np.concatenate(
+        [rng.integers(0, 256, size=(10, 32, 32, 3), dtype=np.uint8), smooth(rng, 10, 32, 32)]
+    )
     assert_identical(images, "whash", mode="db4", image_scale=64)
 
 
@@ -274,7 +276,21 @@ def test_cli_hash_writes_a_hashes_file(tmp_path, toy, capsys) -> None:
 
     src = toy.save(tmp_path / "toy-set")
     out = tmp_path / "h.npz"
-    code = main(["hash", str(src), "--method", "whash", "--hash-size", "4", "--param", "image_scale=64", "--out", str(out), "--json"])
+    code = main(
+        [
+            "hash",
+            str(src),
+            "--method",
+            "whash",
+            "--hash-size",
+            "4",
+            "--param",
+            "image_scale=64",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert '"method": "whash"' in printed and '"image_scale": 64' in printed

@@ -26,7 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("hash", help="perceptual hashes of an image set (bit-identical to imagehash)")
     p.add_argument("path", help="any format replicate.load() reads (saved set, .npz, CIFAR folder, ...)")
     p.add_argument("--method", default="phash", help=f"hasher: {', '.join(list_hashers())} (default phash)")
-    p.add_argument("--hash-size", type=int, default=8, help="hash grid side, as in imagehash (default 8: 64 bits)")
+    p.add_argument(
+        "--hash-size", type=int, default=8, help="hash grid side, as in imagehash (default 8: 64 bits)"
+    )
     p.add_argument(
         "--param",
         type=_param,
@@ -38,7 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-size", type=int, default=1 << 15, help="images hashed at a time (default 32768)")
     p.add_argument("--out", required=True, help="hashes file to write (.npz; values, ids and metadata)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    p.add_argument("--json", action="store_true", help="print JSON (keys method, params, bits, n, versions, out)")
+    p.add_argument(
+        "--json", action="store_true", help="print JSON (keys method, params, bits, n, versions, out)"
+    )
     p.set_defaults(func=run)
 
 
