@@ -13,7 +13,8 @@ human review. :func:`find_near_duplicates` combines several signals:
   brightness, contrast and small shifts): the ``tiny_k`` nearest references;
 * an aligned distance, computed for every candidate pair: the correlation distance
   between 2x2-pooled grayscale windows after the best shift of up to ``max_shift``
-  pixels (robust to shifts, JPEG noise, photometric and colour changes);
+  pixels and the best of a few zooms (robust to shifts, slight crops and scaling, JPEG
+  noise, photometric and colour changes); with ``flips=True`` also of the mirror image;
 * optionally, model features (:func:`replicate.evaluate.extract_features`): cosine
   distance of penultimate-layer features, the ``feature_k`` nearest references.
 
@@ -88,12 +89,15 @@ class DedupConfig:
     * ``tiny_max``: flagged when the tiny-image distance is <= this (0..2);
     * ``feature_max``: flagged when the feature cosine distance is <= this (0..2).
 
-    ``None`` switches a rule off (the signal may still propose candidates).
-    ``flips=True`` also compares the mirror image of each query (horizontal flip):
-    its tiny signature proposes candidates, its aligned distance is the column
-    ``aligned_mirror``, and the rule ``mirror`` fires when that is <= ``aligned_max``. Candidates
+    ``None`` switches a rule off (the signal may still propose candidates). Candidates
     come from the hash radii and the ``l2_k``, ``tiny_k`` and ``feature_k`` nearest
     references of each query in each reference set (0 switches a kNN signal off).
+    The aligned distance tries shifts up to ``max_shift`` pixels and the zooms in
+    ``scales``. ``flips=True`` also compares the mirror image of each query (horizontal
+    flip): its tiny signature proposes candidates, its aligned distance is the column
+    ``aligned_mirror``, and the rule ``mirror`` fires when that is <= ``aligned_max``.
+    ``feature_model`` names a zoo model for :func:`replicate.evaluate.extract_features`.
+    ``within_query`` also searches for duplicates inside the query set.
     The defaults were measured on real CIFAR-10 images (``validation/validate_dedup.py``,
     tables in ``docs/dedup.md``): ``aligned_max=0.40`` finds 99% of planted copies (flips
     aside) and, on CIFAR-10 test against train reviewed by eye, about 94% of the
@@ -295,9 +299,8 @@ def aligned_distance(
 
     The grayscale centre window of ``b`` (``max_shift`` pixels cropped from each side)
     is compared with every window of ``a`` shifted by up to ``max_shift`` pixels in
-    each direction and zoomed by each of ``scales``; windows are resampled to half
-    resolution (``torchvision.ops.roi_align``), mean-removed and scaled to unit norm,
-    and the smallest ``sqrt(2 - 2 cos)`` is returned: 0 for identical content up to a
+    each direction, after resizing ``a`` by each of ``scales`` (bilinear, antialiased);
+    windows are 2x2 average-pooled, mean-removed and scaled to unit norm, and the smallest ``sqrt(2 - 2 cos)`` is returned: 0 for identical content up to a
     shift and an affine brightness/contrast change, about 1 for unrelated images.
     """
     a = np.asarray(a)
@@ -1078,6 +1081,7 @@ td, th { border-bottom: 1px solid #ddd; padding: 6px 10px; vertical-align: middl
 img { image-rendering: pixelated; image-rendering: crisp-edges; display: block; }
 .ids { font-family: monospace; font-size: 12px; }
 .dist { font-family: monospace; font-size: 12px; white-space: pre; }
+pre { white-space: pre-wrap; }
 </style></head><body>
 <h1>Near-duplicates of {{ query_name }}</h1>
 <pre>{{ summary }}</pre>
