@@ -176,7 +176,7 @@ def l2_knn(
         block sizes; memory is about ``query_chunk * reference_chunk * 4`` bytes plus
         one int8 copy of each chunk.
     """
-    product = check_choice("product", product, PRODUCTS)
+    product_name = check_choice("product", product, PRODUCTS)
     k = check_int("k", k, minimum=1)
     query_chunk = check_int("query_chunk", query_chunk, minimum=1)
     reference_chunk = check_int("reference_chunk", reference_chunk, minimum=1)
@@ -194,7 +194,7 @@ def l2_knn(
             f"{q.shape[1]} (the query's: images must have one size)",
             "Resize both sets to one size before comparing pixels.",
         )
-    if product == "int8" and q.shape[1] > _MAX_INT_DIM:
+    if product_name == "int8" and q.shape[1] > _MAX_INT_DIM:
         raise fail(
             "values per image",
             q.shape[1],
@@ -229,7 +229,7 @@ def l2_knn(
                 self_ex = False
             else:
                 self_ex = within
-            dots = _dots(q8, rT8, product)
+            dots = _dots(q8, rT8, product_name)
             _scan(
                 dots, nr, c0, r0, self_ex,
                 best_v[r0 : r0 + len(q8)], best_i[r0 : r0 + len(q8)],
@@ -241,7 +241,7 @@ def l2_knn(
         sq_distances=sq,
         within_radius=counts if radius is not None else None,
         radius=radius,
-        product=product,
+        product=product_name,
     )
 
 

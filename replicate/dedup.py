@@ -1007,7 +1007,7 @@ def decide(
         gid = first_seen[c]
         qm = members[is_query[members]]
         rm = members[~is_query[members]]
-        kept_node = -1
+        kept_node: int = -1
         if len(rm):
             matches = "; ".join(f"{set_of_node[i]}:{id_of_node[i]}" for i in rm[:5]) + (
                 f"; ... ({len(rm)} in all)" if len(rm) > 5 else ""
@@ -1018,12 +1018,18 @@ def decide(
             free = [i for i in qm if not q_black[nodes[i]]]
             kept_node = int(free[0]) if free else -1
             for i in qm:
-                if i != kept_node:
+                if int(i) != kept_node:
                     keep_id = id_of_node[kept_node] if kept_node >= 0 else "(none: all blacklisted)"
                     reason[int(nodes[i])] = ("within_query", gid, f"{query.name}:{keep_id}")
-        for i in members:
+        for node in members:
             group_rows.append(
-                {"group": gid, "set": set_of_node[i], "id": id_of_node[i], "is_query": bool(is_query[i]), "kept": bool(i == kept_node)}
+                {
+                    "group": gid,
+                    "set": set_of_node[node],
+                    "id": id_of_node[node],
+                    "is_query": bool(is_query[node]),
+                    "kept": bool(node == kept_node),
+                }
             )
     for p in np.flatnonzero(q_black):
         # a blacklisted image already dropped by a group keeps that (more specific) reason
