@@ -201,8 +201,9 @@ def _unit_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def tiny_signature(images: np.ndarray, size: int = 8) -> np.ndarray:
-    """Mean-removed, unit-norm ``size x size`` RGB thumbnails (area averages), float32 (N, 3 size^2)."""
-    out = np.empty((len(images), 3 * size * size), dtype=np.float32)
+    """Mean-removed, unit-norm ``size x size`` thumbnails (area averages), float32 (N, C size^2)."""
+    channels = images.shape[3] if images.ndim == 4 else 1
+    out = np.empty((len(images), channels * size * size), dtype=np.float32)
     for s in range(0, len(images), _PAIR_BATCH):
         t = torch.from_numpy(np.array(images[s : s + _PAIR_BATCH], copy=True)).permute(0, 3, 1, 2).float()
         t = torch.nn.functional.adaptive_avg_pool2d(t, size).reshape(len(t), -1)

@@ -403,3 +403,13 @@ def test_real_cifar_copies_are_found(cifar_train, cifar_test):
     for qi, ri in ((0, 100), (1, 200), (2, 300)):
         assert (query.ids[qi], train.ids[ri]) in hits
     assert res.n_flagged <= 3 + 0.05 * len(query)
+
+
+def test_grayscale_sets_work_without_hashes():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (20, 16, 16, 1), dtype=np.uint8)
+    b = rng.integers(0, 256, (30, 16, 16, 1), dtype=np.uint8)
+    b[3] = a[2]
+    res = find_near_duplicates(ImageSet(a, name="q"), {"r": ImageSet(b, name="r")}, hash_radii={})
+    assert list(res.flagged_ids) == ["q/000002"]
+    assert res.flagged.matches.iloc[0] == "r:r/000003"
