@@ -176,6 +176,7 @@ def main() -> int:
             "torch": torch.__version__,
             "numba": numba.__version__,
             "platform": platform.platform(),
+            "load_avg_1min_at_end": os.getloadavg()[0],
         },
         "command": " ".join(sys.argv),
     }
