@@ -208,18 +208,22 @@ def test_chunk_api_and_rescoring_match_the_one_call(sets):
     pd.testing.assert_frame_equal(a.pairs, b.pairs)
     assert whole.tiny.shape == (len(query), 192)
     # stricter thresholds on the same candidates: a subset of the flags
-    strict = decide(pairs, query, {"ref": ref}, DedupConfig(within_query=False, aligned_max=0.01, hash_radii={}))
+    strict = decide(
+        pairs, query, {"ref": ref}, DedupConfig(within_query=False, aligned_max=0.01, hash_radii={}, ratio_max=None, l2_rms_max=None)
+    )
     assert set(strict.flagged_ids) < set(a.flagged_ids)
 
 
 def test_thresholds_switch_rules_off(sets):
     query, ref = sets
     res = find_near_duplicates(
-        query, [ref], hash_radii={}, l2_rms_max=None, aligned_max=None, within_query=False
+        query, [ref], hash_radii={}, l2_rms_max=None, aligned_max=None, ratio_max=None, within_query=False
     )
     assert res.n_flagged == 0 and not res.pairs.flagged.any()
     assert len(res.pairs) > 0  # the kNN signals still propose candidates
-    strict = find_near_duplicates(query, [ref], hash_radii={"phash": 0}, l2_rms_max=0.0, aligned_max=None)
+    strict = find_near_duplicates(
+        query, [ref], hash_radii={"phash": 0}, l2_rms_max=0.0, aligned_max=None, ratio_max=None
+    )
     assert set(strict.flagged.query_id) >= {query.ids[0], query.ids[7]}
     assert query.ids[3] not in set(strict.flagged.query_id)  # a shifted copy needs the aligned rule
 
@@ -250,7 +254,7 @@ def test_feature_signal_uses_extract_features(monkeypatch, sets):
     monkeypatch.setattr(replicate.evaluate, "extract_features", fake_features)
     res = find_near_duplicates(
         query, {"ref": ref}, feature_model="fake", feature_k=2, feature_max=0.01, hash_radii={},
-        l2_rms_max=None, aligned_max=None, within_query=False,
+        l2_rms_max=None, aligned_max=None, ratio_max=None, within_query=False,
     )
     assert sorted(calls) == [("fake", "new"), ("fake", "ref")]
     assert {"feature", "feature_rank"} <= set(res.pairs)
@@ -413,3 +417,13 @@ def test_grayscale_sets_work_without_hashes():
     res = find_near_duplicates(ImageSet(a, name="q"), {"r": ImageSet(b, name="r")}, hash_radii={})
     assert list(res.flagged_ids) == ["q/000002"]
     assert res.flagged.matches.iloc[0] == "r:r/000003"
+
+
+def test_ratio_to_the_other_candidates():
+    from replicate.dedup import _ratio_to_others
+
+    # group 0: 0.1 against median(0.5, 0.7) = 0.6, 0.5 against median(0.1, 0.7) = 0.4, ...
+    got = _ratio_to_others(np.array([0, 1, 0, 0]), np.array([0.1, 0.3, 0.5, 0.7]))
+    np.testing.assert_allclose(got, [0.1 / 0.6, np.nan, 0.5 / 0.4, 0.7 / 0.3])
+    with pytest.raises(ValueError, match=r"ratio_max == 1.5; must be in \[0, 1\]"):
+        find_near_duplicates(make_imageset(5), None, ratio_max=1.5)

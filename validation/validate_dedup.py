@@ -60,6 +60,7 @@ SWEEP = {
     "l2_rms": [2, 4, 6, 8, 10, 12, 16, 20],
     "aligned": [0.1, 0.2, 0.25, 0.3, 0.33, 0.36, 0.4, 0.45],
     "mirror": [0.1, 0.2, 0.25, 0.3, 0.33, 0.36, 0.4, 0.45],
+    "ratio": [0.3, 0.4, 0.5, 0.6, 0.7],
     "tiny": [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4],
     "feature": [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4],
 }
@@ -81,6 +82,9 @@ def load(name: str) -> ImageSet:
 
 
 def rule_mask(pairs: pd.DataFrame, rule: str, t: float) -> np.ndarray:
+    if rule == "ratio":  # the library's ratio rule, within its default aligned limit
+        near = (pairs["aligned"] <= DedupConfig().ratio_aligned_max).to_numpy()
+        return near & (pairs["aligned_ratio"].fillna(np.inf) <= t).to_numpy()
     col = COLUMN.get(rule, rule)
     return (pairs[col] <= t).to_numpy() if col in pairs else np.zeros(len(pairs), bool)
 
@@ -169,11 +173,11 @@ def benchmark(train: ImageSet, args) -> tuple[dict, list[str]]:
         if rule == "feature" and not args.features:
             continue
         sweeps[rule] = {str(x): score(pairs, rule_mask(pairs, rule, x), bench, qids, rids) for x in ts}
-    available = ["phash", "dhash", "dhash_vertical", "l2_rms", "aligned", "tiny"] + (["feature"] if args.features else [])
+    available = ["phash", "dhash", "dhash_vertical", "l2_rms", "aligned", "ratio", "tiny"] + (["feature"] if args.features else [])
     chosen, chosen_score = choose_defaults(pairs, bench, qids, rids, available)
     default_cfg = DedupConfig()
     default_rules = {**{m: r for m, r in default_cfg.hash_radii.items()}, "l2_rms": default_cfg.l2_rms_max,
-                     "aligned": default_cfg.aligned_max, "tiny": default_cfg.tiny_max}
+                     "aligned": default_cfg.aligned_max, "ratio": default_cfg.ratio_max, "tiny": default_cfg.tiny_max}
     default_score = score(pairs, combined_mask(pairs, default_rules), bench, qids, rids)
     with_flips = {**default_rules, "mirror": default_cfg.aligned_max}
     default_flips_score = score(pairs, combined_mask(pairs, with_flips), bench, qids, rids)
@@ -249,20 +253,37 @@ def cifar_test_vs_train(train: ImageSet, test: ImageSet, args) -> dict:
     # review bands: 48 test images per band of aligned distance (closest train image each), by eye
     rng = np.random.default_rng(0)
     bands = {}
-    for lo in (0.20, 0.25, 0.30, 0.35, 0.40):
-        band = best[(best.aligned > lo) & (best.aligned <= lo + 0.05)]
+
+    def band_gallery(tag: str, title: str, band: pd.DataFrame) -> dict:
         pick = band.iloc[np.sort(rng.choice(len(band), size=min(48, len(band)), replace=False))] if len(band) else band
-        bands[f"{lo:.2f}-{lo + 0.05:.2f}"] = {"test_images": int(len(band)), "shown": int(len(pick))}
         band_result = DedupResult(
             pairs=pick.assign(flagged=True, flagged_by="band"), groups=res.groups.iloc[:0],
             flagged=res.flagged.iloc[:0], kept_ids=res.kept_ids, config=cfg,
-            query_name=f"{q.name}: closest train image at aligned distance in ({lo:.2f}, {lo + 0.05:.2f}]",
-            n_query=len(q), reference_sizes=res.reference_sizes, blacklist=res.blacklist,
+            query_name=f"{q.name}: {title}", n_query=len(q), reference_sizes=res.reference_sizes,
+            blacklist=res.blacklist,
         )
         html = dedup_gallery(band_result, q, {"cifar10-train": train}, max_pairs=48, scale=3)
-        (RESULTS / f"dedup_gallery_cifar10_band_{lo:.2f}.html").write_text(html)
+        (RESULTS / f"dedup_gallery_cifar10_{tag}.html").write_text(html)
+        return {"test_images": int(len(band)), "shown": int(len(pick))}
+
+    for lo in (0.20, 0.25, 0.30, 0.35, 0.40):
+        band = best[(best.aligned > lo) & (best.aligned <= lo + 0.05)]
+        bands[f"{lo:.2f}-{lo + 0.05:.2f}"] = band_gallery(
+            f"band_{lo:.2f}", f"closest train image at aligned distance in ({lo:.2f}, {lo + 0.05:.2f}]", band
+        )
+    # the ratio rule between aligned_max and ratio_aligned_max: what it adds, what it leaves out
+    mid = best[(best.aligned > cfg.aligned_max) & (best.aligned <= cfg.ratio_aligned_max)]
+    low = mid.aligned_ratio.fillna(np.inf) <= cfg.ratio_max
+    bands["ratio_flagged"] = band_gallery(
+        "ratio_flagged", f"aligned in ({cfg.aligned_max:g}, {cfg.ratio_aligned_max:g}], ratio <= {cfg.ratio_max:g}",
+        mid[low],
+    )
+    bands["ratio_not_flagged"] = band_gallery(
+        "ratio_not_flagged", f"aligned in ({cfg.aligned_max:g}, {cfg.ratio_aligned_max:g}], ratio > {cfg.ratio_max:g}",
+        mid[~low],
+    )
     by_rule_queries: dict[str, int] = {}
-    for rule in ["phash", "dhash", "l2", "aligned", "tiny", "feature"]:
+    for rule in ["phash", "dhash", "l2", "aligned", "ratio", "tiny", "feature"]:
         m = to_train.flagged_by.str.split(",").apply(lambda xs, r=rule: r in xs)
         if m.any():
             by_rule_queries[rule] = int(to_train[m].query_id.nunique())
