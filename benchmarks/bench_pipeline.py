@@ -1,5 +1,6 @@
 """Pool -> new test set on the full real data, and the main job on the embedded default.
 
+Runs with an empty evaluation cache ($REPLICATE_HOME in a temporary folder).
 Targets: `build_testset` on CIFAR-10 train + test and the 12,100-image candidate pool in
 under 2 minutes on 2 cores (fresh output directory, so nothing is cached); the demo
 (`replicate demo`) in under 3 minutes. Baselines in the same run: the cached rerun of
@@ -10,6 +11,7 @@ The full build needs ../shared (skipped with a message otherwise).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -36,6 +38,8 @@ def main() -> None:
     args = parser.parse_args()
     results: dict = {}
     with tempfile.TemporaryDirectory() as d:
+        # a fresh evaluation/feature cache, as on a new machine
+        os.environ["REPLICATE_HOME"] = str(Path(d) / "home")
         if (SHARED / "README.md").is_file():
             cfg = ROOT / "configs/cifar10-full.toml"
             t_load, _ = timed(lambda: [replicate.load(SHARED / f"data/cifar10/{s}.npz") for s in ("train", "test")])

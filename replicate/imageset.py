@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -63,7 +63,7 @@ def _hash_rows(block: np.ndarray) -> np.ndarray:
     block = np.ascontiguousarray(block)
     n = len(block)
     size = block[0].nbytes if n else 0
-    view = memoryview(block.reshape(-1)).cast("B") if n else memoryview(b"")
+    view = memoryview(block.reshape(-1)).cast("B") if n else memoryview(b"")  # type: ignore[arg-type]
     sha = hashlib.sha256
     digests = b"".join(sha(view[i * size : (i + 1) * size]).digest() for i in range(n))
     return np.frombuffer(digests, dtype=np.uint8).reshape(n, 32).copy()
@@ -742,7 +742,7 @@ def _load(path: Path, *, mmap: bool, verify: bool) -> ImageSet:
             (header.get("format"), header.get("version")),
             f"({FORMAT_NAME!r}, {FORMAT_VERSION})",
         )
-    mode = "r" if mmap else None
+    mode: Literal["r"] | None = "r" if mmap else None
 
     def arr(name: str) -> np.ndarray:
         try:

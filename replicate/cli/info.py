@@ -18,11 +18,12 @@ def run(args: argparse.Namespace) -> int:
     from replicate.io import load
 
     s = load(args.path)
-    data = {
+    counts = s.class_counts()
+    data: dict[str, object] = {
         "name": s.name,
         "n": len(s),
         "image_shape": list(s.image_shape),
-        "class_counts": s.class_counts(),
+        "class_counts": counts,
         "columns": s.columns,
         "fingerprint": s.fingerprint,
     }
@@ -30,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
         print_json(data)
         return 0
     print(f"{s.name}: {len(s)} images of {s.image_shape[0]}x{s.image_shape[1]}x{s.image_shape[2]}")
-    width = max((len(c) for c in data["class_counts"]), default=0)
-    for cls, count in data["class_counts"].items():
+    width = max((len(c) for c in counts), default=0)
+    for cls, count in counts.items():
         print(f"  {cls:<{width}}  {count}")
     print(f"columns: {', '.join(s.columns) if s.columns else '(none)'}")
     print(f"fingerprint: {s.fingerprint}")

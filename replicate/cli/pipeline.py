@@ -31,6 +31,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def run_command(args: argparse.Namespace) -> int:
     from replicate import pipeline
 
+    result: pipeline.BuildOutput | pipeline.RunOutput
     if args.stage == "demo":
         config = pipeline.demo_config(args.out or "demo-out")
         result = pipeline.run(config, out=args.out, overwrite=args.overwrite, quiet=args.quiet)
