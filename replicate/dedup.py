@@ -115,7 +115,7 @@ class DedupConfig:
     tiny_k: int = 10
     tiny_size: int = 8
     tiny_max: float | None = None
-    aligned_max: float | None = 0.30
+    aligned_max: float | None = 0.25
     ratio_max: float | None = 0.6
     ratio_aligned_max: float = 0.45
     max_shift: int = 2
