@@ -158,6 +158,12 @@ def _check_threshold(name: str, value: Any, hi: float) -> float | None:
     return x
 
 
+def _required(value: float | None, name: str) -> float:
+    if value is None:
+        raise fail(name, None, "a number in [0, 2]", "Switch the ratio rule off with ratio_max=None.", error=TypeError)
+    return value
+
+
 def _check_scales(scales: Any) -> tuple[float, ...]:
     try:
         out = tuple(float(z) for z in scales)
@@ -191,7 +197,7 @@ def _check_config(config: DedupConfig) -> DedupConfig:
         l2_rms_max=_check_threshold("l2_rms_max", config.l2_rms_max, 255.0),
         aligned_max=_check_threshold("aligned_max", config.aligned_max, 2.0),
         ratio_max=_check_threshold("ratio_max", config.ratio_max, 1.0),
-        ratio_aligned_max=_check_threshold("ratio_aligned_max", config.ratio_aligned_max, 2.0),
+        ratio_aligned_max=_required(_check_threshold("ratio_aligned_max", config.ratio_aligned_max, 2.0), "ratio_aligned_max"),
         tiny_max=_check_threshold("tiny_max", config.tiny_max, 2.0),
         feature_max=_check_threshold("feature_max", config.feature_max, 2.0),
         within_query=bool(config.within_query),

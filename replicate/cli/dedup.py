@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--blacklist", help="file of ids to exclude, one per line (appended by review)")
     p.add_argument("--no-within", action="store_true", help="do not look for duplicates inside the query set")
     p.add_argument("--aligned-max", type=float, help="aligned-distance threshold (default: the library's)")
+    p.add_argument("--ratio-max", type=float, help="ratio-test threshold (default: the library's)")
     p.add_argument("--l2-rms-max", type=float, help="RMS pixel difference threshold (default: the library's)")
     p.add_argument(
         "--hash",
@@ -68,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     overrides: dict = {"within_query": not args.no_within}
     if args.aligned_max is not None:
         overrides["aligned_max"] = args.aligned_max
+    if args.ratio_max is not None:
+        overrides["ratio_max"] = args.ratio_max
     if args.l2_rms_max is not None:
         overrides["l2_rms_max"] = args.l2_rms_max
     if args.hash is not None:
