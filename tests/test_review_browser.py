@@ -107,7 +107,7 @@ def test_keyboard_review_survives_reload(browser, review_set, tmp_path):
         page.keyboard.press("u")  # undo: item 3 back to pending
         _wait_text(page, "#saved", "undone #4")
         page.wait_for_selector(f"#grid .card[data-id='{review_set.ids[3]}'].s-pending")
-        assert "3 / 24" in page.locator("#progress-text").text_content()
+        _wait_text(page, "#progress-text", "3 / 24")  # progress follows the saved event asynchronously
 
         page.reload()
         page.wait_for_selector("#grid .card")
@@ -119,7 +119,7 @@ def test_keyboard_review_survives_reload(browser, review_set, tmp_path):
         # the reload resumes at the first pending item
         cursor = page.locator("#grid .card.cursor")
         assert cursor.get_attribute("data-id") == review_set.ids[3]
-        assert "3 / 24" in page.locator("#progress-text").text_content()
+        _wait_text(page, "#progress-text", "3 / 24")  # progress follows the saved event asynchronously
         page.screenshot(path=str(ARTIFACTS / "review_labels.png"), full_page=True)
 
         # duplicate review: the pair view, by keyboard
