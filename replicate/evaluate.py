@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from replicate._json import json_safe as _json_safe
 from replicate._validation import check_choice, check_int, fail
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -245,20 +246,6 @@ class EvalResult:
             params=dict(self.params),
             flags=self.flags,
         )
-
-
-def _json_safe(x: Any) -> Any:
-    if isinstance(x, Mapping):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, (str, int, float, bool)) or x is None:
-        return x
-    return str(x)
 
 
 def _hash_array(a: np.ndarray) -> str:

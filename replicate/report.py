@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from replicate._json import json_safe as _json_safe
 from replicate._validation import check_choice, fail
 from replicate.plots import FIGURE_FORMATS, Figure
 
@@ -259,30 +260,6 @@ class Report:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _json_safe(x: Any) -> Any:
-    """Plain JSON types: numpy scalars and arrays, tuples, NaN -> None, paths -> str."""
-    if isinstance(x, Mapping):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _json_safe(x.tolist())
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, (int, np.integer)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        v = float(x)
-        return None if math.isnan(v) or math.isinf(v) else v
-    if x is None or isinstance(x, str):
-        return x
-    if isinstance(x, Path):
-        return str(x)
-    if hasattr(x, "to_dict"):
-        return _json_safe(x.to_dict())
-    return str(x)
 
 
 def _as_dict(obj: Any, what: str) -> dict[str, Any]:

@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from replicate._json import json_safe as _json_safe
 from replicate._validation import check_choice, check_fraction, check_int, fail, short_repr
 from replicate.imageset import ImageSet
 
@@ -749,20 +750,6 @@ class ShiftResult:
                 "correct": (self.scores > 0) == self.is_b,
             }
         )
-
-
-def _json_safe(x: Any) -> Any:
-    if isinstance(x, Mapping):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _json_safe(x.tolist())
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    return x
 
 
 # =========================================================================== gallery

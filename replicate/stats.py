@@ -30,7 +30,6 @@ without ``n`` the fit refuses them with an error.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ import numpy as np
 from scipy import stats as sps
 from scipy.special import expit, logit
 
+from replicate._json import json_safe as _json
 from replicate._validation import check_choice, check_fraction, check_int, fail
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -96,26 +96,6 @@ BOUNDARY_RULE = "accuracies of exactly 0 or 1 clipped to [0.5/n, 1 - 0.5/n] befo
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _json(x: Any) -> Any:
-    """JSON-safe copy: arrays to lists, numpy scalars to Python, NaN to None."""
-    if isinstance(x, np.ndarray):
-        return [_json(v) for v in x.tolist()] if x.ndim else _json(x.item())
-    if isinstance(x, (np.floating, float)):
-        v = float(x)
-        return None if math.isnan(v) or math.isinf(v) else v
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.bool_,)):
-        return bool(x)
-    if isinstance(x, Mapping):
-        return {str(k): _json(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json(v) for v in x]
-    if hasattr(x, "to_dict") and callable(x.to_dict):
-        return x.to_dict()
-    return x
 
 
 def _pct(x: float, digits: int = 2) -> str:
