@@ -126,23 +126,14 @@ def _prepare_out(cfg: Config, out: str | os.PathLike[str] | None, overwrite: boo
                     )
                 shutil.rmtree(root)
         elif any(root.iterdir()):
-            if not overwrite:
-                raise fail(
-                    "out",
-                    str(root),
-                    "an empty directory or one holding a replicate run",
-                    "It holds other files; choose another --out or pass --overwrite.",
-                    error=FileExistsError,
-                )
-            if not (root / "stages").is_dir() and any(p.suffix not in (".json", ".html", ".md") for p in root.rglob("*") if p.is_file()):
-                raise fail(
-                    "out",
-                    str(root),
-                    "a directory replicate wrote when overwriting",
-                    "Refusing to delete files replicate did not write; choose another --out.",
-                    error=FileExistsError,
-                )
-            shutil.rmtree(root)
+            raise fail(
+                "out",
+                str(root),
+                "an empty directory or one holding a replicate run (with run.json)",
+                "It holds other files, which replicate will not delete even with --overwrite; "
+                "choose another --out.",
+                error=FileExistsError,
+            )
     root.mkdir(parents=True, exist_ok=True)
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if record.is_file():  # the same run again: keep the time it was first started
@@ -222,10 +213,11 @@ def build_testset(
     """Pool -> near-duplicate removal -> keyword-matched sample -> the new test set."""
     cfg = _as_config(config)
     root = _prepare_out(cfg, out, overwrite)
-    return _build(cfg, root, _logger(quiet))
+    return _build(cfg, root, _logger(quiet))[0]
 
 
-def _build(cfg: Config, root: Path, log: Callable[[str], None]) -> BuildOutput:
+def _build(cfg: Config, root: Path, log: Callable[[str], None]) -> tuple[BuildOutput, ImageSet]:
+    """Run the build stages; also return the original test set (loaded once for both halves)."""
     from replicate.dedup import DedupResult, find_near_duplicates
     from replicate.keywords import allocate, load_keyword_counts
     from replicate.sampling import sample
@@ -323,7 +315,7 @@ def _build(cfg: Config, root: Path, log: Callable[[str], None]) -> BuildOutput:
         "new_testset": {**sample_stage.summary, "fingerprint": new.fingerprint, "path": str(testset_path)},
     }
     _write_json(root / "build.json", summary)
-    return BuildOutput(root, testset_path, tuple(stages), summary)
+    return BuildOutput(root, testset_path, tuple(stages), summary), test
 
 
 # --------------------------------------------------------------------------- evaluate and report
@@ -344,8 +336,8 @@ def evaluate_and_report(
     cfg = _as_config(config)
     root = _prepare_out(cfg, out, overwrite)
     log = _logger(quiet)
-    build = _build(cfg, root, log)
-    return _evaluate_and_report(cfg, root, build, log)
+    build, test = _build(cfg, root, log)
+    return _evaluate_and_report(cfg, root, build, test, log)
 
 
 def run(
@@ -359,11 +351,12 @@ def run(
     return evaluate_and_report(config, out=out, overwrite=overwrite, quiet=quiet)
 
 
-def _evaluate_and_report(cfg: Config, root: Path, build: BuildOutput, log: Callable[[str], None]) -> RunOutput:
+def _evaluate_and_report(
+    cfg: Config, root: Path, build: BuildOutput, test: ImageSet, log: Callable[[str], None]
+) -> RunOutput:
     from replicate.evaluate import evaluate
     from replicate.stats import compare
 
-    test = _load_set(cfg["original"]["test"], "test")
     new = ImageSet.load(build.testset_path)
     fps = {"original": test.fingerprint, "new": new.fingerprint}
     stages: list[StageInfo] = []

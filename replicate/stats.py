@@ -1231,8 +1231,11 @@ def diagnose(
 
     Evidence consistent with adaptive overfitting: the linear-scale slope's interval lies
     below 1, or the ``top_k`` models (default: the top fifth, at least 3) lie significantly
-    below the line fitted to the other models. No evidence: neither, and a slope of at least 1
-    (gains on the original set carry over fully). Otherwise inconclusive. The size and
+    below the line fitted to the other models. No evidence: neither, a slope of at least 1
+    (gains on the original set carry over fully), and a top-model test precise enough to
+    have seen a loss (its interval's half-width at most the mean gap) or, without that test,
+    a slope interval at or above 1. Otherwise inconclusive (e.g. a handful of models with
+    overlapping accuracies). The size and
     significance of the gaps are reported separately (a uniform drop signals distribution
     shift, which is not overfitting).
 
@@ -1297,9 +1300,13 @@ def diagnose(
 
     slope_below = lin.slope_ci[1] < 1
     top_below = np.isfinite(excess_ci[1]) and excess_ci[1] < 0
+    # "no excess loss" only counts when the test could have seen one: its interval must be
+    # narrower than the mean gap (otherwise it cannot tell no loss from losing the gap twice)
+    half_width = (excess_ci[1] - excess_ci[0]) / 2 if np.isfinite(excess) else float("inf")
+    precise = half_width <= max(abs(float(np.mean(gap.gap))), 0.01)
     if slope_below or top_below:
         verdict = "evidence consistent with adaptive overfitting"
-    elif lin.slope >= 1:
+    elif lin.slope >= 1 and (precise or lin.slope_ci[0] >= 1):
         verdict = "no evidence of adaptive overfitting"
     else:
         verdict = "inconclusive"
@@ -1309,6 +1316,8 @@ def diagnose(
              + ("; the interval lies below 1: gains on the original set carry over only partly "
                 "(diminishing returns, as adaptive overfitting predicts)." if slope_below else
                 "; each point gained on the original set carries over at least fully (no diminishing returns)."
+                if lin.slope_ci[0] >= 1 else
+                "; the estimate is at least 1 but its interval reaches below 1, so diminishing returns are not ruled out."
                 if lin.slope >= 1 else "; the interval includes 1, so diminishing returns are not established."))
     if np.isfinite(excess):
         top_str = ", ".join(nm[i] for i in top)
@@ -1316,7 +1325,8 @@ def diagnose(
                  f"{'below' if excess < 0 else 'above'} the {excess_scale}-scale line fitted to the other {rest.size} "
                  f"({level} CI {100 * excess_ci[0]:.2f} to {100 * excess_ci[1]:.2f} pp)"
                  + (": the best models do worse on the new set than the trend of the others predicts." if top_below
-                    else ": no excess loss among the top models."))
+                    else ": no excess loss among the top models." if precise
+                    else ": the interval is wider than the mean gap, too wide to rule out an excess loss."))
     else:
         s.append(f"Too few models ({k}) to test the top {top_k} against the others.")
     s.append(f"Gaps (orig - new) range from {100 * g.min():.2f} to {100 * g.max():.2f} pp, mean "

@@ -146,7 +146,7 @@ def test_out_dir_guard(small: Path, tmp_path: Path) -> None:
     (foreign / "thesis.tex").write_text("precious")
     with pytest.raises(FileExistsError, match="holds other files"):
         pipeline.build_testset(small, out=foreign, quiet=True)
-    with pytest.raises(FileExistsError, match="Refusing to delete files replicate did not write"):
+    with pytest.raises(FileExistsError, match="will not delete even with --overwrite"):
         pipeline.build_testset(small, out=foreign, overwrite=True, quiet=True)
     assert (foreign / "thesis.tex").read_text() == "precious"
 

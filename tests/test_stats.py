@@ -638,3 +638,17 @@ def test_cli_compare_reads_evaluate_json(tmp_path, capsys):
     assert out["original_name"] == "orig" and out["new_name"] == "new"
     assert out["fit"]["bootstrap"] == "images" and len(out["class_drops"]) == 5
     assert all(r["gap"] > 0 for r in out["models"])
+
+
+def test_diagnosis_is_inconclusive_when_the_top_model_test_is_too_wide() -> None:
+    # Six zoo models on CIFAR-10 test (n = 10,000) and a 1,400-image shifted set, as the
+    # full pipeline run measured them: three "top" models against a line through three
+    # others cannot rule out an excess loss, so the verdict must not be "no evidence".
+    orig = {"resnet20": 9173, "resnet32": 9263, "resnet44": 9311, "resnet56": 9339, "resnet8": 8721, "cnn": 8017}
+    new = {"resnet20": 861, "resnet32": 862, "resnet44": 876, "resnet56": 880, "resnet8": 807, "cnn": 651}
+    c = compare({m: (k, 10000) for m, k in orig.items()}, {m: (k, 1400) for m, k in new.items()}, bootstrap="none")
+    d = c.diagnosis
+    assert d.verdict == "inconclusive"
+    assert (d.top_excess_ci[1] - d.top_excess_ci[0]) / 2 > abs(d.mean_gap)
+    assert "too wide to rule out an excess loss" in d.text
+    assert "diminishing returns are not ruled out" in d.text  # slope 1.19, interval 0.45 to 1.93

@@ -40,10 +40,13 @@ def main() -> int:
                 "new": c["new"]["name"],
                 "metric": c.get("metric"),
                 "models": [
-                    {k: m.get(k) for k in ("model", "original_accuracy", "new_accuracy", "gap", "gap_low", "gap_high")}
+                    {k: m.get(k) for k in ("model", "original_correct", "original_n", "original_acc", "new_correct",
+                                           "new_n", "new_acc", "gap", "gap_low", "gap_high", "p_adjusted")}
                     for m in c["models"]
                 ],
-                "fit": c.get("fit"),
+                "fit": {k: (c.get("fit") or {}).get(k) for k in ("scale", "method", "n_models", "slope", "slope_low",
+                                                                 "slope_high", "intercept", "r_squared")},
+                "verdict": c.get("verdict"),
                 "diagnosis": c.get("diagnosis"),
             }
         )
