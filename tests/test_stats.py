@@ -583,6 +583,12 @@ def test_cli_compare_prediction_file(shared, capsys):
     row = next(r for r in out["models"] if r["model"] == "shake_shake_26_2x64d_SSI_cutout16")
     assert (row["correct_orig"], row["correct_new"], row["n_new"]) == (9711, 1862, 2000)
     assert out["fit"]["scale"] == "linear" and out["diagnosis"]["verdict"] == "no evidence of adaptive overfitting"
+    # --original defaults to the file's original test set; --new is needed when there are several
+    assert main(["compare", "--predictions", str(shared / "data/cifar10_1/labels_and_model_predictions.npz"),
+                 "--new", "cifar10.1-v4", "--bootstrap", "none", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["original_name"] == "cifar10-test"
+    assert main(["compare", "--predictions", str(shared / "data/cifar10_1/labels_and_model_predictions.npz")]) == 2
+    assert "--new == None; must be one of the file's other sets: cifar10.1-v4, cifar10.1-v6" in capsys.readouterr().err
 
 
 def test_compare_takes_eval_results_with_flags_and_class_counts():

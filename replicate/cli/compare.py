@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a prediction file (.npz) with predicted labels per model for both sets")
     p.add_argument("--original", metavar="NAME", help="the original set in the prediction file (canonical name "
                    "such as cifar10-test / imagenet-val, or the file's key such as original / "
-                   "imagenet-validation-original)")
+                   "imagenet-validation-original; default: the file's original test set)")
     p.add_argument("--new", metavar="NAME", help="the new set's name in the prediction file")
     p.add_argument("--labels", "--original-labels", dest="original_labels", metavar="FILE",
                    help="labels of the original set when the prediction file lacks them (.npz with 'labels', or .npy)")
@@ -87,12 +87,23 @@ def _labels_file(path: str) -> np.ndarray:
         return z["labels"]
 
 
-def _prediction_results(path: str, original: str, new: str, labels_orig: str | None, labels_new: str | None
-                        ) -> tuple[list[Any], list[Any], str, str]:
-    """EvalResults of every model on both sets of a published prediction file (replicate.models)."""
+def _prediction_results(path: str, original: str | None, new: str | None, labels_orig: str | None,
+                        labels_new: str | None) -> tuple[list[Any], list[Any], str, str]:
+    """EvalResults of every model on both sets of a published prediction file (replicate.models).
+
+    ``original`` defaults to the file's reference set (its original test set); ``new``
+    defaults to the only other set, and must be given when there are several.
+    """
     from replicate.models.predictions import load_predictions
 
     ps = load_predictions(path)
+    original = original or ps.reference
+    if new is None:
+        others = [k for k in ps.datasets if k != ps.dataset_name(original)]
+        if len(others) != 1:
+            raise fail("--new", None, f"one of the file's other sets: {', '.join(others)}",
+                       "Pass --new NAME (once per comparison).")
+        new = others[0]
 
     def resolve(arg: str, name: str) -> str:
         try:
@@ -115,9 +126,6 @@ def run(args: argparse.Namespace) -> int:
     if args.predictions:
         if args.results:
             raise fail("results", args.results, "empty with --predictions", "Pass either JSON files or --predictions.")
-        if not args.original or not args.new:
-            raise fail("--original" if not args.original else "--new", None,
-                       "a set name in the prediction file", "Pass --original NAME --new NAME.")
         orig, new, oname, nname = _prediction_results(args.predictions, args.original, args.new,
                                                        args.original_labels, args.new_labels)
     else:
