@@ -116,8 +116,8 @@ class DedupConfig:
     tiny_size: int = 8
     tiny_max: float | None = None
     aligned_max: float | None = 0.25
-    ratio_max: float | None = 0.6
-    ratio_aligned_max: float = 0.45
+    ratio_max: float | None = 0.7
+    ratio_aligned_max: float = 0.7
     max_shift: int = 2
     scales: tuple[float, ...] = (0.875, 0.9375, 1.0, 1.0625)
     feature_model: str | None = None

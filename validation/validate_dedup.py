@@ -308,6 +308,214 @@ def cifar_test_vs_train(train: ImageSet, test: ImageSet, args) -> dict:
     }
 
 
+# ---------------------------------------------------------------------------------------
+# By-eye review of CIFAR-10 test against train: recall and false flags per setting
+#
+# Each test image is put in one stratum by which ratio-rule settings flag it (the candidate
+# table of the default detector, within_query=False); random samples of each stratum were
+# labelled by eye (1 = the same photograph as the train image shown, up to crop, shift,
+# zoom, colour or compression; 0 = a different photograph; u = unsure, counted as 0.5 and
+# reported at 0 and 1). The labels are in dedup_review_labels.csv.
+REVIEW_SETTINGS = {  # name: (ratio_max, ratio_aligned_max); every other rule at its default
+    "r0.6_a0.45": (0.6, 0.45),
+    "r0.7_a0.45": (0.7, 0.45),
+    "r0.7_a0.5": (0.7, 0.5),
+    "r0.7_a0.6": (0.7, 0.6),
+    "r0.7_a0.7": (0.7, 0.7),
+    "r0.8_a0.5": (0.8, 0.5),
+    "r0.75_a0.7": (0.75, 0.7),
+    "r0.8_a0.8": (0.8, 0.8),
+}
+REVIEW_STRATA = {
+    "A": "flagged by ratio <= 0.6, aligned <= 0.45 (the earlier default)",
+    "B": "newly flagged by ratio <= 0.7 (aligned <= 0.45)",
+    "C": "newly flagged by ratio <= 0.8 (aligned <= 0.45)",
+    "D": "newly flagged by ratio <= 0.7 with aligned <= 0.5",
+    "E": "newly flagged by ratio <= 0.8 with aligned <= 0.5",
+    "F": "newly flagged by aligned <= 0.3 (with ratio <= 0.7)",
+    "G": "none of A-F, closest train image at aligned <= 0.45",
+    "I": "none of A-G, flagged by ratio <= 0.7 with aligned <= 0.6",
+    "J": "none of A-I, flagged by ratio <= 0.7 with aligned <= 0.7",
+    "H": "none of A-J, closest train image at aligned <= 0.55",
+    "K": "none of A-J, H, a train candidate at aligned <= 0.8 with ratio <= 0.8",
+    "L": "the rest (not sampled: counted as holding no near-duplicates)",
+}
+
+
+def _image_flags(pairs: pd.DataFrame, query_ids: pd.Index, cfg: DedupConfig) -> np.ndarray:
+    from replicate.dedup import _flag_rules
+
+    f, _ = _flag_rules(pairs, cfg)
+    return query_ids.isin(pairs.query_id[f].unique())
+
+
+def review_strata(pairs: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame]:
+    """Stratum of every test image, and whether each review setting flags it."""
+    base = replace(DedupConfig(), ratio_max=0.6, ratio_aligned_max=0.45)
+    best = pairs.sort_values("aligned").drop_duplicates("query_id").set_index("query_id")
+    idx = best.index
+
+    def flags(ratio: float, amax: float, aligned_max: float = 0.25) -> np.ndarray:
+        return _image_flags(pairs, idx, replace(base, ratio_max=ratio, ratio_aligned_max=amax, aligned_max=aligned_max))
+
+    a, r7, r8 = flags(0.6, 0.45), flags(0.7, 0.45), flags(0.8, 0.45)
+    r7a5, r8a5, al3 = flags(0.7, 0.5), flags(0.8, 0.5), flags(0.7, 0.45, aligned_max=0.3)
+    r7a6, r7a7 = flags(0.7, 0.6), flags(0.7, 0.7)
+    st = pd.Series("", index=idx, dtype=object)
+    st[a] = "A"
+    st[r7 & ~a] = "B"
+    st[r8 & ~r7] = "C"
+    st[r7a5 & ~r7 & ~r8] = "D"
+    st[r8a5 & ~r7a5 & ~r8] = "E"
+    st[al3 & ~r7 & ~r8 & ~r8a5] = "F"
+    round1 = a | r7 | r8 | r7a5 | r8a5 | al3
+    st[~round1 & (best.aligned <= 0.45).to_numpy()] = "G"
+    st[(st == "").to_numpy() & r7a6] = "I"
+    st[(st == "").to_numpy() & r7a7] = "J"
+    st[(st == "").to_numpy() & (best.aligned <= 0.55).to_numpy()] = "H"
+    loose = pairs[(pairs.aligned <= 0.8) & (pairs.aligned_ratio <= 0.8)].query_id.unique()
+    st[(st == "").to_numpy() & idx.isin(loose)] = "K"
+    st[(st == "").to_numpy()] = "L"
+    fl = pd.DataFrame({k: flags(r, m) for k, (r, m) in REVIEW_SETTINGS.items()}, index=idx)
+    return st, fl
+
+
+def review_estimate(labels: pd.DataFrame, sizes: dict, flagged: dict, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Stratified estimate of near-duplicates found and false flags for each review setting.
+
+    ``labels``: one row per labelled test image with ``stratum``, ``label`` (1/0/u) and a
+    boolean column per setting (flagged by it); ``sizes``: test images per stratum;
+    ``flagged``: test images each setting flags in all. Unsampled strata count as holding
+    no near-duplicates. Intervals: 5-95% of a stratified bootstrap over the labelled images.
+    """
+    settings = list(flagged)
+
+    def once(lab: pd.DataFrame, u: float) -> tuple[float, dict]:
+        y = lab.label.astype(str).map({"1": 1.0, "0": 0.0, "u": u}).to_numpy()
+        total = 0.0
+        true = dict.fromkeys(settings, 0.0)
+        for h, n_h in sizes.items():
+            m = (lab.stratum == h).to_numpy()
+            if not m.any():
+                continue
+            total += n_h * y[m].mean()
+            for k in settings:
+                true[k] += n_h * (y[m] * lab[k].to_numpy(bool)[m]).mean()
+        return total, true
+
+    total, true = once(labels, 0.5)
+    total0, true0 = once(labels, 0.0)
+    total1, true1 = once(labels, 1.0)
+    rng = np.random.default_rng(seed)
+    groups = [g for _, g in labels.groupby("stratum")]
+    boot_total, boot_recall, boot_fpt = [], {k: [] for k in settings}, {k: [] for k in settings}
+    for _ in range(n_boot):
+        lab = pd.concat([g.iloc[rng.integers(0, len(g), len(g))] for g in groups])
+        t, tr = once(lab, 0.5)
+        boot_total.append(t)
+        for k in settings:
+            boot_recall[k].append(tr[k] / t)
+            boot_fpt[k].append((flagged[k] - tr[k]) / max(tr[k], 1e-9))
+    rows = {}
+    for k in settings:
+        rows[k] = {
+            "flagged": int(flagged[k]),
+            "near_duplicates_found": true[k],
+            "false_flags": flagged[k] - true[k],
+            "recall": true[k] / total,
+            "recall_90": [float(np.percentile(boot_recall[k], 5)), float(np.percentile(boot_recall[k], 95))],
+            "recall_unsure_as_0_and_1": [true0[k] / total0, true1[k] / total1],
+            "false_per_true": (flagged[k] - true[k]) / true[k],
+            "false_per_true_90": [float(np.percentile(boot_fpt[k], 5)), float(np.percentile(boot_fpt[k], 95))],
+            "false_per_true_unsure_as_0_and_1": [(flagged[k] - true0[k]) / true0[k], (flagged[k] - true1[k]) / true1[k]],
+        }
+    per_stratum = {
+        h: {"test_images": int(sizes[h]), "labelled": int((labels.stratum == h).sum()),
+            "same_photo": int(((labels.stratum == h) & (labels.label.astype(str) == "1")).sum()),
+            "unsure": int(((labels.stratum == h) & (labels.label.astype(str) == "u")).sum()),
+            "meaning": REVIEW_STRATA[h]}
+        for h in sizes
+    }
+    return {
+        "near_duplicates_total": total,
+        "near_duplicates_total_90": [float(np.percentile(boot_total, 5)), float(np.percentile(boot_total, 95))],
+        "near_duplicates_total_unsure_as_0_and_1": [total0, total1],
+        "strata": per_stratum,
+        "settings": rows,
+    }
+
+
+def review(train: ImageSet, test: ImageSet) -> dict:
+    """Re-run the default detector's candidate search (no within-test search), rebuild the
+    strata, check the labelled sample against them and estimate every review setting."""
+    labels = pd.read_csv(RESULTS / "dedup_review_labels.csv", dtype={"label": str})
+    t = time.perf_counter()
+    res = find_near_duplicates(test, {"cifar10-train": train}, config=replace(DedupConfig(), within_query=False))
+    seconds = time.perf_counter() - t
+    st, fl = review_strata(res.pairs)
+    # a labelled image stays in the stratum it was drawn from, except the round-1 draws from
+    # H that later strata (I, J) took over: those are dropped, the rest of H stays a random sample
+    now = st.loc[labels.query_id].to_numpy()
+    moved = now != labels.stratum.to_numpy()
+    if not set(labels.stratum[moved]) <= {"H"}:
+        raise RuntimeError(f"labelled images changed stratum: {labels[moved].head()}")
+    lab = labels[~moved].copy()
+    for k in REVIEW_SETTINGS:
+        lab[k] = fl.loc[lab.query_id, k].to_numpy()
+    sizes = {h: int((st == h).sum()) for h in REVIEW_STRATA}
+    flagged = {k: int(fl[k].sum()) for k in REVIEW_SETTINGS}
+    out = review_estimate(lab, sizes, flagged)
+    # clean negatives: Tiny-ImageNet candidate-pool images (another source), default candidates
+    pool = ImageSet(np.load(SHARED / "data/candidates/tinyimagenet_cifar10_32x32.npz")["images"][:4000], name="pool")
+    pres = find_near_duplicates(pool, {"cifar10-train": train}, config=replace(DedupConfig(), within_query=False))
+    pidx = pd.Index(pool.ids)
+    for k, (ratio, amax) in REVIEW_SETTINGS.items():
+        cfg = replace(DedupConfig(), ratio_max=ratio, ratio_aligned_max=amax)
+        out["settings"][k]["tinyimagenet_flagged"] = int(_image_flags(pres.pairs, pidx, cfg).sum())
+    out["tinyimagenet_images"] = len(pool)
+    out.update(
+        method="stratified random samples of CIFAR-10 test images, labelled by eye against the train "
+        "image shown (dedup_review_labels.csv); unsure counts as 0.5",
+        detector_seconds=seconds,
+        labelled_images=int(len(lab)),
+        dropped_moved_from_H=int(moved.sum()),
+        settings_meaning={k: {"ratio_max": r, "ratio_aligned_max": m} for k, (r, m) in REVIEW_SETTINGS.items()},
+    )
+    return out
+
+
+def review_md(r: dict) -> str:
+    lines = [
+        "# By-eye review: CIFAR-10 test against train",
+        "",
+        f"{r['labelled_images']} labelled test images in {sum(1 for s in r['strata'].values() if s['labelled'])} strata "
+        f"(`dedup_review_labels.csv`). Estimated near-duplicates with a train image: "
+        f"**{r['near_duplicates_total']:.0f}** (90% bootstrap {r['near_duplicates_total_90'][0]:.0f}-"
+        f"{r['near_duplicates_total_90'][1]:.0f}; unsure as no/yes: {r['near_duplicates_total_unsure_as_0_and_1'][0]:.0f}/"
+        f"{r['near_duplicates_total_unsure_as_0_and_1'][1]:.0f}), not counting stratum L.",
+        "",
+        "| stratum | meaning | test images | labelled | same photo | unsure |",
+        "|---|---|---|---|---|---|",
+    ]
+    for h, s in r["strata"].items():
+        lines.append(f"| {h} | {s['meaning']} | {s['test_images']} | {s['labelled']} | {s['same_photo']} | {s['unsure']} |")
+    lines += [
+        "",
+        "| setting (ratio_max, ratio_aligned_max) | flagged | near-duplicates found | recall (90%) | false flags per true one (90%) "
+        f"| Tiny-ImageNet flagged / {r['tinyimagenet_images']} |",
+        "|---|---|---|---|---|---|",
+    ]
+    for k, s in r["settings"].items():
+        m = r["settings_meaning"][k]
+        lines.append(
+            f"| {m['ratio_max']:g}, {m['ratio_aligned_max']:g} | {s['flagged']} | {s['near_duplicates_found']:.0f} | "
+            f"{100 * s['recall']:.0f}% ({100 * s['recall_90'][0]:.0f}-{100 * s['recall_90'][1]:.0f}%) | "
+            f"{s['false_per_true']:.2f} ({s['false_per_true_90'][0]:.2f}-{s['false_per_true_90'][1]:.2f}) | "
+            f"{s['tinyimagenet_flagged']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def pct(a: int, n: int) -> str:
     return f"{100 * a / n:.1f}%" if n else "-"
 
@@ -373,9 +581,17 @@ def main() -> int:
     ap.add_argument("--features", default=None, help="also use features of this zoo model (e.g. resnet56)")
     ap.add_argument("--skip-cifar", action="store_true", help="only the planted-copy benchmark")
     ap.add_argument("--skip-benchmark", action="store_true", help="only CIFAR-10 test against train")
+    ap.add_argument("--review", action="store_true",
+                    help="only the estimate from the by-eye labels (dedup_review_labels.csv) per ratio setting")
     args = ap.parse_args()
     if not (SHARED / "data/cifar10/train.npz").is_file():
         print(f"skipped: real data not available ({SHARED} absent; set REPLICATE_SHARED)")
+        return 0
+    if args.review:
+        r = review(load("train"), load("test"))
+        (RESULTS / "dedup_review.json").write_text(json.dumps(r, indent=2, default=float) + "\n")
+        (RESULTS / "dedup_review.md").write_text(review_md(r))
+        print(review_md(r))
         return 0
     args.per_transform = 60 if args.quick else 200
     args.distinct = 1000 if args.quick else 4000
