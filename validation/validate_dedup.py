@@ -14,11 +14,16 @@
    about 3% of the test images have near-duplicates in train): how many it flags, the
    flagged pairs per rule, the review gallery.
 
+3. ``--review``: recall and false flags of several ratio-rule settings on CIFAR-10 test
+   against train, estimated from by-eye labels of stratified random samples
+   (dedup_review_labels.csv); writes dedup_review.json and dedup_review.md.
+
 Writes validation/results/dedup.json, dedup.md and the galleries
 (dedup_gallery_cifar10_test_vs_train.html, dedup_gallery_benchmark_false_flags.html).
 Skips when ../shared is absent.
 
     python validation/validate_dedup.py [--quick] [--features resnet56]
+    python validation/validate_dedup.py --review
 """
 
 from __future__ import annotations
@@ -572,6 +577,9 @@ def write_md(result: dict) -> str:
         lines.append("```")
         lines.append(c["summary"])
         lines.append("```")
+    review_file = RESULTS / "dedup_review.json"
+    if review_file.is_file():  # written by --review: recall and false flags from the by-eye labels
+        lines += ["", "#" + review_md(json.loads(review_file.read_text()))]
     return "\n".join(lines) + "\n"
 
 
