@@ -331,6 +331,7 @@ REVIEW_SETTINGS = {  # name: (ratio_max, ratio_aligned_max); every other rule at
     "r0.75_a0.7": (0.75, 0.7),
     "r0.8_a0.8": (0.8, 0.8),
 }
+WIDE_SETTINGS = ["r0.6_a0.45", "r0.7_a0.6", "r0.7_a0.7", "r0.75_a0.7"]
 REVIEW_STRATA = {
     "A": "flagged by ratio <= 0.6, aligned <= 0.45 (the earlier default)",
     "B": "newly flagged by ratio <= 0.7 (aligned <= 0.45)",
@@ -478,6 +479,50 @@ def review(train: ImageSet, test: ImageSet) -> dict:
         cfg = replace(DedupConfig(), ratio_max=ratio, ratio_aligned_max=amax)
         out["settings"][k]["tinyimagenet_flagged"] = int(_image_flags(pres.pairs, pidx, cfg).sum())
     out["tinyimagenet_images"] = len(pool)
+    # a wider alignment search, scored with the same labels: the strata stay those of the
+    # default window, a labelled image counts as found when the wider detector flags it (with
+    # whichever train image), and flags in the unsampled stratum L count as false
+    wide = replace(DedupConfig(), within_query=False, max_shift=3, scales=(0.8125, 0.875, 0.9375, 1.0, 1.0625, 1.125))
+    t = time.perf_counter()
+    wres = find_near_duplicates(test, {"cifar10-train": train}, config=wide)
+    wseconds = time.perf_counter() - t
+    wpool = find_near_duplicates(pool, {"cifar10-train": train}, config=wide)
+    wlab = lab[["stratum", "label"]].copy()
+    wflagged, in_l, pool_flags = {}, {}, {}
+    for k in WIDE_SETTINGS:
+        ratio, amax = REVIEW_SETTINGS[k]
+        cfg = replace(wide, ratio_max=ratio, ratio_aligned_max=amax)
+        f = pd.Series(_image_flags(wres.pairs, st.index, cfg), index=st.index)
+        wlab[k] = f.loc[lab.query_id].to_numpy()
+        wflagged[k] = int(f.sum())
+        in_l[k] = int((f & (st == "L")).sum())
+        pool_flags[k] = int(_image_flags(wpool.pairs, pidx, cfg).sum())
+    west = review_estimate(wlab, sizes, wflagged)
+    for k in WIDE_SETTINGS:
+        west["settings"][k]["flagged_in_unsampled_L"] = in_l[k]
+        west["settings"][k]["tinyimagenet_flagged"] = pool_flags[k]
+    out["wide_alignment"] = {"config": {"max_shift": wide.max_shift, "scales": list(wide.scales)},
+                             "detector_seconds": wseconds, "settings": west["settings"]}
+    # how well the aligned distance separates the labelled pairs, per alignment window
+    from scipy.stats import mannwhitneyu
+
+    from replicate.dedup import aligned_distance
+
+    sure = labels[labels.label.astype(str) != "u"]
+    qa = test.images[test.positions(sure.query_id.to_numpy())]
+    rb = train.images[train.positions(sure.reference_id.to_numpy())]
+    same = (sure.label.astype(str) == "1").to_numpy()
+    auc = {}
+    for name, (ms, sc) in {
+        "default (shift 2, zoom 0.875-1.0625)": (2, (0.875, 0.9375, 1.0, 1.0625)),
+        "shift 3, same zooms": (3, (0.875, 0.9375, 1.0, 1.0625)),
+        "shift 3, zoom 0.8125-1.125": (3, (0.8125, 0.875, 0.9375, 1.0, 1.0625, 1.125)),
+        "shift 4, zoom 0.75-1.25": (4, (0.75, 0.8125, 0.875, 0.9375, 1.0, 1.0625, 1.125, 1.25)),
+    }.items():
+        d = aligned_distance(qa, rb, max_shift=ms, scales=sc)
+        u = mannwhitneyu(d[same], d[~same]).statistic
+        auc[name] = float(1 - u / (same.sum() * (~same).sum()))  # P(same pair closer than a different one)
+    out["aligned_auc_on_labelled_pairs"] = {"pairs": int(len(sure)), "same_photo": int(same.sum()), "auc": auc}
     out.update(
         method="stratified random samples of CIFAR-10 test images, labelled by eye against the train "
         "image shown (dedup_review_labels.csv); unsure counts as 0.5",
@@ -518,6 +563,29 @@ def review_md(r: dict) -> str:
             f"{s['false_per_true']:.2f} ({s['false_per_true_90'][0]:.2f}-{s['false_per_true_90'][1]:.2f}) | "
             f"{s['tinyimagenet_flagged']} |"
         )
+    w = r.get("wide_alignment")
+    if w:
+        lines += [
+            "",
+            f"Wider alignment search (max_shift={w['config']['max_shift']}, scales={w['config']['scales']}; "
+            f"{w['detector_seconds']:.0f} s), same labels and strata; flags in the unsampled stratum L count as false:",
+            "",
+            "| setting | flagged | of them in L | recall (90%) | false flags per true one (90%) | Tiny-ImageNet flagged |",
+            "|---|---|---|---|---|---|",
+        ]
+        for k, s in w["settings"].items():
+            m = r["settings_meaning"][k]
+            lines.append(
+                f"| {m['ratio_max']:g}, {m['ratio_aligned_max']:g} | {s['flagged']} | {s['flagged_in_unsampled_L']} | "
+                f"{100 * s['recall']:.0f}% ({100 * s['recall_90'][0]:.0f}-{100 * s['recall_90'][1]:.0f}%) | "
+                f"{s['false_per_true']:.2f} ({s['false_per_true_90'][0]:.2f}-{s['false_per_true_90'][1]:.2f}) | "
+                f"{s['tinyimagenet_flagged']} |"
+            )
+    a = r.get("aligned_auc_on_labelled_pairs")
+    if a:
+        lines += ["", f"AUC of the aligned distance on the {a['pairs']} labelled pairs (unsure excluded, "
+                  f"{a['same_photo']} the same photograph): "
+                  + "; ".join(f"{k} {v:.2f}" for k, v in a["auc"].items())]
     return "\n".join(lines) + "\n"
 
 
