@@ -496,7 +496,7 @@ def _optimise(
         fwd = torch.compile(module)
         if feats is not None:
             feats = torch.compile(feats)
-    elif device == "cpu":
+    elif device == "cpu" and fresh:  # zoo architectures only: a user module may branch on its input
         fwd = _FrozenOnCPU(module)
     return fwd, feats, module
 
