@@ -92,6 +92,10 @@ class DedupConfig:
       query's other neighbours (a ratio test, as in Lowe's SIFT matching). It keeps
       low-texture images (a ship on an empty sea), which resemble many others, out of the
       queue;
+    * ``within_ratio_max``, ``within_ratio_aligned_max``: the limits of the ratio rule
+      for pairs inside the query set (``within_query``), stricter by default: there the
+      reference-set limits flag mostly distinct images (``None``: the same limits as for
+      reference sets; ``ratio_max=None`` switches the rule off everywhere);
     * ``tiny_max``: flagged when the tiny-image distance is <= this (0..2);
     * ``feature_max``: flagged when the feature cosine distance is <= this (0..2).
 
@@ -118,6 +122,8 @@ class DedupConfig:
     aligned_max: float | None = 0.25
     ratio_max: float | None = 0.7
     ratio_aligned_max: float = 0.7
+    within_ratio_max: float | None = 0.6
+    within_ratio_aligned_max: float = 0.45
     max_shift: int = 2
     scales: tuple[float, ...] = (0.875, 0.9375, 1.0, 1.0625)
     feature_model: str | None = None
@@ -198,6 +204,10 @@ def _check_config(config: DedupConfig) -> DedupConfig:
         aligned_max=_check_threshold("aligned_max", config.aligned_max, 2.0),
         ratio_max=_check_threshold("ratio_max", config.ratio_max, 1.0),
         ratio_aligned_max=_required(_check_threshold("ratio_aligned_max", config.ratio_aligned_max, 2.0), "ratio_aligned_max"),
+        within_ratio_max=_check_threshold("within_ratio_max", config.within_ratio_max, 1.0),
+        within_ratio_aligned_max=_required(
+            _check_threshold("within_ratio_aligned_max", config.within_ratio_aligned_max, 2.0), "within_ratio_aligned_max"
+        ),
         tiny_max=_check_threshold("tiny_max", config.tiny_max, 2.0),
         feature_max=_check_threshold("feature_max", config.feature_max, 2.0),
         within_query=bool(config.within_query),
@@ -800,6 +810,9 @@ def _rules_text(config: DedupConfig) -> str:
         parts.append(f"aligned <= {config.aligned_max:g} (shift <= {config.max_shift}, zoom {min(config.scales):g}-{max(config.scales):g}{flips})")
     if config.ratio_max is not None:
         parts.append(f"aligned <= {config.ratio_aligned_max:g} with aligned_ratio <= {config.ratio_max:g}")
+        if config.within_query and config.within_ratio_max is not None:
+            parts[-1] += (f" (inside the set: aligned <= {config.within_ratio_aligned_max:g} with aligned_ratio"
+                          f" <= {config.within_ratio_max:g})")
     if config.tiny_max is not None:
         parts.append(f"tiny <= {config.tiny_max:g}")
     if config.feature_model is not None and config.feature_max is not None:
@@ -940,7 +953,11 @@ def _slice_prepared(p: PreparedSet, start: int, stop: int) -> PreparedSet:
     )
 
 
-def _flag_rules(pairs: pd.DataFrame, config: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
+def _flag_rules(
+    pairs: pd.DataFrame, config: DedupConfig, within: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which rules fire for each pair; ``within`` marks pairs inside the query set, which
+    use the ``within_ratio_*`` limits of the ratio rule."""
     fired: list[tuple[str, np.ndarray]] = []
     for m, r in config.hash_radii.items():
         fired.append((m, pairs[f"hamming_{m}"].to_numpy() <= r))
@@ -950,10 +967,17 @@ def _flag_rules(pairs: pd.DataFrame, config: DedupConfig) -> tuple[np.ndarray, n
         fired.append(("aligned", pairs["aligned"].to_numpy() <= config.aligned_max))
         if "aligned_mirror" in pairs:
             fired.append(("mirror", pairs["aligned_mirror"].to_numpy() <= config.aligned_max))
-    if config.ratio_max is not None and "aligned_ratio" in pairs:
-        ratio = pairs["aligned_ratio"].to_numpy(dtype=float)
-        near = pairs["aligned"].to_numpy() <= config.ratio_aligned_max
-        fired.append(("ratio", near & (np.nan_to_num(ratio, nan=np.inf) <= config.ratio_max)))
+    if "aligned_ratio" in pairs:
+        ratio = np.nan_to_num(pairs["aligned_ratio"].to_numpy(dtype=float), nan=np.inf)
+        aligned = pairs["aligned"].to_numpy()
+        inside = np.zeros(len(pairs), bool) if within is None else np.asarray(within, bool)
+        if config.ratio_max is not None:
+            fires = ~inside & (aligned <= config.ratio_aligned_max) & (ratio <= config.ratio_max)
+            if config.within_ratio_max is None:  # inside the set too, with the same limits
+                fires |= inside & (aligned <= config.ratio_aligned_max) & (ratio <= config.ratio_max)
+            else:
+                fires |= inside & (aligned <= config.within_ratio_aligned_max) & (ratio <= config.within_ratio_max)
+            fired.append(("ratio", fires))
     if config.tiny_max is not None:
         fired.append(("tiny", pairs["tiny"].to_numpy() <= config.tiny_max))
     if config.feature_max is not None and "feature" in pairs:
@@ -986,7 +1010,7 @@ def decide(
     from scipy.sparse.csgraph import connected_components
 
     pairs = pairs.reset_index(drop=True)
-    flagged, labels = _flag_rules(pairs, config)
+    flagged, labels = _flag_rules(pairs, config, within=pairs.reference_set.to_numpy(str) == query.name)
     names = list(references)
     sizes = {n: len(references[n]) for n in names}
     offsets: dict[str, int] = {query.name: 0}

@@ -427,3 +427,27 @@ def test_ratio_to_the_other_candidates():
     np.testing.assert_allclose(got, [0.1 / 0.6, np.nan, 0.5 / 0.4, 0.7 / 0.3])
     with pytest.raises(ValueError, match=r"ratio_max == 1.5; must be in \[0, 1\]"):
         find_near_duplicates(make_imageset(5), None, ratio_max=1.5)
+
+
+def test_ratio_rule_has_its_own_limits_inside_the_query_set():
+    from replicate.dedup import _flag_rules
+
+    # the same pair values once against a reference set, once inside the query set:
+    # aligned 0.5 with ratio 0.65 passes ratio <= 0.7 within 0.7, not ratio <= 0.6 within 0.45
+    pairs = pd.DataFrame({"aligned": [0.5, 0.5, 0.3, 0.3], "aligned_ratio": [0.65, 0.65, 0.5, 0.5]})
+    within = np.array([False, True, False, True])
+    cfg = DedupConfig(hash_radii={}, l2_rms_max=None, aligned_max=None)
+    assert (cfg.ratio_max, cfg.ratio_aligned_max, cfg.within_ratio_max, cfg.within_ratio_aligned_max) == (
+        0.7, 0.7, 0.6, 0.45)  # the defaults chosen by the review in docs/dedup.md
+    flagged, _ = _flag_rules(pairs, cfg, within=within)
+    assert flagged.tolist() == [True, False, True, True]
+    same, _ = _flag_rules(pairs, DedupConfig(hash_radii={}, l2_rms_max=None, aligned_max=None, within_ratio_max=None),
+                          within=within)
+    assert same.tolist() == [True, True, True, True]
+    off, _ = _flag_rules(pairs, DedupConfig(hash_radii={}, l2_rms_max=None, aligned_max=None, ratio_max=None),
+                         within=within)
+    assert not off.any()
+    with pytest.raises(ValueError, match=r"within_ratio_max == 2; must be in \[0, 1\]"):
+        find_near_duplicates(make_imageset(5), None, within_ratio_max=2)
+    with pytest.raises(TypeError, match=r"within_ratio_aligned_max == None; must be a number in \[0, 2\]"):
+        find_near_duplicates(make_imageset(5), None, within_ratio_aligned_max=None)
