@@ -218,7 +218,7 @@ def build_testset(
 
 def _build(cfg: Config, root: Path, log: Callable[[str], None]) -> tuple[BuildOutput, ImageSet]:
     """Run the build stages; also return the original test set (loaded once for both halves)."""
-    from replicate.dedup import DedupResult, find_near_duplicates
+    from replicate.dedup import DedupConfig, DedupResult, find_near_duplicates
     from replicate.keywords import allocate, load_keyword_counts
     from replicate.sampling import sample
 
@@ -231,9 +231,9 @@ def _build(cfg: Config, root: Path, log: Callable[[str], None]) -> tuple[BuildOu
     stages: list[StageInfo] = []
 
     dcfg = dict(cfg["dedup"])
+    options = {k: v for k, v in dcfg.items() if k not in ("enabled", "blacklist")}
 
     def dedup_work(tmp: Path) -> dict[str, Any]:
-        options = {k: v for k, v in dcfg.items() if k not in ("enabled", "blacklist")}
         result = find_near_duplicates(pool, {s.name: s for s in originals}, blacklist=dcfg["blacklist"], **options)
         result.save(tmp / "dedup")
         reasons = result.flagged["reason"].value_counts().to_dict() if len(result.flagged) else {}
@@ -243,7 +243,8 @@ def _build(cfg: Config, root: Path, log: Callable[[str], None]) -> tuple[BuildOu
         dedup_stage = run_stage(
             root,
             "dedup",
-            dcfg,
+            # keyed by the resolved detector settings, so a change of defaults recomputes
+            {"blacklist": dcfg["blacklist"], "resolved": DedupConfig(**options).to_dict()},
             {**fps, "blacklist": _file_digest(dcfg["blacklist"]) or ""},
             dedup_work,
             log=log,
