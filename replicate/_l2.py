@@ -142,7 +142,8 @@ def _dots(q8: torch.Tensor, rT8: torch.Tensor, product: str) -> np.ndarray:
     for s in range(0, d, _EXACT_F32_BLOCK):
         part = (qf[:, s : s + _EXACT_F32_BLOCK] @ rf[s : s + _EXACT_F32_BLOCK]).to(torch.int32)
         out = part if out is None else out.add_(part)
-    assert out is not None  # d >= 1 (checked by the caller)
+    if out is None:  # pragma: no cover - d >= 1 is checked by the caller
+        raise RuntimeError("no pixel columns to multiply")
     return out.numpy()
 
 

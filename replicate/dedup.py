@@ -479,12 +479,14 @@ def candidate_pairs(
             qp, rp, rk = _knn_pairs(idx, offset, is_within)
             keys.append(pd.DataFrame({"query_pos": qp, "reference_pos": rp, "tiny_rank": rk}))
         if config.flips and config.tiny_k and available > 0:
-            assert query.tiny_flipped is not None  # made by prepare()
+            if query.tiny_flipped is None:  # pragma: no cover - prepare() makes it when flips is on
+                raise RuntimeError("prepared query has no mirrored thumbnails; prepare() it with flips=True")
             idx, _ = _cosine_knn(query.tiny_flipped, ref.tiny, min(config.tiny_k, available) + extra)
             qp, rp, _ = _knn_pairs(idx, offset, is_within)
             keys.append(pd.DataFrame({"query_pos": qp, "reference_pos": rp}))
         if config.feature_model is not None and config.feature_k and available > 0:
-            assert query.features is not None and ref.features is not None  # made by prepare()
+            if query.features is None or ref.features is None:  # pragma: no cover - made by prepare()
+                raise RuntimeError("prepared sets have no model features; prepare() them with feature_model set")
             idx, _ = _cosine_knn(query.features, ref.features, min(config.feature_k, available) + extra)
             qp, rp, rk = _knn_pairs(idx, offset, is_within)
             keys.append(pd.DataFrame({"query_pos": qp, "reference_pos": rp, "feature_rank": rk}))
@@ -598,7 +600,8 @@ def _distances(
     if config.flips:
         out["aligned_mirror"] = alf
     if config.feature_model is not None:
-        assert qsrc.features is not None and ref.features is not None
+        if qsrc.features is None or ref.features is None:  # pragma: no cover - made by prepare()
+            raise RuntimeError("prepared sets have no model features; prepare() them with feature_model set")
         out["feature"] = _row_distance(qsrc.features[qloc], ref.features[rpos])
         out["feature_rank"] = cand.feature_rank.to_numpy()
     for col in ("l2_rank", "tiny_rank", "feature_rank"):
