@@ -796,3 +796,14 @@ def test_queue_takes_a_dedup_result(toy, toy_pairs, client):
     # the page keeps the table's column order and shows the notes
     r = client.get("/api/pairs", headers=H).json
     assert list(r["items"][0]["distances"]) == ["hamming", "l2"] and r["items"][0]["notes"] == {"note": "a"}
+
+
+
+def test_agreement_when_one_rater_used_one_category(tmp_path):
+    # table [[1, 0], [1, 0]]: rater b always "accept"; kappa is 0 and statsmodels' null z
+    # test divides 0 by 0 (it warned, and warnings are errors in the tests)
+    db = tmp_path / "r.sqlite"
+    _log_table(db, [[1, 0], [1, 0]])
+    res = agreement(db)
+    assert res.n_items == 2 and res.kappa == 0.0
+    assert "single category" in res.note

@@ -287,8 +287,13 @@ def agreement(
     elif len(cats) == 1:
         note = f"kappa is undefined: both raters judged every item {cats[0]!r}"
     else:
-        res = cohens_kappa(table, return_results=True)
+        # statsmodels divides kappa by its null standard error for a z test we do not use;
+        # when one rater used a single category that is 0/0 and warns
+        with np.errstate(divide="ignore", invalid="ignore"):
+            res = cohens_kappa(table, return_results=True)
         kappa, std = float(res["kappa"]), float(res["std_kappa"])
+        if (table.sum(1) > 0).sum() == 1 or (table.sum(0) > 0).sum() == 1:
+            note = "one rater used a single category: kappa is 0 or undefined and its interval uninformative"
         if alpha / 2 == float(res["alpha"]):  # statsmodels stores the one-sided level
             lo, hi = float(res["kappa_low"]), float(res["kappa_upp"])
         else:  # statsmodels fixes alpha at 0.05; the same normal interval at another level
