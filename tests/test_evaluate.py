@@ -254,8 +254,8 @@ def test_zoo_accuracy_on_cifar10_test(cifar_test, shared, monkeypatch, name, n_c
     ("name", "n_correct"),
     [
         ("resnet32", 9263),  # 92.63 published (akamaster README) and measured
-        # ResNet-44 (9311) and ResNet-56 (9339) are pinned in validation/validate_models.py:
-        # together they take ~35 s on 2 cores, beyond this file's time budget.
+        ("resnet44", 9311),  # 93.10 published; these exact weights give 93.11 (measured, also on an H100)
+        ("resnet56", 9339),  # 93.39 published and measured
     ],
 )
 def test_deeper_resnet_accuracy_on_cifar10_test(cifar_test, shared, monkeypatch, name, n_correct):
