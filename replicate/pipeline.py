@@ -222,6 +222,13 @@ def _build(cfg: Config, root: Path, log: Callable[[str], None]) -> tuple[BuildOu
     from replicate.keywords import allocate, load_keyword_counts
     from replicate.sampling import sample
 
+    if cfg["keywords"]["target"] is None:  # checked before any stage spends time
+        raise fail(
+            "config [keywords] target",
+            None,
+            "keyword counts (a CIFAR-10.1/10.2 file, a JSON table, or an image set with keywords)",
+            error=KeyError,
+        )
     test = _load_set(cfg["original"]["test"], "test")
     train = _load_set(cfg["original"]["train"], "train") if cfg["original"]["train"] else None
     pool = _load_pool(cfg["pool"]["path"])
@@ -258,10 +265,7 @@ def _build(cfg: Config, root: Path, log: Callable[[str], None]) -> tuple[BuildOu
     seed = int(cfg["run"]["seed"])
 
     def sample_work(tmp: Path) -> dict[str, Any]:
-        target = kcfg["target"]
-        if target is None:
-            raise fail("config [keywords] target", None, "keyword counts (a file or an image set with keywords)", error=KeyError)
-        counts = load_keyword_counts(target, version=kcfg["version"], split=kcfg["split"], column=kcfg["keyword_column"])
+        counts = load_keyword_counts(kcfg["target"], version=kcfg["version"], split=kcfg["split"], column=kcfg["keyword_column"])
         allocation = allocate(counts, int(scfg["size"]), scfg["strategy"], top_k=scfg["top_k"])
         exclude = DedupResult.load(dedup_stage.path / "dedup") if dedup_stage is not None else None
         result = sample(

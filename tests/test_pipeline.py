@@ -161,6 +161,8 @@ def test_inconsistent_class_names(small: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"class_names of .* must equal those of 'original-test'"):
         pipeline.build_testset(cfg, out=tmp_path / "x", quiet=True)
     cfg["original"]["test"] = str(tmp_path / "missing.npz")
+    with pytest.raises(KeyError, match=r"config \[keywords\] target == None; must be keyword counts"):
+        pipeline.build_testset({**cfg, "keywords": {**cfg["keywords"], "target": None}}, out=tmp_path / "z", quiet=True)
     with pytest.raises(FileNotFoundError, match=r"path == .*missing.npz'; must be an existing file"):
         pipeline.build_testset(cfg, out=tmp_path / "y", quiet=True)
 
