@@ -59,6 +59,7 @@ __all__ = [
     "decide",
     "hash_pairs",
     "aligned_distance",
+    "edge_distance",
     "tiny_signature",
     "read_blacklist",
     "append_blacklist",
@@ -97,7 +98,14 @@ class DedupConfig:
       reference-set limits flag mostly distinct images (``None``: the same limits as for
       reference sets; ``ratio_max=None`` switches the rule off everywhere);
     * ``tiny_max``: flagged when the tiny-image distance is <= this (0..2);
-    * ``feature_max``: flagged when the feature cosine distance is <= this (0..2).
+    * ``feature_max``: flagged when the feature cosine distance is <= this (0..2);
+    * ``edge_max`` (opt-in, off by default): flagged when the aligned distance is <=
+      ``edge_aligned_max`` and the edge distance (column ``edge``) is <= this (0..2). The
+      edge distance compares high-pass maps (grayscale minus its 3x3 box blur) at full
+      resolution over a wider window, shifts up to ``edge_max_shift`` and the zooms in
+      ``edge_scales``; it is near 0 for the same photograph and near 1 or above for
+      look-alikes. It is computed only for pairs with ``aligned <= edge_aligned_max``
+      (NaN elsewhere) and, inside the query set, in one direction.
 
     ``None`` switches a rule off (the signal may still propose candidates). Candidates
     come from the hash radii and the ``l2_k``, ``tiny_k`` and ``feature_k`` nearest
@@ -131,24 +139,31 @@ class DedupConfig:
     feature_max: float | None = None
     within_query: bool = True
     flips: bool = False
+    edge_max: float | None = None
+    edge_aligned_max: float = 0.8
+    edge_max_shift: int = 3
+    edge_scales: tuple[float, ...] = (0.8125, 0.875, 0.9375, 1.0, 1.0625, 1.125)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hash_radii", dict(self.hash_radii))
         object.__setattr__(self, "scales", tuple(float(x) for x in self.scales))
+        object.__setattr__(self, "edge_scales", tuple(float(x) for x in self.edge_scales))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe copy of every setting."""
         d = asdict(self)
         d["hash_radii"] = dict(self.hash_radii)
         d["scales"] = list(self.scales)
+        d["edge_scales"] = list(self.edge_scales)
         return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DedupConfig:
         """Inverse of :meth:`to_dict`."""
         d = dict(data)
-        if "scales" in d:
-            d["scales"] = tuple(d["scales"])
+        for key in ("scales", "edge_scales"):
+            if key in d:
+                d[key] = tuple(d[key])
         return cls(**d)
 
 
@@ -170,13 +185,13 @@ def _required(value: float | None, name: str) -> float:
     return value
 
 
-def _check_scales(scales: Any) -> tuple[float, ...]:
+def _check_scales(scales: Any, name: str = "scales") -> tuple[float, ...]:
     try:
         out = tuple(float(z) for z in scales)
     except (TypeError, ValueError):
-        raise fail("scales", scales, "a sequence of numbers in [0.5, 2]", error=TypeError) from None
+        raise fail(name, scales, "a sequence of numbers in [0.5, 2]", error=TypeError) from None
     if not out or any(not (0.5 <= z <= 2.0) for z in out):
-        raise fail("scales", scales, "a non-empty sequence of zoom factors in [0.5, 2]", "Use (1.0,) for shifts only.")
+        raise fail(name, scales, "a non-empty sequence of zoom factors in [0.5, 2]", "Use (1.0,) for shifts only.")
     return out
 
 
@@ -212,6 +227,10 @@ def _check_config(config: DedupConfig) -> DedupConfig:
         feature_max=_check_threshold("feature_max", config.feature_max, 2.0),
         within_query=bool(config.within_query),
         flips=bool(config.flips),
+        edge_max=_check_threshold("edge_max", config.edge_max, 2.0),
+        edge_aligned_max=_required(_check_threshold("edge_aligned_max", config.edge_aligned_max, 2.0), "edge_aligned_max"),
+        edge_max_shift=check_int("edge_max_shift", config.edge_max_shift, minimum=0, maximum=8),
+        edge_scales=_check_scales(config.edge_scales, "edge_scales"),
     )
 
 
@@ -337,6 +356,70 @@ def aligned_distance(
         qa = _aligned_query(a[s : s + _ALIGN_BATCH], max_shift, scales)
         rb = torch.from_numpy(_aligned_reference(b[s : s + _ALIGN_BATCH], max_shift))
         out[s : s + len(rb)] = _aligned_pairs(qa, rb)
+    return out
+
+
+def _edge_maps(images: np.ndarray) -> torch.Tensor:
+    """High-pass grayscale maps, (N, 1, H, W) float32: each pixel minus its 3x3 box mean."""
+    g = _gray(images)[:, None]
+    blur = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(g, (1, 1, 1, 1), mode="replicate"), 3, 1)
+    return g - blur
+
+
+def edge_distance(
+    a: np.ndarray,
+    b: np.ndarray,
+    max_shift: int = 3,
+    scales: Sequence[float] = (0.8125, 0.875, 0.9375, 1.0, 1.0625, 1.125),
+    batch: int = 64,
+) -> np.ndarray:
+    """Edge distance of paired images ``a[i]``, ``b[i]`` (uint8 NHWC, square), float64.
+
+    Like :func:`aligned_distance` with high-pass maps instead of pooled grayscale: ``a``
+    is resized by each of ``scales`` (bilinear, antialiased), its high-pass map (grayscale
+    minus the 3x3 box mean) is cut into every window shifted by up to ``max_shift``
+    pixels, and each window (mean-removed, unit norm, full resolution) is compared with
+    the centre window of ``b``'s high-pass map; the smallest ``sqrt(2 - 2 cos)`` is
+    returned. Fine texture must line up, so look-alikes with similar layouts (a ship on
+    an empty sea) score near 1 or above while crops of the same photograph score low.
+    """
+    a = np.asarray(a)
+    b = np.asarray(b)
+    if a.shape != b.shape:
+        raise fail("b.shape", b.shape, f"{a.shape} (the shape of a)")
+    out = np.empty(len(a), dtype=np.float64)
+    if len(a) == 0:
+        return out
+    h, w = a.shape[1:3]
+    m = max_shift
+    wh, ww = h - 2 * m, w - 2 * m
+    if min(wh, ww) < 1:
+        raise fail("max_shift", max_shift, f"< {min(h, w) / 2} (half the image side)")
+    with _one_thread():
+        for s in range(0, len(a), batch):
+            ra = _edge_maps(b[s : s + batch])[:, 0, m : m + wh, m : m + ww].reshape(len(b[s : s + batch]), -1)
+            ref = _unit_rows(ra - ra.mean(dim=1, keepdim=True))
+            g = _gray(a[s : s + batch])[:, None]
+            best = torch.full((len(ref),), -2.0)
+            for z in scales:
+                sh, sw = max(1, round(h * z)), max(1, round(w * z))
+                gz = g
+                if (sh, sw) != (h, w):
+                    gz = torch.nn.functional.interpolate(g, size=(sh, sw), mode="bilinear", antialias=True, align_corners=False)
+                blur = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(gz, (1, 1, 1, 1), mode="replicate"), 3, 1)
+                e = gz - blur
+                pad = m + max(0, (h - sh + 1) // 2, (w - sw + 1) // 2) + 2
+                e = torch.nn.functional.pad(e, (pad, pad, pad, pad), mode="replicate")
+                y0, x0 = pad + (sh - wh) // 2, pad + (sw - ww) // 2
+                wins = torch.stack(
+                    [e[:, 0, y0 + dy : y0 + dy + wh, x0 + dx : x0 + dx + ww].reshape(len(ref), -1)
+                     for dy in range(-m, m + 1) for dx in range(-m, m + 1)],
+                    dim=1,
+                )
+                wins = wins - wins.mean(dim=2, keepdim=True)
+                wins = wins / wins.norm(dim=2, keepdim=True).clamp_min(1e-6)
+                best = torch.maximum(best, torch.einsum("nsp,np->ns", wins, ref).max(dim=1).values)
+            out[s : s + len(ref)] = torch.sqrt(torch.clamp(2 - 2 * best, min=0)).double().numpy()
     return out
 
 
@@ -520,6 +603,8 @@ def _distance_columns(config: DedupConfig) -> list[str]:
         cols += ["aligned_mirror"]
     if config.feature_model is not None:
         cols += ["feature", "feature_rank"]
+    if config.edge_max is not None:
+        cols += ["edge"]
     return cols
 
 
@@ -599,6 +684,12 @@ def _distances(
     out["aligned_ratio"] = _ratio_to_others(qpos, al)
     if config.flips:
         out["aligned_mirror"] = alf
+    if config.edge_max is not None:
+        edge = np.full(len(qpos), np.nan)
+        near = np.flatnonzero(al <= config.edge_aligned_max)
+        if len(near):
+            edge[near] = edge_distance(qimg[qloc[near]], rimg[rpos[near]], config.edge_max_shift, config.edge_scales)
+        out["edge"] = edge
     if config.feature_model is not None:
         if qsrc.features is None or ref.features is None:  # pragma: no cover - made by prepare()
             raise RuntimeError("prepared sets have no model features; prepare() them with feature_model set")
@@ -985,6 +1076,12 @@ def _flag_rules(
         fired.append(("tiny", pairs["tiny"].to_numpy() <= config.tiny_max))
     if config.feature_max is not None and "feature" in pairs:
         fired.append(("feature", pairs["feature"].to_numpy() <= config.feature_max))
+    if config.edge_max is not None:
+        if "edge" not in pairs:
+            raise fail("config.edge_max", config.edge_max, "None for a candidate table without an 'edge' column",
+                       "Search again with edge_max set to compute it.")
+        edge = np.nan_to_num(pairs["edge"].to_numpy(dtype=float), nan=np.inf)
+        fired.append(("edge", (pairs["aligned"].to_numpy() <= config.edge_aligned_max) & (edge <= config.edge_max)))
     n = len(pairs)
     flagged = np.zeros(n, dtype=bool)
     labels = np.full(n, "", dtype=object)

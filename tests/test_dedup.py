@@ -21,6 +21,7 @@ from replicate.dedup import (
     candidate_pairs,
     decide,
     dedup_gallery,
+    edge_distance,
     find_near_duplicates,
     hash_pairs,
     prepare,
@@ -154,6 +155,47 @@ def test_aligned_distance_shape_error():
     a = np.zeros((2, 8, 8, 3), np.uint8)
     with pytest.raises(ValueError, match=r"b.shape == \(3, 8, 8, 3\); must be \(2, 8, 8, 3\)"):
         aligned_distance(a, np.zeros((3, 8, 8, 3), np.uint8))
+
+
+def test_edge_distance_tolerates_crop_zoom_but_not_other_images(sets):
+    import torch
+
+    _, ref = sets
+    # smooth images (random 8x8 colour fields upsampled): pixel noise does not survive a zoom
+    small = torch.from_numpy(np.random.default_rng(3).uniform(0, 255, (40, 3, 8, 8))).float()
+    x = torch.nn.functional.interpolate(small, size=(32, 32), mode="bicubic", align_corners=False)
+    x = x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    other = x[20:]
+    x = x[:20]
+    # a 10% zoom-in (crop 29x29 of the centre, resized back to 32): outside the default
+    # aligned window's 0.875-1.0625 zooms, inside the edge window's 0.8125-1.125
+    t = torch.from_numpy(x[:, 1:30, 1:30].copy()).permute(0, 3, 1, 2).float()
+    zoomed = torch.nn.functional.interpolate(t, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
+    zoomed = zoomed.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(edge_distance(x, x), 0, atol=2e-3)
+    assert edge_distance(np.stack([shifted(im, 1, -1) for im in x]), x).max() < 0.05
+    assert np.median(edge_distance(zoomed, x)) < 0.5
+    assert edge_distance(other, x).min() > 0.6  # unrelated images
+    with pytest.raises(ValueError, match=r"b.shape == \(3, 8, 8, 3\); must be \(2, 8, 8, 3\)"):
+        edge_distance(np.zeros((2, 8, 8, 3), np.uint8), np.zeros((3, 8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="max_shift == 4; must be < 4.0"):
+        edge_distance(np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 8, 8, 3), np.uint8), max_shift=4)
+
+
+def test_edge_rule_is_opt_in(sets):
+    query, ref = sets
+    off = find_near_duplicates(query, [ref], within_query=False)
+    assert "edge" not in off.pairs
+    on = find_near_duplicates(query, [ref], within_query=False, edge_max=0.3)
+    near = on.pairs.aligned <= 0.8  # edge_aligned_max
+    assert on.pairs.edge[near].notna().all() and on.pairs.edge[~near].isna().all()
+    assert set(on.flagged.query_id) >= set(off.flagged.query_id)
+    fired = on.pairs.flagged_by.str.contains("edge")
+    assert fired.any()  # the planted copies also pass the edge rule
+    assert (on.pairs.edge[fired] <= 0.3).all()
+    assert DedupConfig.from_dict(on.config.to_dict()) == on.config
+    with pytest.raises(ValueError, match="config.edge_max == 0.3; must be None for a candidate table without an 'edge'"):
+        decide(off.pairs, query, {"ref": ref}, on.config)
 
 
 # ------------------------------------------------------------------------------ detector
@@ -351,6 +393,10 @@ def test_bad_input_errors(sets):
         find_near_duplicates(query, {"ref": ref}, aligned=0.2)
     with pytest.raises(ValueError, match=r"scales == \(3.0,\); must be a non-empty sequence of zoom factors"):
         find_near_duplicates(query, {"ref": ref}, scales=(3.0,))
+    with pytest.raises(ValueError, match=r"edge_max == 2.5; must be in \[0, 2\]"):
+        find_near_duplicates(query, {"ref": ref}, edge_max=2.5)
+    with pytest.raises(ValueError, match=r"edge_scales == \(0.1,\); must be a non-empty sequence of zoom factors"):
+        find_near_duplicates(query, {"ref": ref}, edge_max=1.0, edge_scales=(0.1,))
     with pytest.raises(TypeError, match="query == 'ndarray'; must be an ImageSet"):
         find_near_duplicates(query.images, {"ref": ref})
 
