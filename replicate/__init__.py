@@ -41,6 +41,7 @@ _LAZY: dict[str, str] = {
     "DedupResult": "dedup",
     "DedupConfig": "dedup",
     "dedup_gallery": "dedup",
+    "edge_distance": "dedup",
     # keywords and sampling
     "KeywordCounts": "keywords",
     "KeywordMatch": "keywords",

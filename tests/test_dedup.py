@@ -434,6 +434,12 @@ def test_cli_writes_tables_and_gallery(tmp_path, sets, capsys):
     assert set((out / "flagged_ids.txt").read_text().split()) == {f["query_id"] for f in data["flagged"]}
     assert main(["dedup", str(qp), "--reference", str(rp), "--out", str(out)]) == 2
     assert "--reference == " in capsys.readouterr().err
+    # the opt-in edge verification reaches the library from the command line
+    assert main(["dedup", str(qp), "--reference", f"ref={rp}", "--out", str(tmp_path / "edge"),
+                 "--edge-max", "1.05", "--json"]) == 0
+    edge = json.loads(capsys.readouterr().out)
+    assert edge["config"]["edge_max"] == 1.05
+    assert edge["counts"]["flagged"] >= data["counts"]["flagged"]  # the rule only adds flags
 
 
 # ------------------------------------------------------------------------------ real images

@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--aligned-max", type=float, help="aligned-distance threshold (default: the library's)")
     p.add_argument("--ratio-max", type=float, help="ratio-test threshold (default: the library's)")
     p.add_argument("--l2-rms-max", type=float, help="RMS pixel difference threshold (default: the library's)")
+    p.add_argument("--edge-max", type=float,
+                   help="opt-in edge-map verification (e.g. 1.05): more recall on crops and zooms, more flags "
+                        "to review (see docs/dedup.md)")
     p.add_argument(
         "--hash",
         action="append",
@@ -73,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         overrides["ratio_max"] = args.ratio_max
     if args.l2_rms_max is not None:
         overrides["l2_rms_max"] = args.l2_rms_max
+    if args.edge_max is not None:
+        overrides["edge_max"] = args.edge_max
     if args.hash is not None:
         radii = {}
         for item in args.hash:
