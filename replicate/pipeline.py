@@ -216,8 +216,8 @@ def build_testset(
     return _build(cfg, root, _logger(quiet))[0]
 
 
-def _build(cfg: Config, root: Path, log: Callable[[str], None]) -> tuple[BuildOutput, ImageSet]:
-    """Run the build stages; also return the original test set (loaded once for both halves)."""
+def _build(cfg: Config, root: Path, log: Callable[[str], None]) -> tuple[BuildOutput, ImageSet, ImageSet]:
+    """Run the build stages; also return the original test set and the pool (loaded once for both halves)."""
     from replicate.dedup import DedupConfig, DedupResult, find_near_duplicates
     from replicate.keywords import allocate, load_keyword_counts
     from replicate.sampling import sample
@@ -320,7 +320,7 @@ def _build(cfg: Config, root: Path, log: Callable[[str], None]) -> tuple[BuildOu
         "new_testset": {**sample_stage.summary, "fingerprint": new.fingerprint, "path": str(testset_path)},
     }
     _write_json(root / "build.json", summary)
-    return BuildOutput(root, testset_path, tuple(stages), summary), test
+    return BuildOutput(root, testset_path, tuple(stages), summary), test, pool
 
 
 # --------------------------------------------------------------------------- evaluate and report
@@ -341,8 +341,8 @@ def evaluate_and_report(
     cfg = _as_config(config)
     root = _prepare_out(cfg, out, overwrite)
     log = _logger(quiet)
-    build, test = _build(cfg, root, log)
-    return _evaluate_and_report(cfg, root, build, test, log)
+    build, test, pool = _build(cfg, root, log)
+    return _evaluate_and_report(cfg, root, build, test, pool, log)
 
 
 def run(
@@ -357,7 +357,7 @@ def run(
 
 
 def _evaluate_and_report(
-    cfg: Config, root: Path, build: BuildOutput, test: ImageSet, log: Callable[[str], None]
+    cfg: Config, root: Path, build: BuildOutput, test: ImageSet, pool: ImageSet, log: Callable[[str], None]
 ) -> RunOutput:
     from replicate.evaluate import evaluate
     from replicate.stats import compare
@@ -438,7 +438,6 @@ def _evaluate_and_report(
         dedup = [DedupResult.load(s.path / "dedup") for s in build.stages if s.name == "dedup"]
         shift = [json.loads((shift_stage.path / "shift.json").read_text())] if shift_stage else None
         manifests = [json.loads((build.testset_path / "manifest.json").read_text())]
-        pool = _load_pool(cfg["pool"]["path"])
         report = build_report(
             comparisons,
             sampling=[json.loads((sample_dir / "sampling.json").read_text())],
