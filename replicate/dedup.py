@@ -99,13 +99,16 @@ class DedupConfig:
       reference sets; ``ratio_max=None`` switches the rule off everywhere);
     * ``tiny_max``: flagged when the tiny-image distance is <= this (0..2);
     * ``feature_max``: flagged when the feature cosine distance is <= this (0..2);
-    * ``edge_max`` (opt-in, off by default): flagged when the aligned distance is <=
-      ``edge_aligned_max`` and the edge distance (column ``edge``) is <= this (0..2). The
-      edge distance compares high-pass maps (grayscale minus its 3x3 box blur) at full
-      resolution over a wider window, shifts up to ``edge_max_shift`` and the zooms in
-      ``edge_scales``; it is near 0 for the same photograph and near 1 or above for
-      look-alikes. It is computed only for pairs with ``aligned <= edge_aligned_max``
-      (NaN elsewhere) and, inside the query set, in one direction.
+    * ``edge_max``: flagged when the aligned distance is <= ``edge_aligned_max`` and the
+      edge distance (column ``edge``) is <= this (0..2). The edge distance compares
+      high-pass maps (grayscale minus its 3x3 box blur) at full resolution over a wider
+      window, shifts up to ``edge_max_shift`` and the zooms in ``edge_scales``; it is near
+      0 for the same photograph and near 1 or above for look-alikes. It is computed only
+      for pairs with ``aligned <= edge_aligned_max`` (NaN elsewhere) and, inside the query
+      set, in one direction. It finds crops, zooms and borders the aligned window misses;
+      ``None`` switches it off (and skips computing it);
+    * ``within_edge_max``: the edge rule's limit for pairs inside the query set, stricter
+      by default: there 1.1 flags mostly distinct images (``None``: ``edge_max`` there too).
 
     ``None`` switches a rule off (the signal may still propose candidates). Candidates
     come from the hash radii and the ``l2_k``, ``tiny_k`` and ``feature_k`` nearest
@@ -139,7 +142,8 @@ class DedupConfig:
     feature_max: float | None = None
     within_query: bool = True
     flips: bool = False
-    edge_max: float | None = None
+    edge_max: float | None = 1.1
+    within_edge_max: float | None = 0.9
     edge_aligned_max: float = 0.8
     edge_max_shift: int = 3
     edge_scales: tuple[float, ...] = (0.8125, 0.875, 0.9375, 1.0, 1.0625, 1.125)
@@ -228,6 +232,7 @@ def _check_config(config: DedupConfig) -> DedupConfig:
         within_query=bool(config.within_query),
         flips=bool(config.flips),
         edge_max=_check_threshold("edge_max", config.edge_max, 2.0),
+        within_edge_max=_check_threshold("within_edge_max", config.within_edge_max, 2.0),
         edge_aligned_max=_required(_check_threshold("edge_aligned_max", config.edge_aligned_max, 2.0), "edge_aligned_max"),
         edge_max_shift=check_int("edge_max_shift", config.edge_max_shift, minimum=0, maximum=8),
         edge_scales=_check_scales(config.edge_scales, "edge_scales"),
@@ -359,11 +364,17 @@ def aligned_distance(
     return out
 
 
-def _edge_maps(images: np.ndarray) -> torch.Tensor:
-    """High-pass grayscale maps, (N, 1, H, W) float32: each pixel minus its 3x3 box mean."""
-    g = _gray(images)[:, None]
-    blur = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(g, (1, 1, 1, 1), mode="replicate"), 3, 1)
-    return g - blur
+def _box_sums(x: torch.Tensor, bh: int, bw: int) -> torch.Tensor:
+    """Sums of every ``bh`` x ``bw`` window of ``x`` (N, H, W), through an integral image:
+    (N, H - bh + 1, W - bw + 1). Faster than ``avg_pool2d`` for large windows."""
+    c = torch.nn.functional.pad(x.cumsum(1).cumsum(2), (1, 0, 1, 0))
+    return c[:, bh:, bw:] - c[:, :-bh, bw:] - c[:, bh:, :-bw] + c[:, :-bh, :-bw]
+
+
+def _high_pass(g: torch.Tensor) -> torch.Tensor:
+    """Grayscale (N, 1, H, W) minus its 3x3 box mean (edges replicated)."""
+    padded = torch.nn.functional.pad(g, (1, 1, 1, 1), mode="replicate")[:, 0]
+    return g - (_box_sums(padded.double(), 3, 3) / 9).float()[:, None]
 
 
 def edge_distance(
@@ -371,7 +382,7 @@ def edge_distance(
     b: np.ndarray,
     max_shift: int = 3,
     scales: Sequence[float] = (0.8125, 0.875, 0.9375, 1.0, 1.0625, 1.125),
-    batch: int = 64,
+    batch: int = 256,
 ) -> np.ndarray:
     """Edge distance of paired images ``a[i]``, ``b[i]`` (uint8 NHWC, square), float64.
 
@@ -382,6 +393,10 @@ def edge_distance(
     the centre window of ``b``'s high-pass map; the smallest ``sqrt(2 - 2 cos)`` is
     returned. Fine texture must line up, so look-alikes with similar layouts (a ship on
     an empty sea) score near 1 or above while crops of the same photograph score low.
+
+    The windows are never cut out: the dot products with ``b``'s (mean-removed) window
+    are one grouped convolution per zoom, and each window's norm after mean removal
+    comes from integral images of the map and its square (float64).
     """
     a = np.asarray(a)
     b = np.asarray(b)
@@ -395,31 +410,29 @@ def edge_distance(
     wh, ww = h - 2 * m, w - 2 * m
     if min(wh, ww) < 1:
         raise fail("max_shift", max_shift, f"< {min(h, w) / 2} (half the image side)")
+    nf = torch.nn.functional
     with _one_thread():
         for s in range(0, len(a), batch):
-            ra = _edge_maps(b[s : s + batch])[:, 0, m : m + wh, m : m + ww].reshape(len(b[s : s + batch]), -1)
-            ref = _unit_rows(ra - ra.mean(dim=1, keepdim=True))
+            eb = _high_pass(_gray(b[s : s + batch])[:, None])[:, 0, m : m + wh, m : m + ww].reshape(len(b[s : s + batch]), -1)
+            n = len(eb)
+            ref = _unit_rows(eb - eb.mean(dim=1, keepdim=True)).reshape(n, 1, wh, ww)
             g = _gray(a[s : s + batch])[:, None]
-            best = torch.full((len(ref),), -2.0)
+            best = torch.full((n,), -2.0)
             for z in scales:
                 sh, sw = max(1, round(h * z)), max(1, round(w * z))
                 gz = g
                 if (sh, sw) != (h, w):
-                    gz = torch.nn.functional.interpolate(g, size=(sh, sw), mode="bilinear", antialias=True, align_corners=False)
-                blur = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(gz, (1, 1, 1, 1), mode="replicate"), 3, 1)
-                e = gz - blur
+                    gz = nf.interpolate(g, size=(sh, sw), mode="bilinear", antialias=True, align_corners=False)
                 pad = m + max(0, (h - sh + 1) // 2, (w - sw + 1) // 2) + 2
-                e = torch.nn.functional.pad(e, (pad, pad, pad, pad), mode="replicate")
+                e = nf.pad(_high_pass(gz), (pad, pad, pad, pad), mode="replicate")
                 y0, x0 = pad + (sh - wh) // 2, pad + (sw - ww) // 2
-                wins = torch.stack(
-                    [e[:, 0, y0 + dy : y0 + dy + wh, x0 + dx : x0 + dx + ww].reshape(len(ref), -1)
-                     for dy in range(-m, m + 1) for dx in range(-m, m + 1)],
-                    dim=1,
-                )
-                wins = wins - wins.mean(dim=2, keepdim=True)
-                wins = wins / wins.norm(dim=2, keepdim=True).clamp_min(1e-6)
-                best = torch.maximum(best, torch.einsum("nsp,np->ns", wins, ref).max(dim=1).values)
-            out[s : s + len(ref)] = torch.sqrt(torch.clamp(2 - 2 * best, min=0)).double().numpy()
+                region = e[:, :, y0 - m : y0 + m + wh, x0 - m : x0 + m + ww]  # every shifted window
+                dots = nf.conv2d(region.reshape(1, n, wh + 2 * m, ww + 2 * m), ref, groups=n)[0]
+                r64 = region[:, 0].double()
+                s1, s2 = _box_sums(r64, wh, ww), _box_sums(r64 * r64, wh, ww)
+                norms = torch.sqrt(torch.clamp(s2 - s1 * s1 / (wh * ww), min=0)).float().clamp_min(1e-6)
+                best = torch.maximum(best, (dots / norms).reshape(n, -1).max(dim=1).values)
+            out[s : s + n] = torch.sqrt(torch.clamp(2 - 2 * best, min=0)).double().numpy()
     return out
 
 
@@ -911,6 +924,12 @@ def _rules_text(config: DedupConfig) -> str:
         parts.append(f"tiny <= {config.tiny_max:g}")
     if config.feature_model is not None and config.feature_max is not None:
         parts.append(f"{config.feature_model} feature <= {config.feature_max:g}")
+    if config.edge_max is not None:
+        parts.append(f"aligned <= {config.edge_aligned_max:g} with edge <= {config.edge_max:g} "
+                     f"(shift <= {config.edge_max_shift}, zoom {min(config.edge_scales):g}-{max(config.edge_scales):g}")
+        if config.within_query and config.within_edge_max is not None:
+            parts[-1] += f"; inside the set: edge <= {config.within_edge_max:g}"
+        parts[-1] += ")"
     return " or ".join(parts) if parts else "(none)"
 
 
@@ -1081,7 +1100,10 @@ def _flag_rules(
             raise fail("config.edge_max", config.edge_max, "None for a candidate table without an 'edge' column",
                        "Search again with edge_max set to compute it.")
         edge = np.nan_to_num(pairs["edge"].to_numpy(dtype=float), nan=np.inf)
-        fired.append(("edge", (pairs["aligned"].to_numpy() <= config.edge_aligned_max) & (edge <= config.edge_max)))
+        limit = np.full(len(pairs), config.edge_max)
+        if within is not None and config.within_edge_max is not None:
+            limit[np.asarray(within, bool)] = config.within_edge_max
+        fired.append(("edge", (pairs["aligned"].to_numpy() <= config.edge_aligned_max) & (edge <= limit)))
     n = len(pairs)
     flagged = np.zeros(n, dtype=bool)
     labels = np.full(n, "", dtype=object)

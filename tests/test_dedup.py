@@ -182,10 +182,70 @@ def test_edge_distance_tolerates_crop_zoom_but_not_other_images(sets):
         edge_distance(np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 8, 8, 3), np.uint8), max_shift=4)
 
 
-def test_edge_rule_is_opt_in(sets):
+def _edge_distance_by_windows(a, b, max_shift, scales):
+    """Reference for edge_distance: cut every window out and compare them one by one."""
+    import torch
+    import torch.nn.functional as F
+
+    def gray(x):  # the library's grayscale: the mean of the channels
+        return torch.from_numpy(x.astype(np.float32)).mean(dim=3)[:, None]
+
+    def high_pass(g):
+        return g - F.avg_pool2d(F.pad(g, (1, 1, 1, 1), mode="replicate"), 3, 1)
+
+    def unit(v):
+        v = v - v.mean()
+        return v / max(np.linalg.norm(v), 1e-6)
+
+    h = a.shape[1]
+    m, side = max_shift, a.shape[1] - 2 * max_shift
+    out = []
+    for i in range(len(a)):
+        ref = unit(high_pass(gray(b[i : i + 1]))[0, 0, m : m + side, m : m + side].numpy().astype(np.float64))
+        best = -2.0
+        for z in scales:
+            g = gray(a[i : i + 1])
+            sz = max(1, round(h * z))
+            if sz != h:
+                g = F.interpolate(g, size=(sz, sz), mode="bilinear", antialias=True, align_corners=False)
+            pad = m + max(0, (h - sz + 1) // 2) + 2
+            e = F.pad(high_pass(g), (pad, pad, pad, pad), mode="replicate")[0, 0].numpy().astype(np.float64)
+            y0 = pad + (sz - side) // 2
+            for dy in range(-m, m + 1):
+                for dx in range(-m, m + 1):
+                    win = e[y0 + dy : y0 + dy + side, y0 + dx : y0 + dx + side]
+                    best = max(best, float(np.sum(unit(win) * ref)))
+        out.append(np.sqrt(max(2 - 2 * best, 0)))
+    return np.array(out)
+
+
+def test_edge_distance_matches_window_by_window_reference(sets):
     query, ref = sets
-    off = find_near_duplicates(query, [ref], within_query=False)
+    rng = np.random.default_rng(5)
+    a = query.images[:12]
+    b = np.concatenate([ref.images[:6], np.roll(query.images[6:12], 1, axis=2)])  # unrelated, and shifted copies
+
+    def cos(d):  # compared as cosines: sqrt(2 - 2 cos) magnifies float noise near 0
+        return 1 - np.asarray(d) ** 2 / 2
+
+    for max_shift, scales in ((3, (0.8125, 1.0, 1.125)), (1, (1.0,))):
+        got = edge_distance(a, b, max_shift, scales)
+        want = _edge_distance_by_windows(a, b, max_shift, scales)
+        np.testing.assert_allclose(cos(got), cos(want), atol=2e-6)
+        assert got[:6].min() > 0.5 and got[6:].max() < 0.3  # unrelated; shifted copies (the wrapped column differs)
+    small = rng.integers(0, 256, (5, 20, 20, 3), dtype=np.uint8)  # another size, and batches of 2
+    np.testing.assert_allclose(cos(edge_distance(small, small[::-1], 2, (0.9, 1.0), batch=2)),
+                               cos(_edge_distance_by_windows(small, small[::-1], 2, (0.9, 1.0))), atol=2e-6)
+
+
+def test_edge_rule_is_on_by_default_and_can_be_switched_off(sets):
+    query, ref = sets
+    assert DedupConfig().edge_max == 1.1  # chosen with the by-eye review (docs/dedup.md)
+    default = find_near_duplicates(query, [ref], within_query=False)
+    assert "edge" in default.pairs and default.config.edge_max == 1.1
+    off = find_near_duplicates(query, [ref], within_query=False, edge_max=None)
     assert "edge" not in off.pairs
+    assert "edge" not in off.summary() and "edge <= 1.1" in default.summary()
     on = find_near_duplicates(query, [ref], within_query=False, edge_max=0.3)
     near = on.pairs.aligned <= 0.8  # edge_aligned_max
     assert on.pairs.edge[near].notna().all() and on.pairs.edge[~near].isna().all()
@@ -251,7 +311,8 @@ def test_chunk_api_and_rescoring_match_the_one_call(sets):
     assert whole.tiny.shape == (len(query), 192)
     # stricter thresholds on the same candidates: a subset of the flags
     strict = decide(
-        pairs, query, {"ref": ref}, DedupConfig(within_query=False, aligned_max=0.01, hash_radii={}, ratio_max=None, l2_rms_max=None)
+        pairs, query, {"ref": ref},
+        DedupConfig(within_query=False, aligned_max=0.01, hash_radii={}, ratio_max=None, l2_rms_max=None, edge_max=None),
     )
     assert set(strict.flagged_ids) < set(a.flagged_ids)
 
@@ -259,12 +320,12 @@ def test_chunk_api_and_rescoring_match_the_one_call(sets):
 def test_thresholds_switch_rules_off(sets):
     query, ref = sets
     res = find_near_duplicates(
-        query, [ref], hash_radii={}, l2_rms_max=None, aligned_max=None, ratio_max=None, within_query=False
+        query, [ref], hash_radii={}, l2_rms_max=None, aligned_max=None, ratio_max=None, edge_max=None, within_query=False
     )
     assert res.n_flagged == 0 and not res.pairs.flagged.any()
     assert len(res.pairs) > 0  # the kNN signals still propose candidates
     strict = find_near_duplicates(
-        query, [ref], hash_radii={"phash": 0}, l2_rms_max=0.0, aligned_max=None, ratio_max=None
+        query, [ref], hash_radii={"phash": 0}, l2_rms_max=0.0, aligned_max=None, ratio_max=None, edge_max=None
     )
     assert set(strict.flagged.query_id) >= {query.ids[0], query.ids[7]}
     assert query.ids[3] not in set(strict.flagged.query_id)  # a shifted copy needs the aligned rule
@@ -296,7 +357,7 @@ def test_feature_signal_uses_extract_features(monkeypatch, sets):
     monkeypatch.setattr(replicate.evaluate, "extract_features", fake_features)
     res = find_near_duplicates(
         query, {"ref": ref}, feature_model="fake", feature_k=2, feature_max=0.01, hash_radii={},
-        l2_rms_max=None, aligned_max=None, ratio_max=None, within_query=False,
+        l2_rms_max=None, aligned_max=None, ratio_max=None, edge_max=None, within_query=False,
     )
     assert sorted(calls) == [("fake", "new"), ("fake", "ref")]
     assert {"feature", "feature_rank"} <= set(res.pairs)
@@ -434,12 +495,19 @@ def test_cli_writes_tables_and_gallery(tmp_path, sets, capsys):
     assert set((out / "flagged_ids.txt").read_text().split()) == {f["query_id"] for f in data["flagged"]}
     assert main(["dedup", str(qp), "--reference", str(rp), "--out", str(out)]) == 2
     assert "--reference == " in capsys.readouterr().err
-    # the opt-in edge verification reaches the library from the command line
+    # the edge verification's threshold, or 'off', from the command line
+    assert data["config"]["edge_max"] == 1.1
+    assert main(["dedup", str(qp), "--reference", f"ref={rp}", "--out", str(tmp_path / "edge"),
+                 "--edge-max", "off", "--json"]) == 0
+    off = json.loads(capsys.readouterr().out)
+    assert off["config"]["edge_max"] is None
+    assert off["counts"]["flagged"] <= data["counts"]["flagged"]  # the rule only adds flags
     assert main(["dedup", str(qp), "--reference", f"ref={rp}", "--out", str(tmp_path / "edge"),
                  "--edge-max", "1.05", "--json"]) == 0
-    edge = json.loads(capsys.readouterr().out)
-    assert edge["config"]["edge_max"] == 1.05
-    assert edge["counts"]["flagged"] >= data["counts"]["flagged"]  # the rule only adds flags
+    assert json.loads(capsys.readouterr().out)["config"]["edge_max"] == 1.05
+    assert main(["dedup", str(qp), "--reference", f"ref={rp}", "--out", str(tmp_path / "edge"),
+                 "--edge-max", "loose"]) == 2
+    assert "--edge-max == 'loose'; must be a distance in [0, 2] or 'off'" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------ real images
@@ -481,6 +549,27 @@ def test_ratio_to_the_other_candidates():
         find_near_duplicates(make_imageset(5), None, ratio_max=1.5)
 
 
+def test_edge_rule_has_its_own_limit_inside_the_query_set():
+    from replicate.dedup import _flag_rules, _rules_text
+
+    # edge 1.0 passes edge_max = 1.1 against a reference set, not within_edge_max = 0.9 inside
+    # the query set; edge 0.85 passes both; aligned 0.85 is beyond edge_aligned_max = 0.8
+    pairs = pd.DataFrame({"aligned": [0.5, 0.5, 0.5, 0.5, 0.85], "aligned_ratio": [0.9] * 5,
+                          "edge": [1.0, 1.0, 0.85, 0.85, 0.5]})
+    within = np.array([False, True, False, True, False])
+    off = {"hash_radii": {}, "l2_rms_max": None, "aligned_max": None, "ratio_max": None}
+    cfg = DedupConfig(**off)
+    assert (cfg.edge_max, cfg.within_edge_max, cfg.edge_aligned_max) == (1.1, 0.9, 0.8)  # docs/dedup.md
+    flagged, by = _flag_rules(pairs, cfg, within=within)
+    assert flagged.tolist() == [True, False, True, True, False]
+    assert set(by[flagged]) == {"edge"}
+    same, _ = _flag_rules(pairs, DedupConfig(**off, within_edge_max=None), within=within)
+    assert same.tolist() == [True, True, True, True, False]
+    assert "inside the set: edge <= 0.9" in _rules_text(cfg)
+    with pytest.raises(ValueError, match=r"within_edge_max == 2.5; must be in \[0, 2\]"):
+        find_near_duplicates(make_imageset(5), None, within_edge_max=2.5)
+
+
 def test_ratio_rule_has_its_own_limits_inside_the_query_set():
     from replicate.dedup import _flag_rules
 
@@ -488,15 +577,17 @@ def test_ratio_rule_has_its_own_limits_inside_the_query_set():
     # aligned 0.5 with ratio 0.65 passes ratio <= 0.7 within 0.7, not ratio <= 0.6 within 0.45
     pairs = pd.DataFrame({"aligned": [0.5, 0.5, 0.3, 0.3], "aligned_ratio": [0.65, 0.65, 0.5, 0.5]})
     within = np.array([False, True, False, True])
-    cfg = DedupConfig(hash_radii={}, l2_rms_max=None, aligned_max=None)
+    cfg = DedupConfig(hash_radii={}, l2_rms_max=None, aligned_max=None, edge_max=None)
     assert (cfg.ratio_max, cfg.ratio_aligned_max, cfg.within_ratio_max, cfg.within_ratio_aligned_max) == (
         0.7, 0.7, 0.6, 0.45)  # the defaults chosen by the review in docs/dedup.md
     flagged, _ = _flag_rules(pairs, cfg, within=within)
     assert flagged.tolist() == [True, False, True, True]
-    same, _ = _flag_rules(pairs, DedupConfig(hash_radii={}, l2_rms_max=None, aligned_max=None, within_ratio_max=None),
+    same, _ = _flag_rules(pairs, DedupConfig(hash_radii={}, l2_rms_max=None, aligned_max=None, within_ratio_max=None,
+                                             edge_max=None),
                           within=within)
     assert same.tolist() == [True, True, True, True]
-    off, _ = _flag_rules(pairs, DedupConfig(hash_radii={}, l2_rms_max=None, aligned_max=None, ratio_max=None),
+    off, _ = _flag_rules(pairs, DedupConfig(hash_radii={}, l2_rms_max=None, aligned_max=None, ratio_max=None,
+                                            edge_max=None),
                          within=within)
     assert not off.any()
     with pytest.raises(ValueError, match=r"within_ratio_max == 2; must be in \[0, 1\]"):

@@ -32,9 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--aligned-max", type=float, help="aligned-distance threshold (default: the library's)")
     p.add_argument("--ratio-max", type=float, help="ratio-test threshold (default: the library's)")
     p.add_argument("--l2-rms-max", type=float, help="RMS pixel difference threshold (default: the library's)")
-    p.add_argument("--edge-max", type=float,
-                   help="opt-in edge-map verification (e.g. 1.05): more recall on crops and zooms, more flags "
-                        "to review (see docs/dedup.md)")
+    p.add_argument("--edge-max", metavar="DIST|off",
+                   help="edge-map verification threshold (default: the library's, 1.1); 'off' switches the rule "
+                        "off: faster, fewer flags, misses more crops and zooms (see docs/dedup.md)")
     p.add_argument(
         "--hash",
         action="append",
@@ -60,6 +60,17 @@ def _split(text: str, what: str) -> tuple[str, str]:
     return name, value
 
 
+def _edge_max(text: str) -> float | None:
+    from replicate._validation import fail
+
+    if text.strip().lower() == "off":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise fail("--edge-max", text, "a distance in [0, 2] or 'off'") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from replicate.dedup import dedup_gallery, find_near_duplicates
     from replicate.io import load
@@ -77,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if args.l2_rms_max is not None:
         overrides["l2_rms_max"] = args.l2_rms_max
     if args.edge_max is not None:
-        overrides["edge_max"] = args.edge_max
+        overrides["edge_max"] = _edge_max(args.edge_max)
     if args.hash is not None:
         radii = {}
         for item in args.hash:
