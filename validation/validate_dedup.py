@@ -14,8 +14,8 @@
    about 3% of the test images have near-duplicates in train): how many it flags, the
    flagged pairs per rule, the review gallery.
 
-3. ``--review``: recall and false flags of several ratio-rule settings on CIFAR-10 test
-   against train, estimated from by-eye labels of stratified random samples
+3. ``--review``: recall and false flags of several ratio-rule and edge-rule settings on
+   CIFAR-10 test against train, estimated from by-eye labels of stratified random samples
    (dedup_review_labels.csv); writes dedup_review.json and dedup_review.md.
 
 Writes validation/results/dedup.json, dedup.md and the galleries
@@ -68,6 +68,7 @@ SWEEP = {
     "ratio": [0.3, 0.4, 0.5, 0.6, 0.7],
     "tiny": [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4],
     "feature": [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4],
+    "edge": [0.9, 1.0, 1.05, 1.1, 1.15],
 }
 COLUMN = {
     "phash": "hamming_phash",
@@ -90,6 +91,9 @@ def rule_mask(pairs: pd.DataFrame, rule: str, t: float) -> np.ndarray:
     if rule == "ratio":  # the library's ratio rule, within its default aligned limit
         near = (pairs["aligned"] <= DedupConfig().ratio_aligned_max).to_numpy()
         return near & (pairs["aligned_ratio"].fillna(np.inf) <= t).to_numpy()
+    if rule == "edge":  # the library's edge rule, within its default aligned limit
+        near = (pairs["aligned"] <= DedupConfig().edge_aligned_max).to_numpy()
+        return near & (pairs["edge"].fillna(np.inf) <= t).to_numpy()
     col = COLUMN.get(rule, rule)
     return (pairs[col] <= t).to_numpy() if col in pairs else np.zeros(len(pairs), bool)
 
@@ -182,7 +186,8 @@ def benchmark(train: ImageSet, args) -> tuple[dict, list[str]]:
     chosen, chosen_score = choose_defaults(pairs, bench, qids, rids, available)
     default_cfg = DedupConfig()
     default_rules = {**{m: r for m, r in default_cfg.hash_radii.items()}, "l2_rms": default_cfg.l2_rms_max,
-                     "aligned": default_cfg.aligned_max, "ratio": default_cfg.ratio_max, "tiny": default_cfg.tiny_max}
+                     "aligned": default_cfg.aligned_max, "ratio": default_cfg.ratio_max, "tiny": default_cfg.tiny_max,
+                     "edge": default_cfg.edge_max}
     default_score = score(pairs, combined_mask(pairs, default_rules), bench, qids, rids)
     with_flips = {**default_rules, "mirror": default_cfg.aligned_max}
     default_flips_score = score(pairs, combined_mask(pairs, with_flips), bench, qids, rids)
@@ -288,7 +293,7 @@ def cifar_test_vs_train(train: ImageSet, test: ImageSet, args) -> dict:
         mid[~low],
     )
     by_rule_queries: dict[str, int] = {}
-    for rule in ["phash", "dhash", "l2", "aligned", "ratio", "tiny", "feature"]:
+    for rule in ["phash", "dhash", "l2", "aligned", "ratio", "tiny", "feature", "edge"]:
         m = to_train.flagged_by.str.split(",").apply(lambda xs, r=rule: r in xs)
         if m.any():
             by_rule_queries[rule] = int(to_train[m].query_id.nunique())
@@ -317,11 +322,15 @@ def cifar_test_vs_train(train: ImageSet, test: ImageSet, args) -> dict:
 # By-eye review of CIFAR-10 test against train: recall and false flags per setting
 #
 # Each test image is put in one stratum by which ratio-rule settings flag it (the candidate
-# table of the default detector, within_query=False); random samples of each stratum were
-# labelled by eye (1 = the same photograph as the train image shown, up to crop, shift,
-# zoom, colour or compression; 0 = a different photograph; u = unsure, counted as 0.5 and
-# reported at 0 and 1). The labels are in dedup_review_labels.csv.
-REVIEW_SETTINGS = {  # name: (ratio_max, ratio_aligned_max); every other rule at its default
+# table of the detector, within_query=False); random samples of each stratum were labelled
+# by eye (1 = the same photograph as the train image shown, up to crop, shift, zoom, colour,
+# border or compression; 0 = a different photograph; u = unsure, mostly the same scene in
+# another frame or the same object in a near-identical pose). Estimates are given twice:
+# "same photograph" counts u as 0, "u as half" counts it as 0.5 (both with 90% stratified
+# bootstrap intervals). The labels are in dedup_review_labels.csv: rounds 1-3 drew from
+# strata A-K; round 4 (drawn after the edge rule and its first threshold were chosen, so
+# held out from that choice) split G, H, K and L by the edge distance and drew from each part.
+REVIEW_SETTINGS = {  # name: (ratio_max, ratio_aligned_max); the edge rule off, every other rule at its default
     "r0.6_a0.45": (0.6, 0.45),
     "r0.7_a0.45": (0.7, 0.45),
     "r0.7_a0.5": (0.7, 0.5),
@@ -332,6 +341,14 @@ REVIEW_SETTINGS = {  # name: (ratio_max, ratio_aligned_max); every other rule at
     "r0.8_a0.8": (0.8, 0.8),
 }
 WIDE_SETTINGS = ["r0.6_a0.45", "r0.7_a0.6", "r0.7_a0.7", "r0.75_a0.7"]
+EDGE_SETTINGS = {  # name: (edge_aligned_max, edge_max) of the edge rule, on top of the default ratio rule
+    "edge_a0.8_v1.0": (0.8, 1.0),
+    "edge_a0.8_v1.05": (0.8, 1.05),
+    "edge_a0.8_v1.1": (0.8, 1.1),
+    "edge_a0.8_v1.15": (0.8, 1.15),
+    "edge_a1.0_v1.1": (1.0, 1.1),
+}
+EDGE_SPLIT = 1.1  # G, H, K and L are split by the smallest edge distance of a test image's candidates
 REVIEW_STRATA = {
     "A": "flagged by ratio <= 0.6, aligned <= 0.45 (the earlier default)",
     "B": "newly flagged by ratio <= 0.7 (aligned <= 0.45)",
@@ -339,13 +356,21 @@ REVIEW_STRATA = {
     "D": "newly flagged by ratio <= 0.7 with aligned <= 0.5",
     "E": "newly flagged by ratio <= 0.8 with aligned <= 0.5",
     "F": "newly flagged by aligned <= 0.3 (with ratio <= 0.7)",
-    "G": "none of A-F, closest train image at aligned <= 0.45",
+    "G1": "none of A-F, closest train image at aligned <= 0.45; a candidate at edge <= 1.1",
+    "G2": "none of A-F, closest train image at aligned <= 0.45; none at edge <= 1.1",
     "I": "none of A-G, flagged by ratio <= 0.7 with aligned <= 0.6",
     "J": "none of A-I, flagged by ratio <= 0.7 with aligned <= 0.7",
-    "H": "none of A-J, closest train image at aligned <= 0.55",
-    "K": "none of A-J, H, a train candidate at aligned <= 0.8 with ratio <= 0.8",
-    "L": "the rest (not sampled: counted as holding no near-duplicates)",
+    "H1": "none of A-J, closest train image at aligned <= 0.55; a candidate at edge <= 1.1",
+    "H2": "none of A-J, closest train image at aligned <= 0.55; none at edge <= 1.1",
+    "K1": "none of A-J, H, a candidate at aligned <= 0.8 with ratio <= 0.8; one at edge <= 1.1",
+    "K2": "none of A-J, H, a candidate at aligned <= 0.8 with ratio <= 0.8; none at edge <= 1.1",
+    "L1": "the rest, a candidate at edge <= 1.1",
+    "L2": "the rest, the closest candidate at edge 1.1-1.15",
+    "L3": "the rest, no candidate at edge <= 1.15",
 }
+# the candidate search of the review: edge distances for every pair with aligned <= 1.0, so
+# that the strata and every edge setting can be scored on one table
+REVIEW_CONFIG = replace(DedupConfig(), within_query=False, edge_aligned_max=1.0)
 
 
 def _image_flags(pairs: pd.DataFrame, query_ids: pd.Index, cfg: DedupConfig) -> np.ndarray:
@@ -356,8 +381,10 @@ def _image_flags(pairs: pd.DataFrame, query_ids: pd.Index, cfg: DedupConfig) -> 
 
 
 def review_strata(pairs: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame]:
-    """Stratum of every test image, and whether each review setting flags it."""
-    base = replace(DedupConfig(), ratio_max=0.6, ratio_aligned_max=0.45)
+    """Stratum of every test image (the keys of REVIEW_STRATA), and whether each ratio
+    setting (the edge rule off) flags it. ``pairs`` needs edge distances for every pair
+    with aligned <= 1.0 (:data:`REVIEW_CONFIG`)."""
+    base = replace(DedupConfig(), ratio_max=0.6, ratio_aligned_max=0.45, edge_max=None)
     best = pairs.sort_values("aligned").drop_duplicates("query_id").set_index("query_id")
     idx = best.index
 
@@ -382,17 +409,31 @@ def review_strata(pairs: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame]:
     loose = pairs[(pairs.aligned <= 0.8) & (pairs.aligned_ratio <= 0.8)].query_id.unique()
     st[(st == "").to_numpy() & idx.isin(loose)] = "K"
     st[(st == "").to_numpy()] = "L"
+    # round 4: G, H, K and L split by the smallest edge distance of the image's candidates
+    if not (pairs.edge.notna() == (pairs.aligned <= 1.0)).all():
+        raise RuntimeError("the review needs edge distances for every pair with aligned <= 1.0 (REVIEW_CONFIG)")
+    edge = pairs.groupby("query_id").edge.min().reindex(idx).fillna(np.inf).to_numpy()
+    for h in ("G", "H", "K"):
+        m = (st == h).to_numpy()
+        st[m & (edge <= EDGE_SPLIT)] = h + "1"
+        st[m & (edge > EDGE_SPLIT)] = h + "2"
+    m = (st == "L").to_numpy()
+    st[m & (edge <= EDGE_SPLIT)] = "L1"
+    st[m & (edge > EDGE_SPLIT) & (edge <= 1.15)] = "L2"
+    st[m & (edge > 1.15)] = "L3"
     fl = pd.DataFrame({k: flags(r, m) for k, (r, m) in REVIEW_SETTINGS.items()}, index=idx)
     return st, fl
 
 
-def review_estimate(labels: pd.DataFrame, sizes: dict, flagged: dict, n_boot: int = 1000, seed: int = 0) -> dict:
+def review_estimate(labels: pd.DataFrame, sizes: dict, flagged: dict, n_boot: int = 1000, seed: int = 0,
+                    unsure: float = 0.5) -> dict:
     """Stratified estimate of near-duplicates found and false flags for each review setting.
 
     ``labels``: one row per labelled test image with ``stratum``, ``label`` (1/0/u) and a
     boolean column per setting (flagged by it); ``sizes``: test images per stratum;
-    ``flagged``: test images each setting flags in all. Unsampled strata count as holding
-    no near-duplicates. Intervals: 5-95% of a stratified bootstrap over the labelled images.
+    ``flagged``: test images each setting flags in all; ``unsure``: what a *u* label
+    counts as. Unlabelled strata count as holding no near-duplicates. Intervals: 5-95% of
+    a stratified bootstrap over the labelled images.
     """
     settings = list(flagged)
 
@@ -409,7 +450,7 @@ def review_estimate(labels: pd.DataFrame, sizes: dict, flagged: dict, n_boot: in
                 true[k] += n_h * (y[m] * lab[k].to_numpy(bool)[m]).mean()
         return total, true
 
-    total, true = once(labels, 0.5)
+    total, true = once(labels, unsure)
     total0, true0 = once(labels, 0.0)
     total1, true1 = once(labels, 1.0)
     rng = np.random.default_rng(seed)
@@ -417,7 +458,7 @@ def review_estimate(labels: pd.DataFrame, sizes: dict, flagged: dict, n_boot: in
     boot_total, boot_recall, boot_fpt = [], {k: [] for k in settings}, {k: [] for k in settings}
     for _ in range(n_boot):
         lab = pd.concat([g.iloc[rng.integers(0, len(g), len(g))] for g in groups])
-        t, tr = once(lab, 0.5)
+        t, tr = once(lab, unsure)
         boot_total.append(t)
         for k in settings:
             boot_recall[k].append(tr[k] / t)
@@ -439,10 +480,11 @@ def review_estimate(labels: pd.DataFrame, sizes: dict, flagged: dict, n_boot: in
         h: {"test_images": int(sizes[h]), "labelled": int((labels.stratum == h).sum()),
             "same_photo": int(((labels.stratum == h) & (labels.label.astype(str) == "1")).sum()),
             "unsure": int(((labels.stratum == h) & (labels.label.astype(str) == "u")).sum()),
-            "meaning": REVIEW_STRATA[h]}
+            "meaning": REVIEW_STRATA.get(h, h)}
         for h in sizes
     }
     return {
+        "unsure_counts_as": unsure,
         "near_duplicates_total": total,
         "near_duplicates_total_90": [float(np.percentile(boot_total, 5)), float(np.percentile(boot_total, 95))],
         "near_duplicates_total_unsure_as_0_and_1": [total0, total1],
@@ -452,37 +494,56 @@ def review_estimate(labels: pd.DataFrame, sizes: dict, flagged: dict, n_boot: in
 
 
 def review(train: ImageSet, test: ImageSet) -> dict:
-    """Re-run the default detector's candidate search (no within-test search), rebuild the
-    strata, check the labelled sample against them and estimate every review setting."""
-    labels = pd.read_csv(RESULTS / "dedup_review_labels.csv", dtype={"label": str})
+    """Re-run the detector's candidate search (no within-test search), rebuild the strata,
+    check the labelled sample against them and estimate every review setting."""
+    labels = pd.read_csv(RESULTS / "dedup_review_labels.csv", dtype={"label": str, "reference_id_2": str})
     t = time.perf_counter()
-    res = find_near_duplicates(test, {"cifar10-train": train}, config=replace(DedupConfig(), within_query=False))
+    res = find_near_duplicates(test, {"cifar10-train": train}, config=REVIEW_CONFIG)
     seconds = time.perf_counter() - t
     st, fl = review_strata(res.pairs)
-    # a labelled image stays in the stratum it was drawn from, except the round-1 draws from
+    # rounds 1-3 recorded the stratum before the round-4 split (G, H, K), round 4 the part.
+    # A labelled image stays in the stratum it was drawn from, except the round-1 draws from
     # H that later strata (I, J) took over: those are dropped, the rest of H stays a random sample
-    now = st.loc[labels.query_id].to_numpy()
-    moved = now != labels.stratum.to_numpy()
+    now = st.loc[labels.query_id].to_numpy().astype(str)
+    drawn = labels.stratum.to_numpy().astype(str)
+    parent = pd.Series(now).str.replace(r"[123]$", "", regex=True).to_numpy()
+    moved = np.where(np.char.str_len(drawn) == 1, parent != drawn, now != drawn)
     if not set(labels.stratum[moved]) <= {"H"}:
         raise RuntimeError(f"labelled images changed stratum: {labels[moved].head()}")
-    lab = labels[~moved].copy()
-    for k in REVIEW_SETTINGS:
-        lab[k] = fl.loc[lab.query_id, k].to_numpy()
-    sizes = {h: int((st == h).sum()) for h in REVIEW_STRATA}
-    flagged = {k: int(fl[k].sum()) for k in REVIEW_SETTINGS}
-    out = review_estimate(lab, sizes, flagged)
-    # clean negatives: Tiny-ImageNet candidate-pool images (another source), default candidates
+    lab = labels[~moved][["query_id", "label", "grid"]].copy()
+    lab["stratum"] = now[~moved]
     pool = ImageSet(np.load(SHARED / "data/candidates/tinyimagenet_cifar10_32x32.npz")["images"][:4000], name="pool")
-    pres = find_near_duplicates(pool, {"cifar10-train": train}, config=replace(DedupConfig(), within_query=False))
+    pres = find_near_duplicates(pool, {"cifar10-train": train}, config=REVIEW_CONFIG)
     pidx = pd.Index(pool.ids)
-    for k, (ratio, amax) in REVIEW_SETTINGS.items():
-        cfg = replace(DedupConfig(), ratio_max=ratio, ratio_aligned_max=amax)
-        out["settings"][k]["tinyimagenet_flagged"] = int(_image_flags(pres.pairs, pidx, cfg).sum())
+    configs = {k: replace(REVIEW_CONFIG, ratio_max=r, ratio_aligned_max=m, edge_max=None) for k, (r, m) in REVIEW_SETTINGS.items()}
+    configs.update({k: replace(REVIEW_CONFIG, edge_aligned_max=a, edge_max=v) for k, (a, v) in EDGE_SETTINGS.items()})
+    cols, flagged, extra = {}, {}, {}
+    for k, cfg in configs.items():
+        f = pd.Series(fl[k].to_numpy() if k in fl else _image_flags(res.pairs, st.index, cfg), index=st.index)
+        cols[k] = f.loc[lab.query_id].to_numpy()
+        flagged[k] = int(f.sum())
+        extra[k] = {"flagged_in_L": int((f & st.str.startswith("L")).sum()),
+                    "tinyimagenet_flagged": int(_image_flags(pres.pairs, pidx, cfg).sum())}
+    lab = pd.concat([lab, pd.DataFrame(cols, index=lab.index)], axis=1)
+    sizes = {h: int((st == h).sum()) for h in REVIEW_STRATA}
+    out = review_estimate(lab, sizes, flagged)
+    strict = review_estimate(lab.assign(label=lab.label.replace({"u": "0"})), sizes, flagged)
+    for k in configs:
+        out["settings"][k].update(extra[k])
+        strict["settings"][k].update(extra[k])
+    out["same_photograph"] = {"near_duplicates_total": strict["near_duplicates_total"],
+                              "near_duplicates_total_90": strict["near_duplicates_total_90"],
+                              "settings": strict["settings"]}
+    # held out: the round-4 labels were drawn after the edge rule and its first threshold
+    # (1.05) were chosen; which of their same-photograph images each edge setting flags
+    r4 = lab[(lab.grid == "round4") & (lab.label == "1")]
+    out["round4_same_photograph_flagged"] = {"images": int(len(r4)),
+                                             **{k: int(r4[k].sum()) for k in ["r0.7_a0.7", *EDGE_SETTINGS]}}
     out["tinyimagenet_images"] = len(pool)
-    # a wider alignment search, scored with the same labels: the strata stay those of the
-    # default window, a labelled image counts as found when the wider detector flags it (with
-    # whichever train image), and flags in the unsampled stratum L count as false
-    wide = replace(DedupConfig(), within_query=False, max_shift=3, scales=(0.8125, 0.875, 0.9375, 1.0, 1.0625, 1.125))
+    # a wider alignment search (the edge rule off), scored with the same labels: a labelled
+    # image counts as found when the wider detector flags it (with whichever train image),
+    # and flags in the unsampled stratum L count as false
+    wide = replace(DedupConfig(), within_query=False, edge_max=None, max_shift=3, scales=(0.8125, 0.875, 0.9375, 1.0, 1.0625, 1.125))
     t = time.perf_counter()
     wres = find_near_duplicates(test, {"cifar10-train": train}, config=wide)
     wseconds = time.perf_counter() - t
@@ -495,114 +556,72 @@ def review(train: ImageSet, test: ImageSet) -> dict:
         f = pd.Series(_image_flags(wres.pairs, st.index, cfg), index=st.index)
         wlab[k] = f.loc[lab.query_id].to_numpy()
         wflagged[k] = int(f.sum())
-        in_l[k] = int((f & (st == "L")).sum())
+        in_l[k] = int((f & st.str.startswith("L")).sum())
         pool_flags[k] = int(_image_flags(wpool.pairs, pidx, cfg).sum())
     west = review_estimate(wlab, sizes, wflagged)
     for k in WIDE_SETTINGS:
-        west["settings"][k]["flagged_in_unsampled_L"] = in_l[k]
+        west["settings"][k]["flagged_in_L"] = in_l[k]
         west["settings"][k]["tinyimagenet_flagged"] = pool_flags[k]
     out["wide_alignment"] = {"config": {"max_shift": wide.max_shift, "scales": list(wide.scales)},
                              "detector_seconds": wseconds, "settings": west["settings"]}
-    # how well the aligned distance separates the labelled pairs, per alignment window
+    # how well the aligned and edge distances separate the labelled pairs (rounds 1-3, the
+    # pair shown; unsure excluded)
     from scipy.stats import mannwhitneyu
 
-    from replicate.dedup import aligned_distance
+    from replicate.dedup import aligned_distance, edge_distance
 
-    sure = labels[labels.label.astype(str) != "u"]
+    sure = labels[(labels.label.astype(str) != "u") & (labels.grid != "round4")]
     qa = test.images[test.positions(sure.query_id.to_numpy())]
     rb = train.images[train.positions(sure.reference_id.to_numpy())]
-    same = (sure.label.astype(str) == "1").to_numpy()
+    same_photo = (sure.label.astype(str) == "1").to_numpy()
     auc = {}
-    for name, (ms, sc) in {
-        "default (shift 2, zoom 0.875-1.0625)": (2, (0.875, 0.9375, 1.0, 1.0625)),
-        "shift 3, same zooms": (3, (0.875, 0.9375, 1.0, 1.0625)),
-        "shift 3, zoom 0.8125-1.125": (3, (0.8125, 0.875, 0.9375, 1.0, 1.0625, 1.125)),
-        "shift 4, zoom 0.75-1.25": (4, (0.75, 0.8125, 0.875, 0.9375, 1.0, 1.0625, 1.125, 1.25)),
+    for name, spec in {
+        "aligned, default (shift 2, zoom 0.875-1.0625)": (2, (0.875, 0.9375, 1.0, 1.0625)),
+        "aligned, shift 3, same zooms": (3, (0.875, 0.9375, 1.0, 1.0625)),
+        "aligned, shift 3, zoom 0.8125-1.125": (3, (0.8125, 0.875, 0.9375, 1.0, 1.0625, 1.125)),
+        "aligned, shift 4, zoom 0.75-1.25": (4, (0.75, 0.8125, 0.875, 0.9375, 1.0, 1.0625, 1.125, 1.25)),
+        "edge (shift 3, zoom 0.8125-1.125)": None,
     }.items():
-        d = aligned_distance(qa, rb, max_shift=ms, scales=sc)
-        u = mannwhitneyu(d[same], d[~same]).statistic
-        auc[name] = float(1 - u / (same.sum() * (~same).sum()))  # P(same pair closer than a different one)
-    out["aligned_auc_on_labelled_pairs"] = {"pairs": int(len(sure)), "same_photo": int(same.sum()), "auc": auc}
+        d = edge_distance(qa, rb) if spec is None else aligned_distance(qa, rb, max_shift=spec[0], scales=spec[1])
+        u = mannwhitneyu(d[same_photo], d[~same_photo]).statistic
+        auc[name] = float(1 - u / (same_photo.sum() * (~same_photo).sum()))  # P(same pair closer than a different one)
+    out["auc_on_labelled_pairs"] = {"pairs": int(len(sure)), "same_photo": int(same_photo.sum()), "auc": auc}
     out.update(
         method="stratified random samples of CIFAR-10 test images, labelled by eye against the train "
-        "image shown (dedup_review_labels.csv); unsure counts as 0.5",
+        "image(s) shown (dedup_review_labels.csv); 'settings' count unsure as 0.5, 'same_photograph' as 0",
         detector_seconds=seconds,
         labelled_images=int(len(lab)),
         dropped_moved_from_H=int(moved.sum()),
-        settings_meaning={k: {"ratio_max": r, "ratio_aligned_max": m} for k, (r, m) in REVIEW_SETTINGS.items()},
+        default={"name": "edge_a0.8_v1.1", "edge_aligned_max": DedupConfig().edge_aligned_max,
+                 "edge_max": DedupConfig().edge_max},
+        settings_meaning={**{k: {"ratio_max": r, "ratio_aligned_max": m, "edge_max": None} for k, (r, m) in REVIEW_SETTINGS.items()},
+                          **{k: {"ratio_max": 0.7, "ratio_aligned_max": 0.7, "edge_aligned_max": a, "edge_max": v}
+                             for k, (a, v) in EDGE_SETTINGS.items()}},
     )
     return out
 
 
-EDGE_SETTINGS = {  # name: (edge_aligned_max, edge_max) of the opt-in edge rule, on top of the defaults
-    f"edge_a{a}_v{v}": (a, v) for a in (0.8, 0.9) for v in (0.95, 1.0, 1.05, 1.1)
-}
+def _setting_name(m: dict) -> str:
+    if m.get("edge_max") is None:
+        return f"ratio {m['ratio_max']:g} within {m['ratio_aligned_max']:g}, edge off"
+    return f"ratio 0.7 within 0.7, edge {m['edge_max']:g} within aligned {m['edge_aligned_max']:g}"
 
 
-def edge_review(train: ImageSet, test: ImageSet) -> dict:
-    """The opt-in edge rule scored with the by-eye labels: the default detector plus
-    ``edge_max`` (high-pass verification over a wider window), same strata and estimate as
-    :func:`review`; flags in the unsampled stratum L count as false."""
-    labels = pd.read_csv(RESULTS / "dedup_review_labels.csv", dtype={"label": str})
-    base = replace(DedupConfig(), within_query=False, edge_max=1.1, edge_aligned_max=0.9)
-    t = time.perf_counter()
-    res = find_near_duplicates(test, {"cifar10-train": train}, config=base)
-    seconds = time.perf_counter() - t
-    st, _ = review_strata(res.pairs)
-    moved = st.loc[labels.query_id].to_numpy() != labels.stratum.to_numpy()
-    if not set(labels.stratum[moved]) <= {"H"}:
-        raise RuntimeError(f"labelled images changed stratum: {labels[moved].head()}")
-    lab = labels[~moved][["query_id", "stratum", "label"]].copy()
-    pool = ImageSet(np.load(SHARED / "data/candidates/tinyimagenet_cifar10_32x32.npz")["images"][:4000], name="pool")
-    pres = find_near_duplicates(pool, {"cifar10-train": train}, config=base)
-    pidx = pd.Index(pool.ids)
-    settings = {"default": None, **EDGE_SETTINGS}
-    cols, flagged, extra = {}, {}, {}
-    for k, av in settings.items():
-        cfg = replace(base, edge_max=None) if av is None else replace(base, edge_aligned_max=av[0], edge_max=av[1])
-        f = pd.Series(_image_flags(res.pairs, st.index, cfg), index=st.index)
-        cols[k] = f.loc[lab.query_id].to_numpy()
-        flagged[k] = int(f.sum())
-        extra[k] = {"flagged_in_unsampled_L": int((f & (st == "L")).sum()),
-                    "tinyimagenet_flagged": int(_image_flags(pres.pairs, pidx, cfg).sum())}
-    lab = pd.concat([lab, pd.DataFrame(cols, index=lab.index)], axis=1)
-    sizes = {h: int((st == h).sum()) for h in REVIEW_STRATA}
-    est = review_estimate(lab, sizes, flagged)
-    for k in settings:
-        est["settings"][k].update(extra[k])
-    est.update(detector_seconds=seconds, labelled_images=int(len(lab)), tinyimagenet_images=len(pool),
-               settings_meaning={k: v and {"edge_aligned_max": v[0], "edge_max": v[1]} for k, v in settings.items()},
-               method="default detector plus the opt-in edge rule; labels, strata and estimate as in dedup_review.json")
-    return est
-
-
-def edge_md(r: dict) -> str:
-    lines = ["# Opt-in edge rule, scored with the by-eye labels", "",
-             f"{r['labelled_images']} labelled CIFAR-10 test images; estimated near-duplicates "
-             f"{r['near_duplicates_total']:.0f} (90% {r['near_duplicates_total_90'][0]:.0f}-"
-             f"{r['near_duplicates_total_90'][1]:.0f}). Flags in the unsampled stratum L count as false.", "",
-             "| setting (edge_aligned_max, edge_max) | flagged | of them in L | recall (90%) | false flags per true one (90%) "
-             f"| Tiny-ImageNet flagged / {r['tinyimagenet_images']} |",
-             "|---|---|---|---|---|---|"]
-    for k, s in r["settings"].items():
-        m = r["settings_meaning"][k]
-        name = "defaults, edge rule off" if m is None else f"{m['edge_aligned_max']}, {m['edge_max']}"
-        lines.append(
-            f"| {name} | {s['flagged']} | {s['flagged_in_unsampled_L']} | {s['recall']:.0%} ({s['recall_90'][0]:.0%}-"
-            f"{s['recall_90'][1]:.0%}) | {s['false_per_true']:.2f} ({s['false_per_true_90'][0]:.2f}-"
-            f"{s['false_per_true_90'][1]:.2f}) | {s['tinyimagenet_flagged']} |")
-    return "\n".join(lines) + "\n"
+def _pct(x: float, lo_hi: list) -> str:
+    return f"{100 * x:.0f}% ({100 * lo_hi[0]:.0f}-{100 * lo_hi[1]:.0f}%)"
 
 
 def review_md(r: dict) -> str:
+    s0 = r["same_photograph"]
     lines = [
         "# By-eye review: CIFAR-10 test against train",
         "",
         f"{r['labelled_images']} labelled test images in {sum(1 for s in r['strata'].values() if s['labelled'])} strata "
-        f"(`dedup_review_labels.csv`). Estimated near-duplicates with a train image: "
-        f"**{r['near_duplicates_total']:.0f}** (90% bootstrap {r['near_duplicates_total_90'][0]:.0f}-"
-        f"{r['near_duplicates_total_90'][1]:.0f}; unsure as no/yes: {r['near_duplicates_total_unsure_as_0_and_1'][0]:.0f}/"
-        f"{r['near_duplicates_total_unsure_as_0_and_1'][1]:.0f}), not counting stratum L.",
+        f"(`dedup_review_labels.csv`). Estimated test images with a train image that is the same photograph: "
+        f"**{s0['near_duplicates_total']:.0f}** (90% bootstrap {s0['near_duplicates_total_90'][0]:.0f}-"
+        f"{s0['near_duplicates_total_90'][1]:.0f}); with every unsure label as half: {r['near_duplicates_total']:.0f} "
+        f"({r['near_duplicates_total_90'][0]:.0f}-{r['near_duplicates_total_90'][1]:.0f}), as yes: "
+        f"{r['near_duplicates_total_unsure_as_0_and_1'][1]:.0f}.",
         "",
         "| stratum | meaning | test images | labelled | same photo | unsure |",
         "|---|---|---|---|---|---|",
@@ -611,39 +630,44 @@ def review_md(r: dict) -> str:
         lines.append(f"| {h} | {s['meaning']} | {s['test_images']} | {s['labelled']} | {s['same_photo']} | {s['unsure']} |")
     lines += [
         "",
-        "| setting (ratio_max, ratio_aligned_max) | flagged | near-duplicates found | recall (90%) | false flags per true one (90%) "
-        f"| Tiny-ImageNet flagged / {r['tinyimagenet_images']} |",
-        "|---|---|---|---|---|---|",
+        "| setting | flagged | of them in L | same photograph: recall (90%) | false flags per true one (90%) "
+        f"| unsure as half: recall (90%) | false flags per true one (90%) | Tiny-ImageNet flagged / {r['tinyimagenet_images']} |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for k, s in r["settings"].items():
-        m = r["settings_meaning"][k]
+        m, t = r["settings_meaning"][k], s0["settings"][k]
+        name = _setting_name(m) + (" **(default)**" if k == r["default"]["name"] else "")
         lines.append(
-            f"| {m['ratio_max']:g}, {m['ratio_aligned_max']:g} | {s['flagged']} | {s['near_duplicates_found']:.0f} | "
-            f"{100 * s['recall']:.0f}% ({100 * s['recall_90'][0]:.0f}-{100 * s['recall_90'][1]:.0f}%) | "
+            f"| {name} | {s['flagged']} | {s['flagged_in_L']} | {_pct(t['recall'], t['recall_90'])} | "
+            f"{t['false_per_true']:.2f} ({t['false_per_true_90'][0]:.2f}-{t['false_per_true_90'][1]:.2f}) | "
+            f"{_pct(s['recall'], s['recall_90'])} | "
             f"{s['false_per_true']:.2f} ({s['false_per_true_90'][0]:.2f}-{s['false_per_true_90'][1]:.2f}) | "
             f"{s['tinyimagenet_flagged']} |"
         )
+    h4 = r["round4_same_photograph_flagged"]
+    lines += ["", f"Held out: of the {h4['images']} round-4 images labelled the same photograph, flagged by "
+              + "; ".join(f"{_setting_name(r['settings_meaning'][k])}: {v}" for k, v in h4.items() if k != "images") + "."]
     w = r.get("wide_alignment")
     if w:
         lines += [
             "",
-            f"Wider alignment search (max_shift={w['config']['max_shift']}, scales={w['config']['scales']}; "
-            f"{w['detector_seconds']:.0f} s), same labels and strata; flags in the unsampled stratum L count as false:",
+            f"Wider alignment search, edge rule off (max_shift={w['config']['max_shift']}, scales={w['config']['scales']}; "
+            f"{w['detector_seconds']:.0f} s), same labels and strata (unsure as half; a labelled image counts as found when "
+            "the wider detector flags it with any train image):",
             "",
             "| setting | flagged | of them in L | recall (90%) | false flags per true one (90%) | Tiny-ImageNet flagged |",
             "|---|---|---|---|---|---|",
         ]
         for k, s in w["settings"].items():
-            m = r["settings_meaning"][k]
             lines.append(
-                f"| {m['ratio_max']:g}, {m['ratio_aligned_max']:g} | {s['flagged']} | {s['flagged_in_unsampled_L']} | "
-                f"{100 * s['recall']:.0f}% ({100 * s['recall_90'][0]:.0f}-{100 * s['recall_90'][1]:.0f}%) | "
+                f"| {_setting_name(r['settings_meaning'][k])} | {s['flagged']} | {s['flagged_in_L']} | "
+                f"{_pct(s['recall'], s['recall_90'])} | "
                 f"{s['false_per_true']:.2f} ({s['false_per_true_90'][0]:.2f}-{s['false_per_true_90'][1]:.2f}) | "
                 f"{s['tinyimagenet_flagged']} |"
             )
-    a = r.get("aligned_auc_on_labelled_pairs")
+    a = r.get("auc_on_labelled_pairs")
     if a:
-        lines += ["", f"AUC of the aligned distance on the {a['pairs']} labelled pairs (unsure excluded, "
+        lines += ["", f"AUC on the {a['pairs']} labelled pairs of rounds 1-3 (unsure excluded, "
                   f"{a['same_photo']} the same photograph): "
                   + "; ".join(f"{k} {v:.2f}" for k, v in a["auc"].items())]
     return "\n".join(lines) + "\n"
@@ -718,18 +742,10 @@ def main() -> int:
     ap.add_argument("--skip-cifar", action="store_true", help="only the planted-copy benchmark")
     ap.add_argument("--skip-benchmark", action="store_true", help="only CIFAR-10 test against train")
     ap.add_argument("--review", action="store_true",
-                    help="only the estimate from the by-eye labels (dedup_review_labels.csv) per ratio setting")
-    ap.add_argument("--edge", action="store_true",
-                    help="only the estimate of the opt-in edge rule from the by-eye labels (dedup_edge.json)")
+                    help="only the estimate from the by-eye labels (dedup_review_labels.csv) per ratio and edge setting")
     args = ap.parse_args()
     if not (SHARED / "data/cifar10/train.npz").is_file():
         print(f"skipped: real data not available ({SHARED} absent; set REPLICATE_SHARED)")
-        return 0
-    if args.edge:
-        r = edge_review(load("train"), load("test"))
-        (RESULTS / "dedup_edge.json").write_text(json.dumps(r, indent=2, default=float) + "\n")
-        (RESULTS / "dedup_edge.md").write_text(edge_md(r))
-        print(edge_md(r))
         return 0
     if args.review:
         r = review(load("train"), load("test"))
