@@ -527,7 +527,7 @@ def review(train: ImageSet, test: ImageSet) -> dict:
     lab = pd.concat([lab, pd.DataFrame(cols, index=lab.index)], axis=1)
     sizes = {h: int((st == h).sum()) for h in REVIEW_STRATA}
     out = review_estimate(lab, sizes, flagged)
-    strict = review_estimate(lab.assign(label=lab.label.replace({"u": "0"})), sizes, flagged)
+    strict = review_estimate(lab, sizes, flagged, unsure=0.0)
     for k in configs:
         out["settings"][k].update(extra[k])
         strict["settings"][k].update(extra[k])
