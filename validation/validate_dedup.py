@@ -367,10 +367,18 @@ REVIEW_STRATA = {
     "L1": "the rest, a candidate at edge <= 1.1",
     "L2": "the rest, the closest candidate at edge 1.1-1.15",
     "L3": "the rest, no candidate at edge <= 1.15",
+    # round 5: G2, H2, K2, L2 and L3 split by a wider candidate search (WIDE_CANDIDATES)
+    "KHG2w": "G2, H2 or K2, and a wider search finds a candidate at edge <= 1.1",
+    "L2w": "L2, and a wider search finds a candidate at edge <= 1.1",
+    "L3w": "L3, and a wider search finds a candidate at edge <= 1.1",
 }
+ROUND5_FROM = {"G2": "KHG2w", "H2": "KHG2w", "K2": "KHG2w", "L2": "L2w", "L3": "L3w"}
 # the candidate search of the review: edge distances for every pair with aligned <= 1.0, so
 # that the strata and every edge setting can be scored on one table
 REVIEW_CONFIG = replace(DedupConfig(), within_query=False, edge_aligned_max=1.0)
+# round 5: a wider candidate search (more nearest neighbours by pixel L2 and by tiny image)
+# finds same-photograph pairs that the detector's own candidates miss
+WIDE_CANDIDATES = replace(REVIEW_CONFIG, tiny_k=50, l2_k=20)
 
 
 def _image_flags(pairs: pd.DataFrame, query_ids: pd.Index, cfg: DedupConfig) -> np.ndarray:
@@ -500,18 +508,36 @@ def review(train: ImageSet, test: ImageSet) -> dict:
     t = time.perf_counter()
     res = find_near_duplicates(test, {"cifar10-train": train}, config=REVIEW_CONFIG)
     seconds = time.perf_counter() - t
-    st, fl = review_strata(res.pairs)
-    # rounds 1-3 recorded the stratum before the round-4 split (G, H, K), round 4 the part.
-    # A labelled image stays in the stratum it was drawn from, except the round-1 draws from
-    # H that later strata (I, J) took over: those are dropped, the rest of H stays a random sample
-    now = st.loc[labels.query_id].to_numpy().astype(str)
+    st4, fl = review_strata(res.pairs)
+    # round 5: the parts of G2, H2, K2, L2 and L3 where a wider candidate search finds a
+    # candidate at edge <= 1.1
+    t = time.perf_counter()
+    wres = find_near_duplicates(test, {"cifar10-train": train}, config=WIDE_CANDIDATES)
+    wide_seconds = time.perf_counter() - t
+    wedge = wres.pairs.groupby("query_id").edge.min().reindex(st4.index).fillna(np.inf).to_numpy()
+    st = st4.copy()
+    for h, part in ROUND5_FROM.items():
+        st[(st4 == h).to_numpy() & (wedge <= EDGE_SPLIT)] = part
+    # rounds 1-3 recorded the stratum before the round-4 split (G, H, K), round 4 its part,
+    # round 5 its part. A labelled image stays in the stratum it was drawn from, except the
+    # round-1 draws from H that later strata (I, J) took over: those are dropped, the rest of
+    # H stays a random sample
+    q = labels.query_id
     drawn = labels.stratum.to_numpy().astype(str)
-    parent = pd.Series(now).str.replace(r"[123]$", "", regex=True).to_numpy()
-    moved = np.where(np.char.str_len(drawn) == 1, parent != drawn, now != drawn)
+    part4 = st4.loc[q].to_numpy().astype(str)
+    letter = pd.Series(part4).str.replace(r"[123]$", "", regex=True).to_numpy()
+    expect = np.where(labels.grid == "round5", st.loc[q].to_numpy().astype(str),
+                      np.where(np.char.str_len(drawn) == 1, letter, part4))
+    moved = expect != drawn
     if not set(labels.stratum[moved]) <= {"H"}:
         raise RuntimeError(f"labelled images changed stratum: {labels[moved].head()}")
-    lab = labels[~moved][["query_id", "label", "grid"]].copy()
-    lab["stratum"] = now[~moved]
+    now = st.loc[q].to_numpy().astype(str)
+    # KHG2w's sample is round 5's (random over the union); earlier random labels of G2, H2
+    # or K2 that fall in it would over-weight one of the three, so they are left out there
+    out5 = (labels.grid != "round5").to_numpy() & (now == "KHG2w")
+    keep = ~moved & ~out5
+    lab = labels[keep][["query_id", "label", "grid"]].copy()
+    lab["stratum"] = now[keep]
     pool = ImageSet(np.load(SHARED / "data/candidates/tinyimagenet_cifar10_32x32.npz")["images"][:4000], name="pool")
     pres = find_near_duplicates(pool, {"cifar10-train": train}, config=REVIEW_CONFIG)
     pidx = pd.Index(pool.ids)
@@ -539,6 +565,10 @@ def review(train: ImageSet, test: ImageSet) -> dict:
     r4 = lab[(lab.grid == "round4") & (lab.label == "1")]
     out["round4_same_photograph_flagged"] = {"images": int(len(r4)),
                                              **{k: int(r4[k].sum()) for k in ["r0.7_a0.7", *EDGE_SETTINGS]}}
+    r5 = lab[(lab.grid == "round5") & (lab.label == "1")]
+    out["round5_same_photograph_flagged"] = {"images": int(len(r5)), **{k: int(r5[k].sum()) for k in EDGE_SETTINGS}}
+    out["wider_candidates"] = {"tiny_k": WIDE_CANDIDATES.tiny_k, "l2_k": WIDE_CANDIDATES.l2_k,
+                               "detector_seconds": wide_seconds, "round5_strata_labels_left_out": int(out5.sum())}
     out["tinyimagenet_images"] = len(pool)
     # a wider alignment search (the edge rule off), scored with the same labels: a labelled
     # image counts as found when the wider detector flags it (with whichever train image),
@@ -570,7 +600,7 @@ def review(train: ImageSet, test: ImageSet) -> dict:
 
     from replicate.dedup import aligned_distance, edge_distance
 
-    sure = labels[(labels.label.astype(str) != "u") & (labels.grid != "round4")]
+    sure = labels[(labels.label.astype(str) != "u") & labels.grid.isin(["round1", "round2", "round3"])]
     qa = test.images[test.positions(sure.query_id.to_numpy())]
     rb = train.images[train.positions(sure.reference_id.to_numpy())]
     same_photo = (sure.label.astype(str) == "1").to_numpy()
@@ -647,6 +677,11 @@ def review_md(r: dict) -> str:
     h4 = r["round4_same_photograph_flagged"]
     lines += ["", f"Held out: of the {h4['images']} round-4 images labelled the same photograph, flagged by "
               + "; ".join(f"{_setting_name(r['settings_meaning'][k])}: {v}" for k, v in h4.items() if k != "images") + "."]
+    h5, wc = r["round5_same_photograph_flagged"], r["wider_candidates"]
+    lines += ["", f"Round 5 (strata KHG2w, L2w, L3w: a wider candidate search, tiny_k={wc['tiny_k']}, l2_k={wc['l2_k']}, "
+              f"{wc['detector_seconds']:.0f} s, finds a candidate at edge <= 1.1 that the detector's own candidates do not): "
+              f"{h5['images']} images labelled the same photograph, flagged by the default detector: "
+              f"{h5.get('edge_a0.8_v1.1', 0)}. Earlier labels left out of KHG2w: {wc['round5_strata_labels_left_out']}."]
     w = r.get("wide_alignment")
     if w:
         lines += [
