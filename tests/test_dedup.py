@@ -26,6 +26,7 @@ from replicate.dedup import (
     hash_pairs,
     prepare,
     read_blacklist,
+    window_knn,
 )
 from replicate.imageset import ImageSet
 
@@ -505,6 +506,11 @@ def test_cli_writes_tables_and_gallery(tmp_path, sets, capsys):
     assert main(["dedup", str(qp), "--reference", f"ref={rp}", "--out", str(tmp_path / "edge"),
                  "--edge-max", "1.05", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["config"]["edge_max"] == 1.05
+    assert main(["dedup", str(qp), "--reference", f"ref={rp}", "--out", str(tmp_path / "window"),
+                 "--aligned-k", "3", "--json"]) == 0
+    window = json.loads(capsys.readouterr().out)
+    assert window["config"]["aligned_k"] == 3 and data["config"]["aligned_k"] == 0
+    assert "aligned_rank" in (tmp_path / "window" / "pairs.csv").read_text().splitlines()[0]
     assert main(["dedup", str(qp), "--reference", f"ref={rp}", "--out", str(tmp_path / "edge"),
                  "--edge-max", "loose"]) == 2
     assert "--edge-max == 'loose'; must be a distance in [0, 2] or 'off'" in capsys.readouterr().err
@@ -547,6 +553,51 @@ def test_ratio_to_the_other_candidates():
     np.testing.assert_allclose(got, [0.1 / 0.6, np.nan, 0.5 / 0.4, 0.7 / 0.3])
     with pytest.raises(ValueError, match=r"ratio_max == 1.5; must be in \[0, 1\]"):
         find_near_duplicates(make_imageset(5), None, ratio_max=1.5)
+
+
+def test_window_knn_ranks_shifted_and_zoomed_copies_first():
+    import torch
+
+    # smooth images (random 8x8 fields upsampled), and copies zoomed in by 10% (a 29x29
+    # centre crop resized back) and shifted by 2 pixels: far apart in pixel L2
+    small = torch.from_numpy(np.random.default_rng(7).uniform(0, 255, (300, 3, 8, 8))).float()
+    ref = torch.nn.functional.interpolate(small, size=(32, 32), mode="bicubic", align_corners=False)
+    ref = ref.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    src = np.arange(0, 300, 15)
+    t = torch.from_numpy(ref[src, 1:30, 1:30].copy()).permute(0, 3, 1, 2).float()
+    zoomed = torch.nn.functional.interpolate(t, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
+    zoomed = zoomed.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    query = np.stack([shifted(im, 2, -2) for im in zoomed])
+    idx = window_knn(query, ref, k=3)
+    assert idx.shape == (len(src), 3)
+    assert (idx[:, 0] == src).mean() >= 0.9
+    from replicate.dedup import _coarse_reference
+
+    np.testing.assert_array_equal(window_knn(query, _coarse_reference(ref, 2), k=3, chunk=7), idx)
+
+
+def test_aligned_k_only_adds_candidates_and_flags(sets):
+    query, ref = sets
+    off = find_near_duplicates(query, [ref], within_query=False)
+    on = find_near_duplicates(query, [ref], within_query=False, aligned_k=4)
+    assert "aligned_rank" not in off.pairs and "aligned_rank" in on.pairs
+    keys = ["query_id", "reference_id"]
+    both = off.pairs.merge(on.pairs, on=keys, suffixes=("", "_on"))
+    assert len(both) == len(off.pairs) and len(on.pairs) > len(off.pairs)
+    # the other candidates keep their ratios; the window-only ones have none
+    np.testing.assert_allclose(both.aligned_ratio.fillna(-1), both.aligned_ratio_on.fillna(-1))
+    extra = on.pairs.merge(off.pairs[keys], on=keys, how="left", indicator=True)
+    window_only = extra[extra._merge == "left_only"]
+    assert window_only.aligned_rank.notna().all() and window_only.aligned_ratio.isna().all()
+    assert set(on.flagged_ids) >= set(off.flagged_ids)
+    assert DedupConfig.from_dict(on.config.to_dict()) == on.config
+    # inside the query set too: query 5 is an exact copy of query 4
+    within = find_near_duplicates(query, [ref], aligned_k=4)
+    inside = within.pairs[within.pairs.reference_set == "new"]
+    assert inside.aligned_rank.notna().any() and (inside.query_id != inside.reference_id).all()
+    assert query.ids[5] in set(within.flagged_ids)
+    with pytest.raises(ValueError, match=r"aligned_k == -1; must be >= 0"):
+        find_near_duplicates(query, [ref], aligned_k=-1)
 
 
 def test_edge_rule_has_its_own_limit_inside_the_query_set():

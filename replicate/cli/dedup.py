@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--edge-max", metavar="DIST|off",
                    help="edge-map verification threshold (default: the library's, 1.1); 'off' switches the rule "
                         "off: faster, fewer flags, misses more crops and zooms (see docs/dedup.md)")
+    p.add_argument("--aligned-k", type=int,
+                   help="also propose the N nearest references by coarse shifted/zoomed windows (default 0: off); "
+                        "5 finds more zoomed and shifted copies for more flags and about twice the time (docs/dedup.md)")
     p.add_argument(
         "--hash",
         action="append",
@@ -89,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         overrides["l2_rms_max"] = args.l2_rms_max
     if args.edge_max is not None:
         overrides["edge_max"] = _edge_max(args.edge_max)
+    if args.aligned_k is not None:
+        overrides["aligned_k"] = args.aligned_k
     if args.hash is not None:
         radii = {}
         for item in args.hash:
