@@ -348,6 +348,11 @@ EDGE_SETTINGS = {  # name: (edge_aligned_max, edge_max) of the edge rule, on top
     "edge_a0.8_v1.15": (0.8, 1.15),
     "edge_a1.0_v1.1": (1.0, 1.1),
 }
+WINDOW_SETTINGS = {  # name: (edge_max, aligned_k): the default rules plus the coarse-window candidates
+    "edge_a0.8_v1.05_k5": (1.05, 5),
+    "edge_a0.8_v1.1_k5": (1.1, 5),
+}
+WINDOW_K = 5  # round 6: the images that aligned_k = 5 adds to the default's flags
 EDGE_SPLIT = 1.1  # G, H, K and L are split by the smallest edge distance of a test image's candidates
 REVIEW_STRATA = {
     "A": "flagged by ratio <= 0.6, aligned <= 0.45 (the earlier default)",
@@ -371,6 +376,8 @@ REVIEW_STRATA = {
     "KHG2w": "G2, H2 or K2, and a wider search finds a candidate at edge <= 1.1",
     "L2w": "L2, and a wider search finds a candidate at edge <= 1.1",
     "L3w": "L3, and a wider search finds a candidate at edge <= 1.1",
+    # round 6, carved out of every stratum above
+    "N6": "not flagged by the defaults, flagged by them with aligned_k = 5 (coarse-window candidates)",
 }
 ROUND5_FROM = {"G2": "KHG2w", "H2": "KHG2w", "K2": "KHG2w", "L2": "L2w", "L3": "L3w"}
 # the candidate search of the review: edge distances for every pair with aligned <= 1.0, so
@@ -518,6 +525,13 @@ def review(train: ImageSet, test: ImageSet) -> dict:
     st = st4.copy()
     for h, part in ROUND5_FROM.items():
         st[(st4 == h).to_numpy() & (wedge <= EDGE_SPLIT)] = part
+    # round 6: what the coarse-window candidates (aligned_k) add to the default's flags
+    t = time.perf_counter()
+    kres = find_near_duplicates(test, {"cifar10-train": train}, config=replace(REVIEW_CONFIG, aligned_k=WINDOW_K))
+    window_seconds = time.perf_counter() - t
+    default_cfg = replace(REVIEW_CONFIG, edge_aligned_max=DedupConfig().edge_aligned_max)
+    added = _image_flags(kres.pairs, st.index, default_cfg) & ~_image_flags(res.pairs, st.index, default_cfg)
+    st[added] = "N6"
     # rounds 1-3 recorded the stratum before the round-4 split (G, H, K), round 4 its part,
     # round 5 its part. A labelled image stays in the stratum it was drawn from, except the
     # round-1 draws from H that later strata (I, J) took over: those are dropped, the rest of
@@ -526,16 +540,17 @@ def review(train: ImageSet, test: ImageSet) -> dict:
     drawn = labels.stratum.to_numpy().astype(str)
     part4 = st4.loc[q].to_numpy().astype(str)
     letter = pd.Series(part4).str.replace(r"[123]$", "", regex=True).to_numpy()
-    expect = np.where(labels.grid == "round5", st.loc[q].to_numpy().astype(str),
+    expect = np.where(labels.grid.isin(["round5", "round6"]), st.loc[q].to_numpy().astype(str),
                       np.where(np.char.str_len(drawn) == 1, letter, part4))
-    moved = expect != drawn
+    in_n6 = (st.loc[q].to_numpy() == "N6") & (labels.grid != "round6").to_numpy()
+    moved = (expect != drawn) & ~in_n6
     if not set(labels.stratum[moved]) <= {"H"}:
         raise RuntimeError(f"labelled images changed stratum: {labels[moved].head()}")
     now = st.loc[q].to_numpy().astype(str)
     # KHG2w's sample is round 5's (random over the union); earlier random labels of G2, H2
     # or K2 that fall in it would over-weight one of the three, so they are left out there
     out5 = (labels.grid != "round5").to_numpy() & (now == "KHG2w")
-    keep = ~moved & ~out5
+    keep = ~moved & ~out5 & ~in_n6  # N6's sample is round 6's
     lab = labels[keep][["query_id", "label", "grid"]].copy()
     lab["stratum"] = now[keep]
     pool = ImageSet(np.load(SHARED / "data/candidates/tinyimagenet_cifar10_32x32.npz")["images"][:4000], name="pool")
@@ -543,13 +558,16 @@ def review(train: ImageSet, test: ImageSet) -> dict:
     pidx = pd.Index(pool.ids)
     configs = {k: replace(REVIEW_CONFIG, ratio_max=r, ratio_aligned_max=m, edge_max=None) for k, (r, m) in REVIEW_SETTINGS.items()}
     configs.update({k: replace(REVIEW_CONFIG, edge_aligned_max=a, edge_max=v) for k, (a, v) in EDGE_SETTINGS.items()})
+    configs.update({k: replace(default_cfg, edge_max=v, aligned_k=ak) for k, (v, ak) in WINDOW_SETTINGS.items()})
+    kpool = find_near_duplicates(pool, {"cifar10-train": train}, config=replace(REVIEW_CONFIG, aligned_k=WINDOW_K))
     cols, flagged, extra = {}, {}, {}
     for k, cfg in configs.items():
-        f = pd.Series(fl[k].to_numpy() if k in fl else _image_flags(res.pairs, st.index, cfg), index=st.index)
+        table, ptable = (kres.pairs, kpool.pairs) if cfg.aligned_k else (res.pairs, pres.pairs)
+        f = pd.Series(fl[k].to_numpy() if k in fl else _image_flags(table, st.index, cfg), index=st.index)
         cols[k] = f.loc[lab.query_id].to_numpy()
         flagged[k] = int(f.sum())
         extra[k] = {"flagged_in_L": int((f & st.str.startswith("L")).sum()),
-                    "tinyimagenet_flagged": int(_image_flags(pres.pairs, pidx, cfg).sum())}
+                    "tinyimagenet_flagged": int(_image_flags(ptable, pidx, cfg).sum())}
     lab = pd.concat([lab, pd.DataFrame(cols, index=lab.index)], axis=1)
     sizes = {h: int((st == h).sum()) for h in REVIEW_STRATA}
     out = review_estimate(lab, sizes, flagged)
@@ -569,6 +587,12 @@ def review(train: ImageSet, test: ImageSet) -> dict:
     out["round5_same_photograph_flagged"] = {"images": int(len(r5)), **{k: int(r5[k].sum()) for k in EDGE_SETTINGS}}
     out["wider_candidates"] = {"tiny_k": WIDE_CANDIDATES.tiny_k, "l2_k": WIDE_CANDIDATES.l2_k,
                                "detector_seconds": wide_seconds, "round5_strata_labels_left_out": int(out5.sum())}
+    r6 = lab[(lab.grid == "round6") & (lab.label == "1")]
+    out["window_candidates"] = {"aligned_k": WINDOW_K, "detector_seconds": window_seconds,
+                                "default_detector_seconds": seconds, "images_added": int(added.sum()),
+                                "earlier_labels_left_out": int(in_n6.sum()),
+                                "round5_same_photograph_flagged": int(r5["edge_a0.8_v1.1_k5"].sum()),
+                                "round6_same_photograph": int(len(r6))}
     out["tinyimagenet_images"] = len(pool)
     # a wider alignment search (the edge rule off), scored with the same labels: a labelled
     # image counts as found when the wider detector flags it (with whichever train image),
@@ -626,7 +650,9 @@ def review(train: ImageSet, test: ImageSet) -> dict:
                  "edge_max": DedupConfig().edge_max},
         settings_meaning={**{k: {"ratio_max": r, "ratio_aligned_max": m, "edge_max": None} for k, (r, m) in REVIEW_SETTINGS.items()},
                           **{k: {"ratio_max": 0.7, "ratio_aligned_max": 0.7, "edge_aligned_max": a, "edge_max": v}
-                             for k, (a, v) in EDGE_SETTINGS.items()}},
+                             for k, (a, v) in EDGE_SETTINGS.items()},
+                          **{k: {"ratio_max": 0.7, "ratio_aligned_max": 0.7, "edge_aligned_max": 0.8, "edge_max": v,
+                                 "aligned_k": ak} for k, (v, ak) in WINDOW_SETTINGS.items()}},
     )
     return out
 
@@ -634,7 +660,8 @@ def review(train: ImageSet, test: ImageSet) -> dict:
 def _setting_name(m: dict) -> str:
     if m.get("edge_max") is None:
         return f"ratio {m['ratio_max']:g} within {m['ratio_aligned_max']:g}, edge off"
-    return f"ratio 0.7 within 0.7, edge {m['edge_max']:g} within aligned {m['edge_aligned_max']:g}"
+    name = f"ratio 0.7 within 0.7, edge {m['edge_max']:g} within aligned {m['edge_aligned_max']:g}"
+    return name + (f", aligned_k {m['aligned_k']}" if m.get("aligned_k") else "")
 
 
 def _pct(x: float, lo_hi: list) -> str:
@@ -682,6 +709,11 @@ def review_md(r: dict) -> str:
               f"{wc['detector_seconds']:.0f} s, finds a candidate at edge <= 1.1 that the detector's own candidates do not): "
               f"{h5['images']} images labelled the same photograph, flagged by the default detector: "
               f"{h5.get('edge_a0.8_v1.1', 0)}. Earlier labels left out of KHG2w: {wc['round5_strata_labels_left_out']}."]
+    w6 = r["window_candidates"]
+    lines += ["", f"Round 6 (stratum N6): aligned_k = {w6['aligned_k']} adds {w6['images_added']} flagged images "
+              f"({w6['detector_seconds']:.0f} s against {w6['default_detector_seconds']:.0f} s without); of the round-6 sample "
+              f"{w6['round6_same_photograph']} are the same photograph; it flags {w6['round5_same_photograph_flagged']} of the "
+              f"round-5 same-photograph images. Earlier labels left out of N6: {w6['earlier_labels_left_out']}."]
     w = r.get("wide_alignment")
     if w:
         lines += [
