@@ -507,10 +507,11 @@ def test_cli_writes_tables_and_gallery(tmp_path, sets, capsys):
                  "--edge-max", "1.05", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["config"]["edge_max"] == 1.05
     assert main(["dedup", str(qp), "--reference", f"ref={rp}", "--out", str(tmp_path / "window"),
-                 "--aligned-k", "3", "--json"]) == 0
+                 "--aligned-k", "0", "--json"]) == 0
     window = json.loads(capsys.readouterr().out)
-    assert window["config"]["aligned_k"] == 3 and data["config"]["aligned_k"] == 0
-    assert "aligned_rank" in (tmp_path / "window" / "pairs.csv").read_text().splitlines()[0]
+    assert window["config"]["aligned_k"] == 0 and data["config"]["aligned_k"] == 5
+    assert "aligned_rank" not in (tmp_path / "window" / "pairs.csv").read_text().splitlines()[0]
+    assert "aligned_rank" in (out / "pairs.csv").read_text().splitlines()[0]
     assert main(["dedup", str(qp), "--reference", f"ref={rp}", "--out", str(tmp_path / "edge"),
                  "--edge-max", "loose"]) == 2
     assert "--edge-max == 'loose'; must be a distance in [0, 2] or 'off'" in capsys.readouterr().err
@@ -578,7 +579,8 @@ def test_window_knn_ranks_shifted_and_zoomed_copies_first():
 
 def test_aligned_k_only_adds_candidates_and_flags(sets):
     query, ref = sets
-    off = find_near_duplicates(query, [ref], within_query=False)
+    assert DedupConfig().aligned_k == 5  # docs/dedup.md
+    off = find_near_duplicates(query, [ref], within_query=False, aligned_k=0)
     on = find_near_duplicates(query, [ref], within_query=False, aligned_k=4)
     assert "aligned_rank" not in off.pairs and "aligned_rank" in on.pairs
     keys = ["query_id", "reference_id"]
@@ -598,6 +600,28 @@ def test_aligned_k_only_adds_candidates_and_flags(sets):
     assert query.ids[5] in set(within.flagged_ids)
     with pytest.raises(ValueError, match=r"aligned_k == -1; must be >= 0"):
         find_near_duplicates(query, [ref], aligned_k=-1)
+
+
+def test_edge_rule_is_stricter_for_candidates_only_the_coarse_windows_proposed():
+    from replicate.dedup import _flag_rules, _rules_text
+
+    # rows 0-1: proposed only by the coarse-window search; row 2 also by pixel L2; row 3 by a hash
+    pairs = pd.DataFrame({
+        "aligned": [0.5] * 4, "aligned_ratio": [np.nan, np.nan, 0.9, 0.9], "edge": [1.05, 0.95, 1.05, 1.05],
+        "aligned_rank": pd.array([1, 1, 2, 3], dtype="Int64"), "l2_rank": pd.array([None, None, 1, None], dtype="Int64"),
+        "tiny_rank": pd.array([None] * 4, dtype="Int64"), "hamming_phash": [30, 30, 30, 2], "hamming_dhash": [30] * 4,
+    })
+    cfg = DedupConfig(l2_rms_max=None, aligned_max=None, ratio_max=None, aligned_k=5)
+    assert cfg.window_edge_max == 1.0  # docs/dedup.md
+    flagged, by = _flag_rules(pairs, cfg)
+    assert flagged.tolist() == [False, True, True, True]
+    assert by[2] == "edge" and set(by[3].split(",")) == {"phash", "edge"}
+    same, _ = _flag_rules(pairs, DedupConfig(l2_rms_max=None, aligned_max=None, ratio_max=None, aligned_k=5,
+                                             window_edge_max=None))
+    assert same.all()
+    assert "coarse-window candidates: edge <= 1" in _rules_text(cfg)
+    with pytest.raises(ValueError, match=r"window_edge_max == 3; must be in \[0, 2\]"):
+        find_near_duplicates(make_imageset(5), None, window_edge_max=3)
 
 
 def test_edge_rule_has_its_own_limit_inside_the_query_set():
