@@ -730,25 +730,41 @@ def _row_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _ratio_to_others(groups: np.ndarray, values: np.ndarray, counted: np.ndarray | None = None) -> np.ndarray:
     """Each value over the median of the other values in its group (NaN when alone);
-    with ``counted``, only those values make up the median."""
-    out = np.full(len(values), np.nan)
-    order = np.lexsort((values, groups))
-    g, v = groups[order], values[order]
-    c = np.ones(len(values), bool) if counted is None else np.asarray(counted, bool)[order]
-    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
-    ends = np.r_[starts[1:], len(g)]
-    for a, b in zip(starts, ends):
-        n = b - a
-        if n < 2:
-            continue
-        block, use = v[a:b], c[a:b]
-        for j in range(n):
-            mask = use.copy()
-            mask[j] = False
-            if not mask.any():
-                continue
-            med = float(np.median(block[mask]))
-            out[order[a + j]] = block[j] / med if med > 0 else np.nan
+    with ``counted``, only those values make up the median.
+
+    Vectorised: each group's counted values are sorted once, and the median of the
+    others is read from that order, skipping the value's own position.
+    """
+    groups = np.asarray(groups)
+    values = np.asarray(values, dtype=np.float64)
+    n = len(values)
+    out = np.full(n, np.nan)
+    if n == 0:
+        return out
+    c = np.ones(n, bool) if counted is None else np.asarray(counted, bool)
+    ci = np.flatnonzero(c)
+    order = ci[np.lexsort((values[ci], groups[ci]))]
+    cg, cv = groups[order], values[order]
+    ug, start, size = np.unique(cg, return_index=True, return_counts=True)
+    if len(ug) == 0:
+        return out
+    gi = np.minimum(np.searchsorted(ug, groups), len(ug) - 1)
+    has = ug[gi] == groups
+    first = np.where(has, start[gi], 0)
+    m = np.where(has, size[gi], 0)
+    pos = np.full(n, -1, dtype=np.int64)
+    pos[order] = np.arange(len(order)) - np.repeat(start, size)
+    others = m - c.astype(np.int64)  # how many values make up this value's median
+    ok = has & (others >= 1)
+
+    def at(k: np.ndarray) -> np.ndarray:  # k-th smallest of the others (own position skipped)
+        idx = first + k + (c & (k >= pos))
+        return cv[np.clip(idx, 0, len(cv) - 1)]
+
+    k1, k2 = (others - 1) // 2, others // 2
+    med = (at(k1) + at(k2)) / 2
+    good = ok & (med > 0)
+    out[good] = values[good] / med[good]
     return out
 
 

@@ -645,6 +645,29 @@ def test_edge_rule_has_its_own_limit_inside_the_query_set():
         find_near_duplicates(make_imageset(5), None, within_edge_max=2.5)
 
 
+def test_ratio_to_others_matches_a_loop_over_each_group():
+    from replicate.dedup import _ratio_to_others
+
+    def by_loop(groups, values, counted):
+        out = np.full(len(values), np.nan)
+        for g in np.unique(groups):
+            members = np.flatnonzero(groups == g)
+            for j in members:
+                others = [values[i] for i in members if i != j and counted[i]]
+                if len(members) > 1 and others and np.median(others) > 0:
+                    out[j] = values[j] / np.median(others)
+        return out
+
+    rng = np.random.default_rng(0)
+    for t in range(200):
+        n = int(rng.integers(0, 40))
+        groups = rng.integers(0, int(rng.integers(1, 8)), n)
+        values = rng.choice([0.0, 0.3, 0.5, 0.7], n) if t % 3 == 0 else rng.uniform(0, 1.5, n)  # ties, zeros
+        counted = np.ones(n, bool) if t % 2 else rng.uniform(size=n) < 0.7
+        np.testing.assert_allclose(_ratio_to_others(groups, values, counted), by_loop(groups, values, counted),
+                                   equal_nan=True)
+
+
 def test_ratio_rule_has_its_own_limits_inside_the_query_set():
     from replicate.dedup import _flag_rules
 
