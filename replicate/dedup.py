@@ -117,15 +117,17 @@ class DedupConfig:
     ``None`` switches a rule off (the signal may still propose candidates). Candidates
     come from the hash radii and the ``l2_k``, ``tiny_k``, ``aligned_k`` and ``feature_k`` nearest
     references of each query in each reference set (0 switches a kNN signal off). The
-    ``aligned_k`` nearest are by a coarse aligned distance (:func:`window_knn`): shifted
+    ``aligned_k`` nearest (off by default) are by a coarse aligned distance (:func:`window_knn`): shifted
     and zoomed grayscale windows pooled to 7x7, robust to the shifts and zooms that move
     a copy far down the pixel-L2 and tiny-image rankings. Being the nearest by design, its
     candidates have no ``aligned_ratio`` and do not count towards the other candidates'
     median, so switching it on only adds flags, through the other rules (mostly edge, with
     the stricter ``window_edge_max``). On CIFAR-10 test against train ``aligned_k=5``
     raised the estimated recall of same-photograph near-duplicates from 91% to 94% for
-    0.85 -> 0.87 false flags per true one and about 16 s more search (``docs/dedup.md``);
-    0 switches it off.
+    0.85 -> 0.87 false flags per true one, but the search takes about 1.5 times as long
+    (the 12,100-image pool against CIFAR-10: 112 s instead of 76 s; the pipeline benchmark's
+    pool -> new set 123-128 s against its 120 s target), so it is off by default
+    (``docs/dedup.md``).
     The aligned distance tries shifts up to ``max_shift`` pixels and the zooms in
     ``scales``. ``flips=True`` also compares the mirror image of each query (horizontal
     flip): its tiny signature proposes candidates, its aligned distance is the column
@@ -141,7 +143,7 @@ class DedupConfig:
     l2_k: int = 3
     l2_rms_max: float | None = 4.0
     tiny_k: int = 10
-    aligned_k: int = 5
+    aligned_k: int = 0
     tiny_size: int = 8
     tiny_max: float | None = None
     aligned_max: float | None = 0.25

@@ -507,11 +507,11 @@ def test_cli_writes_tables_and_gallery(tmp_path, sets, capsys):
                  "--edge-max", "1.05", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["config"]["edge_max"] == 1.05
     assert main(["dedup", str(qp), "--reference", f"ref={rp}", "--out", str(tmp_path / "window"),
-                 "--aligned-k", "0", "--json"]) == 0
+                 "--aligned-k", "3", "--json"]) == 0
     window = json.loads(capsys.readouterr().out)
-    assert window["config"]["aligned_k"] == 0 and data["config"]["aligned_k"] == 5
-    assert "aligned_rank" not in (tmp_path / "window" / "pairs.csv").read_text().splitlines()[0]
-    assert "aligned_rank" in (out / "pairs.csv").read_text().splitlines()[0]
+    assert window["config"]["aligned_k"] == 3 and data["config"]["aligned_k"] == 0
+    assert "aligned_rank" in (tmp_path / "window" / "pairs.csv").read_text().splitlines()[0]
+    assert "aligned_rank" not in (out / "pairs.csv").read_text().splitlines()[0]
     assert main(["dedup", str(qp), "--reference", f"ref={rp}", "--out", str(tmp_path / "edge"),
                  "--edge-max", "loose"]) == 2
     assert "--edge-max == 'loose'; must be a distance in [0, 2] or 'off'" in capsys.readouterr().err
@@ -579,8 +579,8 @@ def test_window_knn_ranks_shifted_and_zoomed_copies_first():
 
 def test_aligned_k_only_adds_candidates_and_flags(sets):
     query, ref = sets
-    assert DedupConfig().aligned_k == 5  # docs/dedup.md
-    off = find_near_duplicates(query, [ref], within_query=False, aligned_k=0)
+    assert DedupConfig().aligned_k == 0  # opt-in: docs/dedup.md
+    off = find_near_duplicates(query, [ref], within_query=False)
     on = find_near_duplicates(query, [ref], within_query=False, aligned_k=4)
     assert "aligned_rank" not in off.pairs and "aligned_rank" in on.pairs
     keys = ["query_id", "reference_id"]

@@ -36,8 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="edge-map verification threshold (default: the library's, 1.1); 'off' switches the rule "
                         "off: faster, fewer flags, misses more crops and zooms (see docs/dedup.md)")
     p.add_argument("--aligned-k", type=int,
-                   help="propose the N nearest references by coarse shifted/zoomed windows (default: the library's, "
-                        "5); 0 switches it off: faster, misses more zoomed and shifted copies (docs/dedup.md)")
+                   help="also propose the N nearest references by coarse shifted/zoomed windows (default 0: off); "
+                        "5 finds more zoomed and shifted copies, for a few more flags and 1.5x the time (docs/dedup.md)")
     p.add_argument(
         "--hash",
         action="append",
