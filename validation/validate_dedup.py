@@ -50,7 +50,8 @@ from replicate.dedup import DedupConfig, dedup_gallery, find_near_duplicates  # 
 from replicate.imageset import CIFAR10_CLASSES, ImageSet  # noqa: E402
 
 # generous settings for the benchmark run: every threshold below is re-scored on its pairs
-GENEROUS = DedupConfig(
+GENEROUS = DedupConfig(  # aligned_k=0: the coarse-window candidates only add candidates (reviewed separately)
+    aligned_k=0,
     hash_radii={"phash": 14, "dhash": 14, "dhash_vertical": 12},
     l2_k=3,
     l2_rms_max=None,
@@ -348,9 +349,10 @@ EDGE_SETTINGS = {  # name: (edge_aligned_max, edge_max) of the edge rule, on top
     "edge_a0.8_v1.15": (0.8, 1.15),
     "edge_a1.0_v1.1": (1.0, 1.1),
 }
-WINDOW_SETTINGS = {  # name: (edge_max, aligned_k): the default rules plus the coarse-window candidates
-    "edge_a0.8_v1.05_k5": (1.05, 5),
-    "edge_a0.8_v1.1_k5": (1.1, 5),
+WINDOW_SETTINGS = {  # name: (edge_max, aligned_k, window_edge_max): the default rules plus coarse-window candidates
+    "edge_a0.8_v1.05_k5": (1.05, 5, 1.0),
+    "edge_a0.8_v1.1_k5": (1.1, 5, 1.0),
+    "edge_a0.8_v1.1_k5_w1.1": (1.1, 5, None),
 }
 WINDOW_K = 5  # round 6: the images that aligned_k = 5 adds to the default's flags
 EDGE_SPLIT = 1.1  # G, H, K and L are split by the smallest edge distance of a test image's candidates
@@ -377,12 +379,13 @@ REVIEW_STRATA = {
     "L2w": "L2, and a wider search finds a candidate at edge <= 1.1",
     "L3w": "L3, and a wider search finds a candidate at edge <= 1.1",
     # round 6, carved out of every stratum above
-    "N6": "not flagged by the defaults, flagged by them with aligned_k = 5 (coarse-window candidates)",
+    "N6a": "not flagged by the defaults, flagged with aligned_k = 5 (window_edge_max 1.0)",
+    "N6b": "not flagged by the defaults, flagged with aligned_k = 5 only when window_edge_max is 1.1",
 }
 ROUND5_FROM = {"G2": "KHG2w", "H2": "KHG2w", "K2": "KHG2w", "L2": "L2w", "L3": "L3w"}
 # the candidate search of the review: edge distances for every pair with aligned <= 1.0, so
 # that the strata and every edge setting can be scored on one table
-REVIEW_CONFIG = replace(DedupConfig(), within_query=False, edge_aligned_max=1.0)
+REVIEW_CONFIG = replace(DedupConfig(), within_query=False, edge_aligned_max=1.0, aligned_k=0)
 # round 5: a wider candidate search (more nearest neighbours by pixel L2 and by tiny image)
 # finds same-photograph pairs that the detector's own candidates miss
 WIDE_CANDIDATES = replace(REVIEW_CONFIG, tiny_k=50, l2_k=20)
@@ -530,8 +533,11 @@ def review(train: ImageSet, test: ImageSet) -> dict:
     kres = find_near_duplicates(test, {"cifar10-train": train}, config=replace(REVIEW_CONFIG, aligned_k=WINDOW_K))
     window_seconds = time.perf_counter() - t
     default_cfg = replace(REVIEW_CONFIG, edge_aligned_max=DedupConfig().edge_aligned_max)
-    added = _image_flags(kres.pairs, st.index, default_cfg) & ~_image_flags(res.pairs, st.index, default_cfg)
-    st[added] = "N6"
+    added = (_image_flags(kres.pairs, st.index, replace(default_cfg, window_edge_max=None))
+             & ~_image_flags(res.pairs, st.index, default_cfg))
+    kept = _image_flags(kres.pairs, st.index, default_cfg)  # window_edge_max = 1.0 (round 7)
+    st[added & kept] = "N6a"
+    st[added & ~kept] = "N6b"
     # rounds 1-3 recorded the stratum before the round-4 split (G, H, K), round 4 its part,
     # round 5 its part. A labelled image stays in the stratum it was drawn from, except the
     # round-1 draws from H that later strata (I, J) took over: those are dropped, the rest of
@@ -540,17 +546,18 @@ def review(train: ImageSet, test: ImageSet) -> dict:
     drawn = labels.stratum.to_numpy().astype(str)
     part4 = st4.loc[q].to_numpy().astype(str)
     letter = pd.Series(part4).str.replace(r"[123]$", "", regex=True).to_numpy()
-    expect = np.where(labels.grid.isin(["round5", "round6"]), st.loc[q].to_numpy().astype(str),
-                      np.where(np.char.str_len(drawn) == 1, letter, part4))
-    in_n6 = (st.loc[q].to_numpy() == "N6") & (labels.grid != "round6").to_numpy()
+    now = st.loc[q].to_numpy().astype(str)
+    expect = np.where(labels.grid.isin(["round5", "round7"]), now,
+                      np.where(labels.grid == "round6", np.char.rstrip(now, "ab"),
+                               np.where(np.char.str_len(drawn) == 1, letter, part4)))
+    in_n6 = np.isin(now, ["N6a", "N6b"]) & ~labels.grid.isin(["round6", "round7"]).to_numpy()
     moved = (expect != drawn) & ~in_n6
     if not set(labels.stratum[moved]) <= {"H"}:
         raise RuntimeError(f"labelled images changed stratum: {labels[moved].head()}")
-    now = st.loc[q].to_numpy().astype(str)
     # KHG2w's sample is round 5's (random over the union); earlier random labels of G2, H2
     # or K2 that fall in it would over-weight one of the three, so they are left out there
     out5 = (labels.grid != "round5").to_numpy() & (now == "KHG2w")
-    keep = ~moved & ~out5 & ~in_n6  # N6's sample is round 6's
+    keep = ~moved & ~out5 & ~in_n6  # N6a/N6b's samples are rounds 6 and 7's
     lab = labels[keep][["query_id", "label", "grid"]].copy()
     lab["stratum"] = now[keep]
     pool = ImageSet(np.load(SHARED / "data/candidates/tinyimagenet_cifar10_32x32.npz")["images"][:4000], name="pool")
@@ -558,7 +565,8 @@ def review(train: ImageSet, test: ImageSet) -> dict:
     pidx = pd.Index(pool.ids)
     configs = {k: replace(REVIEW_CONFIG, ratio_max=r, ratio_aligned_max=m, edge_max=None) for k, (r, m) in REVIEW_SETTINGS.items()}
     configs.update({k: replace(REVIEW_CONFIG, edge_aligned_max=a, edge_max=v) for k, (a, v) in EDGE_SETTINGS.items()})
-    configs.update({k: replace(default_cfg, edge_max=v, aligned_k=ak) for k, (v, ak) in WINDOW_SETTINGS.items()})
+    configs.update({k: replace(default_cfg, edge_max=v, aligned_k=ak, window_edge_max=w)
+                    for k, (v, ak, w) in WINDOW_SETTINGS.items()})
     kpool = find_near_duplicates(pool, {"cifar10-train": train}, config=replace(REVIEW_CONFIG, aligned_k=WINDOW_K))
     cols, flagged, extra = {}, {}, {}
     for k, cfg in configs.items():
@@ -587,17 +595,19 @@ def review(train: ImageSet, test: ImageSet) -> dict:
     out["round5_same_photograph_flagged"] = {"images": int(len(r5)), **{k: int(r5[k].sum()) for k in EDGE_SETTINGS}}
     out["wider_candidates"] = {"tiny_k": WIDE_CANDIDATES.tiny_k, "l2_k": WIDE_CANDIDATES.l2_k,
                                "detector_seconds": wide_seconds, "round5_strata_labels_left_out": int(out5.sum())}
-    r6 = lab[(lab.grid == "round6") & (lab.label == "1")]
-    out["window_candidates"] = {"aligned_k": WINDOW_K, "detector_seconds": window_seconds,
-                                "default_detector_seconds": seconds, "images_added": int(added.sum()),
-                                "earlier_labels_left_out": int(in_n6.sum()),
-                                "round5_same_photograph_flagged": int(r5["edge_a0.8_v1.1_k5"].sum()),
-                                "round6_same_photograph": int(len(r6))}
+    r67 = lab[lab.grid.isin(["round6", "round7"])]
+    out["window_candidates"] = {
+        "aligned_k": WINDOW_K, "detector_seconds": window_seconds, "default_detector_seconds": seconds,
+        "images_added_window_edge_1.1": int(added.sum()), "images_added_window_edge_1.0": int((added & kept).sum()),
+        "earlier_labels_left_out": int(in_n6.sum()),
+        "labels": {f"{g} {h}": r67[(r67.grid == g) & (r67.stratum == h)].label.value_counts().to_dict()
+                   for g in ("round6", "round7") for h in ("N6a", "N6b")}}
     out["tinyimagenet_images"] = len(pool)
     # a wider alignment search (the edge rule off), scored with the same labels: a labelled
     # image counts as found when the wider detector flags it (with whichever train image),
     # and flags in the unsampled stratum L count as false
-    wide = replace(DedupConfig(), within_query=False, edge_max=None, max_shift=3, scales=(0.8125, 0.875, 0.9375, 1.0, 1.0625, 1.125))
+    wide = replace(DedupConfig(), within_query=False, edge_max=None, aligned_k=0, max_shift=3,
+                   scales=(0.8125, 0.875, 0.9375, 1.0, 1.0625, 1.125))
     t = time.perf_counter()
     wres = find_near_duplicates(test, {"cifar10-train": train}, config=wide)
     wseconds = time.perf_counter() - t
@@ -647,12 +657,13 @@ def review(train: ImageSet, test: ImageSet) -> dict:
         labelled_images=int(len(lab)),
         dropped_moved_from_H=int(moved.sum()),
         default={"name": "edge_a0.8_v1.1", "edge_aligned_max": DedupConfig().edge_aligned_max,
-                 "edge_max": DedupConfig().edge_max},
+                 "edge_max": DedupConfig().edge_max, "aligned_k": DedupConfig().aligned_k,
+                 "window_edge_max": DedupConfig().window_edge_max},
         settings_meaning={**{k: {"ratio_max": r, "ratio_aligned_max": m, "edge_max": None} for k, (r, m) in REVIEW_SETTINGS.items()},
                           **{k: {"ratio_max": 0.7, "ratio_aligned_max": 0.7, "edge_aligned_max": a, "edge_max": v}
                              for k, (a, v) in EDGE_SETTINGS.items()},
                           **{k: {"ratio_max": 0.7, "ratio_aligned_max": 0.7, "edge_aligned_max": 0.8, "edge_max": v,
-                                 "aligned_k": ak} for k, (v, ak) in WINDOW_SETTINGS.items()}},
+                                 "aligned_k": ak, "window_edge_max": w} for k, (v, ak, w) in WINDOW_SETTINGS.items()}},
     )
     return out
 
@@ -661,7 +672,10 @@ def _setting_name(m: dict) -> str:
     if m.get("edge_max") is None:
         return f"ratio {m['ratio_max']:g} within {m['ratio_aligned_max']:g}, edge off"
     name = f"ratio 0.7 within 0.7, edge {m['edge_max']:g} within aligned {m['edge_aligned_max']:g}"
-    return name + (f", aligned_k {m['aligned_k']}" if m.get("aligned_k") else "")
+    if m.get("aligned_k"):
+        w = m.get("window_edge_max")
+        name += f", aligned_k {m['aligned_k']} (their edge <= {w if w is not None else m['edge_max']:g})"
+    return name
 
 
 def _pct(x: float, lo_hi: list) -> str:
@@ -707,13 +721,15 @@ def review_md(r: dict) -> str:
     h5, wc = r["round5_same_photograph_flagged"], r["wider_candidates"]
     lines += ["", f"Round 5 (strata KHG2w, L2w, L3w: a wider candidate search, tiny_k={wc['tiny_k']}, l2_k={wc['l2_k']}, "
               f"{wc['detector_seconds']:.0f} s, finds a candidate at edge <= 1.1 that the detector's own candidates do not): "
-              f"{h5['images']} images labelled the same photograph, flagged by the default detector: "
-              f"{h5.get('edge_a0.8_v1.1', 0)}. Earlier labels left out of KHG2w: {wc['round5_strata_labels_left_out']}."]
+              f"{h5['images']} images labelled the same photograph outside N6a/N6b, flagged by the defaults without "
+              f"aligned_k: {h5.get('edge_a0.8_v1.1', 0)}. Earlier labels left out of KHG2w: "
+              f"{wc['round5_strata_labels_left_out']}."]
     w6 = r["window_candidates"]
-    lines += ["", f"Round 6 (stratum N6): aligned_k = {w6['aligned_k']} adds {w6['images_added']} flagged images "
-              f"({w6['detector_seconds']:.0f} s against {w6['default_detector_seconds']:.0f} s without); of the round-6 sample "
-              f"{w6['round6_same_photograph']} are the same photograph; it flags {w6['round5_same_photograph_flagged']} of the "
-              f"round-5 same-photograph images. Earlier labels left out of N6: {w6['earlier_labels_left_out']}."]
+    lines += ["", f"Rounds 6 and 7 (strata N6a, N6b): aligned_k = {w6['aligned_k']} adds "
+              f"{w6['images_added_window_edge_1.1']} flagged images with window_edge_max 1.1, "
+              f"{w6['images_added_window_edge_1.0']} with 1.0 ({w6['detector_seconds']:.0f} s against "
+              f"{w6['default_detector_seconds']:.0f} s without); labels per round and part: {w6['labels']}. "
+              f"Earlier labels left out of N6a/N6b: {w6['earlier_labels_left_out']}."]
     w = r.get("wide_alignment")
     if w:
         lines += [
