@@ -528,7 +528,8 @@ def review(train: ImageSet, test: ImageSet) -> dict:
     st = st4.copy()
     for h, part in ROUND5_FROM.items():
         st[(st4 == h).to_numpy() & (wedge <= EDGE_SPLIT)] = part
-    # round 6: what the coarse-window candidates (aligned_k) add to the default's flags
+    # rounds 6 and 7: what the coarse-window candidates (aligned_k) add to the default's
+    # flags, split by whether their edge limit of 1.0 (window_edge_max) keeps the flag
     t = time.perf_counter()
     kres = find_near_duplicates(test, {"cifar10-train": train}, config=replace(REVIEW_CONFIG, aligned_k=WINDOW_K))
     window_seconds = time.perf_counter() - t
@@ -539,7 +540,7 @@ def review(train: ImageSet, test: ImageSet) -> dict:
     st[added & kept] = "N6a"
     st[added & ~kept] = "N6b"
     # rounds 1-3 recorded the stratum before the round-4 split (G, H, K), round 4 its part,
-    # round 5 its part. A labelled image stays in the stratum it was drawn from, except the
+    # rounds 5 and 7 their part, round 6 N6 (now N6a or N6b). A labelled image stays in the stratum it was drawn from, except the
     # round-1 draws from H that later strata (I, J) took over: those are dropped, the rest of
     # H stays a random sample
     q = labels.query_id
