@@ -35,7 +35,7 @@ import base64
 import io
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -295,6 +295,24 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _zoom_and_pad(
+    g: torch.Tensor, z: float, m: int, transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> tuple[torch.Tensor, int, int]:
+    """``g`` (N, 1, H, W) resized by ``z`` (bilinear, antialiased), optionally transformed,
+    and padded (edges replicated) so that the centre window of ``(H - 2m) x (W - 2m)``
+    pixels can move by up to ``m`` pixels: the padded map and that window's top-left corner."""
+    h, w = g.shape[2:]
+    sh, sw = max(1, round(h * z)), max(1, round(w * z))
+    gz = g
+    if (sh, sw) != (h, w):
+        gz = torch.nn.functional.interpolate(g, size=(sh, sw), mode="bilinear", antialias=True, align_corners=False)
+    if transform is not None:
+        gz = transform(gz)
+    pad = m + max(0, (h - sh + 1) // 2, (w - sw + 1) // 2) + 2
+    gz = torch.nn.functional.pad(gz, (pad, pad, pad, pad), mode="replicate")
+    return gz, pad + (sh - (h - 2 * m)) // 2, pad + (sw - (w - 2 * m)) // 2
+
+
 def _windows(images: np.ndarray, m: int, scales: Sequence[float], shifts: bool, batch: int = 256) -> torch.Tensor:
     with _one_thread():
         return _windows_impl(images, m, scales, shifts, batch)
@@ -319,16 +337,9 @@ def _windows_impl(images: np.ndarray, m: int, scales: Sequence[float], shifts: b
         g = g_all[b0 : b0 + batch]
         outs = []
         for z in scales:
-            sh, sw = max(1, round(h * z)), max(1, round(w * z))
-            gz = g
-            if (sh, sw) != (h, w):
-                gz = torch.nn.functional.interpolate(g, size=(sh, sw), mode="bilinear", antialias=True, align_corners=False)
-            pad = m + max(0, (h - sh + 1) // 2, (w - sw + 1) // 2) + 2
-            gz = torch.nn.functional.pad(gz, (pad, pad, pad, pad), mode="replicate")
+            gz, y0, x0 = _zoom_and_pad(g, z, m)
             if pool:  # the four 2x2-pooled phases: a pooled window is a slice of one of them
                 phase = {(py, px): torch.nn.functional.avg_pool2d(gz[:, :, py:, px:], 2) for py in (0, 1) for px in (0, 1)}
-            y0 = pad + (sh - wh) // 2
-            x0 = pad + (sw - ww) // 2
             for dy in rng:
                 for dx in rng:
                     y, x = y0 + dy, x0 + dx
@@ -438,13 +449,7 @@ def edge_distance(
             g = _gray(a[s : s + batch])[:, None]
             best = torch.full((n,), -2.0)
             for z in scales:
-                sh, sw = max(1, round(h * z)), max(1, round(w * z))
-                gz = g
-                if (sh, sw) != (h, w):
-                    gz = nf.interpolate(g, size=(sh, sw), mode="bilinear", antialias=True, align_corners=False)
-                pad = m + max(0, (h - sh + 1) // 2, (w - sw + 1) // 2) + 2
-                e = nf.pad(_high_pass(gz), (pad, pad, pad, pad), mode="replicate")
-                y0, x0 = pad + (sh - wh) // 2, pad + (sw - ww) // 2
+                e, y0, x0 = _zoom_and_pad(g, z, m, _high_pass)
                 region = e[:, :, y0 - m : y0 + m + wh, x0 - m : x0 + m + ww]  # every shifted window
                 dots = nf.conv2d(region.reshape(1, n, wh + 2 * m, ww + 2 * m), ref, groups=n)[0]
                 r64 = region[:, 0].double()
@@ -471,11 +476,7 @@ def _coarse_windows(images: np.ndarray, max_shift: int, scales: Sequence[float])
     steps = sorted({-m, 0, m})  # 3 x 3 shifts (1 without max_shift)
     out = []
     for z in scales:
-        sh, sw = max(1, round(h * z)), max(1, round(w * z))
-        gz = g if (sh, sw) == (h, w) else nf.interpolate(g, size=(sh, sw), mode="bilinear", antialias=True, align_corners=False)
-        pad = m + max(0, (h - sh + 1) // 2, (w - sw + 1) // 2) + 2
-        gz = nf.pad(gz, (pad, pad, pad, pad), mode="replicate")
-        y0, x0 = pad + (sh - wh) // 2, pad + (sw - ww) // 2
+        gz, y0, x0 = _zoom_and_pad(g, z, m)
         for dy in steps:
             for dx in steps:
                 win = gz[:, :, y0 + dy : y0 + dy + wh, x0 + dx : x0 + dx + ww]
