@@ -263,11 +263,48 @@ def _sq_norms_kernel(x):  # pragma: no cover - compiled
     return out
 
 
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _paired_sq_kernel(x, y, xi, yi):  # pragma: no cover - compiled
+    out = np.empty(xi.shape[0], dtype=np.int64)
+    for p in numba.prange(xi.shape[0]):
+        a = x[xi[p]]
+        b = y[yi[p]]
+        acc = 0
+        for j in range(x.shape[1]):
+            v = np.int64(a[j]) - np.int64(b[j])
+            acc += v * v
+        out[p] = acc
+    return out
+
+
 def l2_sq_distances(a: Any, b: Any) -> np.ndarray:
     """Exact squared L2 distances between paired rows ``a[i]`` and ``b[i]`` (int64)."""
-    x = flatten_pixels(a).astype(np.int32)
-    y = flatten_pixels(b).astype(np.int32)
+    x = flatten_pixels(a)
+    y = flatten_pixels(b)
     if x.shape != y.shape:
         raise fail("b.shape", y.shape, f"{x.shape} (the shape of a)")
-    d = x - y
-    return np.einsum("ij,ij->i", d, d, dtype=np.int64)
+    idx = np.arange(len(x), dtype=np.int64)
+    return l2_sq_distances_at(x, y, idx, idx)
+
+
+def l2_sq_distances_at(a: Any, b: Any, ai: np.ndarray, bi: np.ndarray) -> np.ndarray:
+    """Exact squared L2 distances between ``a[ai[p]]`` and ``b[bi[p]]`` for each p (int64).
+
+    A compiled loop over the pairs reads the rows in place, so no gathered copy of the
+    images is made (the detector's candidate tables hold tens of pairs per query).
+    """
+    x = np.ascontiguousarray(flatten_pixels(a))
+    y = np.ascontiguousarray(flatten_pixels(b))
+    if x.shape[1:] != y.shape[1:]:
+        raise fail("b.shape", y.shape, f"(N, {x.shape[1]}) (the values per image of a)")
+    ai = np.asarray(ai, dtype=np.int64)
+    bi = np.asarray(bi, dtype=np.int64)
+    if ai.shape != bi.shape:
+        raise fail("bi.shape", bi.shape, f"{ai.shape} (the shape of ai)")
+    if len(ai) == 0:
+        return np.zeros(0, dtype=np.int64)
+    for name, ix, n in (("ai", ai, len(x)), ("bi", bi, len(y))):
+        bad = ix[(ix < 0) | (ix >= n)]
+        if len(bad):
+            raise fail(f"{name} (a position)", int(bad[0]), f"within 0..{n - 1} (the rows of {name[0]})")
+    return _paired_sq_kernel(x, y, ai, bi)

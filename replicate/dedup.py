@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from replicate._l2 import l2_knn, l2_sq_distances
+from replicate._l2 import l2_knn, l2_sq_distances_at
 from replicate._validation import check_int, fail
 from replicate.imageset import ImageSet
 
@@ -71,6 +71,8 @@ __all__ = [
 SIGNALS: tuple[str, ...] = ("hash", "l2", "tiny", "aligned", "feature")
 _PAIR_BATCH = 8192
 _ALIGN_BATCH = 1024
+_ALIGN_GROUP = 128  # query images whose aligned windows exist at once (about 10 MB)
+_EDGE_GROUP = 16  # query images whose edge windows exist at once (about 13 MB)
 
 
 # --------------------------------------------------------------------------------------
@@ -460,6 +462,81 @@ def edge_distance(
     return out
 
 
+def _edge_windows(images: np.ndarray, max_shift: int, scales: Sequence[float]) -> torch.Tensor:
+    """Every window :func:`edge_distance` compares, cut out: (N, Z (2m+1)^2, wh ww) float32,
+    mean-removed and unit-norm (for the detector, which compares each query with many
+    references and so cuts its windows once)."""
+    m = max_shift
+    g = _gray(images)[:, None]
+    n, _, h, w = g.shape
+    wh, ww = h - 2 * m, w - 2 * m
+    out = []
+    for z in scales:
+        e, y0, x0 = _zoom_and_pad(g, z, m, _high_pass)
+        region = e[:, 0, y0 - m : y0 + m + wh, x0 - m : x0 + m + ww]
+        out.append(region.unfold(1, wh, 1).unfold(2, ww, 1).reshape(n, -1, wh * ww))
+    win = torch.cat(out, dim=1)
+    return _unit_rows(win.reshape(-1, wh * ww)).reshape(n, -1, wh * ww)
+
+
+def _edge_centre(images: np.ndarray, max_shift: int) -> torch.Tensor:
+    """The centre window of each image's high-pass map: (N, wh ww) float32, unit rows."""
+    m = max_shift
+    e = _high_pass(_gray(images)[:, None])[:, 0]
+    h, w = e.shape[1:]
+    return _unit_rows(e[:, m : h - m, m : w - m].reshape(len(e), -1))
+
+
+def _grouped_max_cos(
+    side: np.ndarray,
+    other: np.ndarray,
+    windows: Callable[[np.ndarray], torch.Tensor],
+    centres: Callable[[np.ndarray], torch.Tensor],
+    batch: int,
+    slots: int = 32,
+) -> np.ndarray:
+    """For each pair p, the largest cosine between any window of image ``side[p]``
+    (``windows(positions)``: (U, S, P) unit rows) and the centre of image ``other[p]``
+    (``centres(positions)``: (n, P) unit rows); float32.
+
+    Pairs are grouped by ``side``: each image's windows are made once for all its pairs
+    (``batch`` images at a time), and the products are batched matrix products of those
+    windows with up to ``slots`` of their centres at a time, so no window is copied per
+    pair. The products are in float64 and the result rounded to float32, so a pair's
+    value does not depend on which other pairs share its batch (float32 products would
+    differ in the last bit with the blocking, enough to move a distance near 0 by 5e-4).
+    """
+    n = len(side)
+    out = np.empty(n, dtype=np.float32)
+    if n == 0:
+        return out
+    order = np.argsort(side, kind="stable")
+    uniq, start, count = np.unique(side[order], return_index=True, return_counts=True)
+    slot = np.arange(n) - np.repeat(start, count)
+    for u0 in range(0, len(uniq), batch):
+        u1 = min(u0 + batch, len(uniq))
+        win = windows(uniq[u0:u1]).double()
+        p0, p1 = start[u0], start[u1 - 1] + count[u1 - 1]
+        rows = order[p0:p1]
+        cen = centres(other[rows])
+        grp = np.repeat(np.arange(u1 - u0), count[u0:u1])
+        sl = slot[p0:p1]
+        for k0 in range(0, int(sl.max()) + 1, slots):
+            sel = np.flatnonzero((sl >= k0) & (sl < k0 + slots))
+            g, k = grp[sel], sl[sel] - k0
+            used, gi = np.unique(g, return_inverse=True)
+            w = win if len(used) == len(win) else win[torch.from_numpy(used)]
+            r = torch.zeros((len(used), int(k.max()) + 1, win.shape[2]), dtype=torch.float64)
+            r[torch.from_numpy(gi), torch.from_numpy(k)] = cen[torch.from_numpy(sel)].double()
+            cos = torch.bmm(w, r.transpose(1, 2)).amax(dim=1)
+            out[rows[sel]] = cos[torch.from_numpy(gi), torch.from_numpy(k)].float().numpy()
+    return out
+
+
+def _cos_to_distance(cos: np.ndarray) -> np.ndarray:
+    return torch.sqrt(torch.clamp(2 - 2 * torch.from_numpy(cos), min=0)).double().numpy()
+
+
 def _coarse_windows(images: np.ndarray, max_shift: int, scales: Sequence[float]) -> torch.Tensor:
     """Coarse windows of each image: (N, W, 49) float32, unit rows.
 
@@ -792,26 +869,23 @@ def _distances(
         out[f"hamming_{m}"] = hamming_distance(qsrc.hashes[m][qloc], ref.hashes[m][rpos])
     qimg = qsrc.images.images
     rimg = ref.images.images
-    sq = np.empty(len(qpos), dtype=np.int64)
-    al = np.empty(len(qpos), dtype=np.float64)
-    alf = np.full(len(qpos), np.inf)
-    for s in range(0, len(qpos), _PAIR_BATCH):
-        a, b = qloc[s : s + _PAIR_BATCH], rpos[s : s + _PAIR_BATCH]
-        sq[s : s + len(a)] = l2_sq_distances(qimg[a], rimg[b])
-    for s in range(0, len(qpos), _ALIGN_BATCH):
-        a, b = qloc[s : s + _ALIGN_BATCH], rpos[s : s + _ALIGN_BATCH]
-        uniq, inv = np.unique(a, return_inverse=True)
-        qa = _aligned_query(qimg[uniq], config.max_shift, config.scales)[torch.from_numpy(inv)]
-        rb = torch.from_numpy(ref.aligned[b])
-        al[s : s + len(a)] = _aligned_pairs(qa, rb)
-        if whole_query is not None:
-            # both ends are query images: the zoom range applies either way round
-            ub, ib = np.unique(b, return_inverse=True)
-            qb = _aligned_query(rimg[ub], config.max_shift, config.scales)[torch.from_numpy(ib)]
-            al[s : s + len(a)] = np.minimum(al[s : s + len(a)], _aligned_pairs(qb, torch.from_numpy(qsrc.aligned[a])))
-        if config.flips:
-            qf = _aligned_query(qimg[uniq][:, :, ::-1], config.max_shift, config.scales)[torch.from_numpy(inv)]
-            alf[s : s + len(a)] = _aligned_pairs(qf, rb)
+    sq = l2_sq_distances_at(qimg, rimg, qloc, rpos)
+    ms, zs = config.max_shift, config.scales
+
+    def aligned(side_img: np.ndarray, side: np.ndarray, other: PreparedSet, at: np.ndarray, flip: bool = False) -> np.ndarray:
+        # windows of side_img[side[p]] (mirrored with flip) against other's centre windows at at[p]
+        def windows(u: np.ndarray) -> torch.Tensor:
+            img = side_img[u]
+            return _aligned_query(img[:, :, ::-1] if flip else img, ms, zs)
+
+        cos = _grouped_max_cos(side, at, windows, lambda p: torch.from_numpy(other.aligned[p]), _ALIGN_GROUP)
+        return _cos_to_distance(cos)
+
+    al = aligned(qimg, qloc, ref, rpos)
+    if whole_query is not None:
+        # both ends are query images: the zoom range applies either way round
+        al = np.minimum(al, aligned(rimg, rpos, qsrc, qloc))
+    alf = aligned(qimg, qloc, ref, rpos, flip=True) if config.flips else np.full(len(qpos), np.inf)
     values_per_image = int(np.prod(qimg.shape[1:]))
     out["l2"] = np.sqrt(sq.astype(np.float64))
     out["l2_rms"] = np.sqrt(sq / values_per_image)
@@ -832,7 +906,16 @@ def _distances(
         edge = np.full(len(qpos), np.nan)
         near = np.flatnonzero(al <= config.edge_aligned_max)
         if len(near):
-            edge[near] = edge_distance(qimg[qloc[near]], rimg[rpos[near]], config.edge_max_shift, config.edge_scales)
+            em = config.edge_max_shift
+            if min(qimg.shape[1:3]) - 2 * em < 1:
+                raise fail("edge_max_shift", em, f"< {min(qimg.shape[1:3]) / 2} (half the image side)")
+            cos = _grouped_max_cos(
+                qloc[near], rpos[near],
+                lambda u: _edge_windows(qimg[u], em, config.edge_scales),
+                lambda p: _edge_centre(rimg[p], em),
+                _EDGE_GROUP,
+            )
+            edge[near] = _cos_to_distance(cos)
         out["edge"] = edge
     if config.feature_model is not None:
         if qsrc.features is None or ref.features is None:  # pragma: no cover - made by prepare()

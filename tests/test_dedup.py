@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import make_imageset
 from PIL import Image
 
@@ -237,6 +238,66 @@ def test_edge_distance_matches_window_by_window_reference(sets):
     small = rng.integers(0, 256, (5, 20, 20, 3), dtype=np.uint8)  # another size, and batches of 2
     np.testing.assert_allclose(cos(edge_distance(small, small[::-1], 2, (0.9, 1.0), batch=2)),
                                cos(_edge_distance_by_windows(small, small[::-1], 2, (0.9, 1.0))), atol=2e-6)
+
+
+def test_grouped_distances_match_the_paired_functions_and_do_not_depend_on_batches(sets):
+    """The detector computes aligned and edge distances grouped by query image (windows cut
+    once per image, batched products); they must equal aligned_distance and edge_distance,
+    pair by pair, and not change with how pairs are batched (chunk-size invariance)."""
+    from replicate.dedup import (
+        _aligned_query,
+        _aligned_reference,
+        _cos_to_distance,
+        _edge_centre,
+        _edge_windows,
+        _grouped_max_cos,
+    )
+
+    query, ref = sets
+    rng = np.random.default_rng(3)
+    # 40 pairs on query image 0 (more than one block of 32 slots), the rest scattered
+    side = np.concatenate([np.zeros(40, np.int64), rng.integers(0, len(query), 160)])
+    other = rng.integers(0, len(ref), len(side))
+    other[:3] = [5, 7, 9]
+    qi, ri = query.images, ref.images
+    z, ez = (0.875, 1.0, 1.0625), (0.8125, 1.0, 1.125)
+
+    def aligned(batch, slots):
+        return _cos_to_distance(_grouped_max_cos(
+            side, other, lambda u: _aligned_query(qi[u], 2, z), lambda p: torch.from_numpy(_aligned_reference(ri[p], 2)),
+            batch, slots))
+
+    def edge(batch, slots):
+        return _cos_to_distance(_grouped_max_cos(
+            side, other, lambda u: _edge_windows(qi[u], 3, ez), lambda p: _edge_centre(ri[p], 3), batch, slots))
+
+    def cos(d):  # compared as cosines: sqrt(2 - 2 cos) magnifies float noise near 0
+        return 1 - np.asarray(d) ** 2 / 2
+
+    np.testing.assert_allclose(cos(aligned(128, 32)), cos(aligned_distance(qi[side], ri[other], 2, z)), atol=2e-6)
+    np.testing.assert_allclose(cos(edge(16, 32)), cos(edge_distance(qi[side], ri[other], 3, ez)), atol=2e-6)
+    np.testing.assert_array_equal(aligned(128, 32), aligned(1, 1))
+    np.testing.assert_array_equal(aligned(128, 32), aligned(7, 5))
+    np.testing.assert_array_equal(edge(16, 32), edge(3, 7))
+    assert _grouped_max_cos(side[:0], other[:0], None, None, 4).shape == (0,)
+
+
+def test_paired_l2_reads_rows_by_position_and_checks_them():
+    from replicate._l2 import l2_sq_distances_at
+
+    rng = np.random.default_rng(4)
+    a = rng.integers(0, 256, (6, 4, 4, 3), dtype=np.uint8)
+    b = rng.integers(0, 256, (9, 4, 4, 3), dtype=np.uint8)
+    ai, bi = np.array([0, 0, 5, 3, 5]), np.array([8, 1, 1, 0, 8])
+    want = ((a[ai].astype(np.int64) - b[bi].astype(np.int64)) ** 2).reshape(len(ai), -1).sum(1)
+    np.testing.assert_array_equal(l2_sq_distances_at(a, b, ai, bi), want)
+    assert l2_sq_distances_at(a, b, ai[:0], bi[:0]).shape == (0,)
+    with pytest.raises(ValueError, match=r"bi \(a position\) == 9; must be within 0\.\.8 \(the rows of b\)"):
+        l2_sq_distances_at(a, b, ai, np.array([0, 1, 2, 3, 9]))
+    with pytest.raises(ValueError, match=r"bi.shape == \(2,\); must be \(5,\)"):
+        l2_sq_distances_at(a, b, ai, bi[:2])
+    with pytest.raises(ValueError, match=r"b.shape == \(9, 75\); must be \(N, 48\)"):
+        l2_sq_distances_at(a, rng.integers(0, 256, (9, 5, 5, 3), dtype=np.uint8), ai, bi)
 
 
 def test_edge_rule_is_on_by_default_and_can_be_switched_off(sets):
