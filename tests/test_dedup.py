@@ -302,13 +302,17 @@ def test_paired_l2_reads_rows_by_position_and_checks_them():
 
 def test_edge_rule_is_on_by_default_and_can_be_switched_off(sets):
     query, ref = sets
-    assert DedupConfig().edge_max == 1.1  # chosen with the by-eye review (docs/dedup.md)
+    # chosen with the by-eye review (docs/dedup.md); the edge ratio guard is an option
+    assert (DedupConfig().edge_max, DedupConfig().edge_ratio_max, DedupConfig().edge_ratio_edge_max) == (1.1, None, 1.1)
     default = find_near_duplicates(query, [ref], within_query=False)
-    assert "edge" in default.pairs and default.config.edge_max == 1.1
+    assert "edge" in default.pairs and "edge_ratio" in default.pairs and default.config.edge_max == 1.1
     off = find_near_duplicates(query, [ref], within_query=False, edge_max=None)
-    assert "edge" not in off.pairs
-    assert "edge" not in off.summary() and "edge <= 1.1" in default.summary()
-    on = find_near_duplicates(query, [ref], within_query=False, edge_max=0.3)
+    assert "edge" not in off.pairs and "edge_ratio" not in off.pairs
+    assert "edge" not in off.summary()
+    assert "with edge <= 1.1 (" in default.summary() and "edge_ratio" not in default.summary()
+    guard = find_near_duplicates(query, [ref], within_query=False, edge_max=1.0, edge_ratio_max=0.9)
+    assert "with edge <= 1 (" in guard.summary() and "edge <= 1.1 and edge_ratio <= 0.9" in guard.summary()
+    on = find_near_duplicates(query, [ref], within_query=False, edge_max=0.3, edge_ratio_max=None)
     near = on.pairs.aligned <= 0.8  # edge_aligned_max
     assert on.pairs.edge[near].notna().all() and on.pairs.edge[~near].isna().all()
     assert set(on.flagged.query_id) >= set(off.flagged.query_id)
@@ -558,7 +562,7 @@ def test_cli_writes_tables_and_gallery(tmp_path, sets, capsys):
     assert main(["dedup", str(qp), "--reference", str(rp), "--out", str(out)]) == 2
     assert "--reference == " in capsys.readouterr().err
     # the edge verification's threshold, or 'off', from the command line
-    assert data["config"]["edge_max"] == 1.1
+    assert data["config"]["edge_max"] == 1.1 and data["config"]["edge_ratio_max"] is None
     assert main(["dedup", str(qp), "--reference", f"ref={rp}", "--out", str(tmp_path / "edge"),
                  "--edge-max", "off", "--json"]) == 0
     off = json.loads(capsys.readouterr().out)
@@ -570,9 +574,16 @@ def test_cli_writes_tables_and_gallery(tmp_path, sets, capsys):
     assert main(["dedup", str(qp), "--reference", f"ref={rp}", "--out", str(tmp_path / "window"),
                  "--aligned-k", "3", "--json"]) == 0
     window = json.loads(capsys.readouterr().out)
-    assert window["config"]["aligned_k"] == 3 and data["config"]["aligned_k"] == 0
-    assert "aligned_rank" in (tmp_path / "window" / "pairs.csv").read_text().splitlines()[0]
-    assert "aligned_rank" not in (out / "pairs.csv").read_text().splitlines()[0]
+    assert window["config"]["aligned_k"] == 3 and data["config"]["aligned_k"] == 5
+    assert "aligned_rank" in (out / "pairs.csv").read_text().splitlines()[0]
+    assert main(["dedup", str(qp), "--reference", f"ref={rp}", "--out", str(tmp_path / "nowindow"),
+                 "--aligned-k", "0", "--edge-max", "1.0", "--edge-ratio-max", "0.9", "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert plain["config"]["aligned_k"] == 0 and plain["config"]["edge_ratio_max"] == 0.9
+    assert "aligned_rank" not in (tmp_path / "nowindow" / "pairs.csv").read_text().splitlines()[0]
+    assert main(["dedup", str(qp), "--reference", f"ref={rp}", "--out", str(tmp_path / "edge"),
+                 "--edge-ratio-max", "most"]) == 2
+    assert "--edge-ratio-max == 'most'; must be a ratio in [0, 1] or 'off'" in capsys.readouterr().err
     assert main(["dedup", str(qp), "--reference", f"ref={rp}", "--out", str(tmp_path / "edge"),
                  "--edge-max", "loose"]) == 2
     assert "--edge-max == 'loose'; must be a distance in [0, 2] or 'off'" in capsys.readouterr().err
@@ -640,8 +651,8 @@ def test_window_knn_ranks_shifted_and_zoomed_copies_first():
 
 def test_aligned_k_only_adds_candidates_and_flags(sets):
     query, ref = sets
-    assert DedupConfig().aligned_k == 0  # opt-in: docs/dedup.md
-    off = find_near_duplicates(query, [ref], within_query=False)
+    assert DedupConfig().aligned_k == 5  # docs/dedup.md
+    off = find_near_duplicates(query, [ref], within_query=False, aligned_k=0)
     on = find_near_duplicates(query, [ref], within_query=False, aligned_k=4)
     assert "aligned_rank" not in off.pairs and "aligned_rank" in on.pairs
     keys = ["query_id", "reference_id"]
@@ -649,13 +660,14 @@ def test_aligned_k_only_adds_candidates_and_flags(sets):
     assert len(both) == len(off.pairs) and len(on.pairs) > len(off.pairs)
     # the other candidates keep their ratios; the window-only ones have none
     np.testing.assert_allclose(both.aligned_ratio.fillna(-1), both.aligned_ratio_on.fillna(-1))
+    np.testing.assert_allclose(both.edge_ratio.fillna(-1), both.edge_ratio_on.fillna(-1))
     extra = on.pairs.merge(off.pairs[keys], on=keys, how="left", indicator=True)
     window_only = extra[extra._merge == "left_only"]
     assert window_only.aligned_rank.notna().all() and window_only.aligned_ratio.isna().all()
     assert set(on.flagged_ids) >= set(off.flagged_ids)
     assert DedupConfig.from_dict(on.config.to_dict()) == on.config
     # inside the query set too: query 5 is an exact copy of query 4
-    within = find_near_duplicates(query, [ref], aligned_k=4)
+    within = find_near_duplicates(query, [ref])
     inside = within.pairs[within.pairs.reference_set == "new"]
     assert inside.aligned_rank.notna().any() and (inside.query_id != inside.reference_id).all()
     assert query.ids[5] in set(within.flagged_ids)
@@ -672,13 +684,13 @@ def test_edge_rule_is_stricter_for_candidates_only_the_coarse_windows_proposed()
         "aligned_rank": pd.array([1, 1, 2, 3], dtype="Int64"), "l2_rank": pd.array([None, None, 1, None], dtype="Int64"),
         "tiny_rank": pd.array([None] * 4, dtype="Int64"), "hamming_phash": [30, 30, 30, 2], "hamming_dhash": [30] * 4,
     })
-    cfg = DedupConfig(l2_rms_max=None, aligned_max=None, ratio_max=None, aligned_k=5)
+    cfg = DedupConfig(l2_rms_max=None, aligned_max=None, ratio_max=None, aligned_k=5, edge_max=1.1, edge_ratio_max=None)
     assert cfg.window_edge_max == 1.0  # docs/dedup.md
     flagged, by = _flag_rules(pairs, cfg)
     assert flagged.tolist() == [False, True, True, True]
     assert by[2] == "edge" and set(by[3].split(",")) == {"phash", "edge"}
     same, _ = _flag_rules(pairs, DedupConfig(l2_rms_max=None, aligned_max=None, ratio_max=None, aligned_k=5,
-                                             window_edge_max=None))
+                                             window_edge_max=None, edge_max=1.1, edge_ratio_max=None))
     assert same.all()
     assert "coarse-window candidates: edge <= 1" in _rules_text(cfg)
     with pytest.raises(ValueError, match=r"window_edge_max == 3; must be in \[0, 2\]"):
@@ -704,6 +716,65 @@ def test_edge_rule_has_its_own_limit_inside_the_query_set():
     assert "inside the set: edge <= 0.9" in _rules_text(cfg)
     with pytest.raises(ValueError, match=r"within_edge_max == 2.5; must be in \[0, 2\]"):
         find_near_duplicates(make_imageset(5), None, within_edge_max=2.5)
+
+
+def test_edge_ratio_rule_flags_edges_up_to_1_1_that_stand_out():
+    from replicate.dedup import _flag_rules, _rules_text
+
+    # query 0: edge 1.05 against a next-best of 1.2 (ratio 0.875: flagged); query 1: 1.05
+    # against 1.1 (0.95: not); query 2: 0.95 (under edge_max = 1.0: flagged whatever its
+    # ratio); query 3: 1.12 with ratio 0.5 (beyond 1.1: not); row 8, inside the query set,
+    # edge 1.05 with ratio 0.5 (the ratio part does not apply there: not)
+    pairs = pd.DataFrame({
+        "query_pos": [0, 0, 1, 1, 2, 2, 3, 3, 4],
+        "aligned": [0.5] * 9, "aligned_ratio": [0.9] * 9,
+        "edge": [1.05, 1.2, 1.05, 1.1, 0.95, 0.96, 1.12, 2.24, 1.05],
+        "edge_ratio": [0.875, 1.14, 0.95, 1.05, 0.99, 1.01, 0.5, 2.0, 0.5],
+    })
+    within = np.array([False] * 8 + [True])
+    off = {"hash_radii": {}, "l2_rms_max": None, "aligned_max": None, "ratio_max": None, "within_edge_max": None}
+    guard = {"edge_max": 1.0, "edge_ratio_max": 0.9}
+    flagged, by = _flag_rules(pairs, DedupConfig(**off, **guard), within=within)
+    assert flagged.tolist() == [True, False, False, False, True, True, False, False, False]
+    assert set(by[flagged]) == {"edge"}
+    assert not _flag_rules(pairs, DedupConfig(**off, edge_max=1.0), within=within)[0][0]
+    assert "edge <= 1.1 and edge_ratio <= 0.9 (not inside the set)" in _rules_text(DedupConfig(**guard))
+    with pytest.raises(ValueError, match="config.edge_ratio_max == 0.9; must be None for a candidate table without an 'edge_ratio'"):
+        _flag_rules(pairs.drop(columns="edge_ratio"), DedupConfig(**off, **guard))
+    with pytest.raises(ValueError, match=r"edge_ratio_max == 1.5; must be in \[0, 1\]"):
+        find_near_duplicates(make_imageset(5), None, edge_ratio_max=1.5)
+    with pytest.raises(ValueError, match=r"edge_ratio_edge_max == 3; must be in \[0, 2\]"):
+        find_near_duplicates(make_imageset(5), None, edge_ratio_edge_max=3)
+
+
+def test_ratio_to_best_other_matches_a_loop_over_each_group():
+    from replicate.dedup import _ratio_to_best_other
+
+    def by_loop(groups, values, counted):
+        out = np.full(len(values), np.nan)
+        for i in range(len(values)):
+            if np.isnan(values[i]):
+                continue
+            others = [values[j] for j in range(len(values))
+                      if j != i and groups[j] == groups[i] and counted[j] and not np.isnan(values[j])]
+            best = min(others) if others else np.inf
+            if values[i] == 0 and best == 0:
+                out[i] = 1.0
+            elif np.isinf(best):
+                out[i] = 0.0
+            else:
+                out[i] = values[i] / best if best > 0 else np.inf
+        return out
+
+    rng = np.random.default_rng(6)
+    for _ in range(20):
+        n = int(rng.integers(1, 40))
+        groups = rng.integers(0, 6, n)
+        values = rng.choice([0.0, 0.5, 0.9, 1.0, 1.1, 1.3, np.nan], n)
+        counted = rng.random(n) < 0.7
+        np.testing.assert_allclose(_ratio_to_best_other(groups, values, counted), by_loop(groups, values, counted))
+        np.testing.assert_allclose(_ratio_to_best_other(groups, values), by_loop(groups, values, np.ones(n, bool)))
+    assert _ratio_to_best_other(np.zeros(0), np.zeros(0)).shape == (0,)
 
 
 def test_ratio_to_others_matches_a_loop_over_each_group():

@@ -354,6 +354,13 @@ WINDOW_SETTINGS = {  # name: (edge_max, aligned_k, window_edge_max): the default
     "edge_a0.8_v1.1_k5": (1.1, 5, 1.0),
     "edge_a0.8_v1.1_k5_w1.1": (1.1, 5, None),
 }
+# round 8: the edge ratio guard, on the detector's own run with the current defaults
+# (aligned_k = 5; edge ratios from the candidates with an edge distance, aligned <= 0.8)
+GUARD_SETTINGS = {  # name: (edge_max, edge_ratio_max); edge_ratio_edge_max 1.1
+    "guard_e1.0_r0.9": (1.0, 0.9),
+    "guard_e1.0_r0.85": (1.0, 0.85),
+    "guard_e1.0_r0.95": (1.0, 0.95),
+}
 WINDOW_K = 5  # round 6: the images that aligned_k = 5 adds to the default's flags
 EDGE_SPLIT = 1.1  # G, H, K and L are split by the smallest edge distance of a test image's candidates
 REVIEW_STRATA = {
@@ -379,13 +386,23 @@ REVIEW_STRATA = {
     "L2w": "L2, and a wider search finds a candidate at edge <= 1.1",
     "L3w": "L3, and a wider search finds a candidate at edge <= 1.1",
     # round 6, carved out of every stratum above
-    "N6a": "not flagged by the defaults, flagged with aligned_k = 5 (window_edge_max 1.0)",
-    "N6b": "not flagged by the defaults, flagged with aligned_k = 5 only when window_edge_max is 1.1",
+    "N6a": "not flagged by edge <= 1.1 (aligned_k 0), flagged with aligned_k = 5 (window_edge_max 1.0)",
+    "N6b": "not flagged by edge <= 1.1 (aligned_k 0), flagged with aligned_k = 5 only when window_edge_max is 1.1",
+    # round 8, carved out of every stratum above
+    "N8a": "flagged by edge <= 1.1 with aligned_k = 5, not by the edge ratio guard (edge <= 1, or <= 1.1 with edge_ratio <= 0.9)",
+    "N8b": "flagged by the edge ratio guard only through edge 1-1.1 with edge_ratio <= 0.9",
 }
 ROUND5_FROM = {"G2": "KHG2w", "H2": "KHG2w", "K2": "KHG2w", "L2": "L2w", "L3": "L3w"}
 # the candidate search of the review: edge distances for every pair with aligned <= 1.0, so
 # that the strata and every edge setting can be scored on one table
-REVIEW_CONFIG = replace(DedupConfig(), within_query=False, edge_aligned_max=1.0, aligned_k=0)
+REVIEW_CONFIG = replace(DedupConfig(), within_query=False, edge_aligned_max=1.0, aligned_k=0, edge_max=1.1,
+                        edge_ratio_max=None)
+# the detector's defaults (aligned_k = 5), run on their own: the edge ratio depends on which
+# candidates have an edge distance (aligned <= 0.8)
+DEFAULT_REVIEW = replace(DedupConfig(), within_query=False)
+# the edge ratio guard that round 8 checked (chosen on rounds 1-7): edge <= 1.0, or <= 1.1
+# with edge_ratio <= 0.9
+GUARD = replace(DEFAULT_REVIEW, edge_max=1.0, edge_ratio_max=0.9, edge_ratio_edge_max=1.1)
 # round 5: a wider candidate search (more nearest neighbours by pixel L2 and by tiny image)
 # finds same-photograph pairs that the detector's own candidates miss
 WIDE_CANDIDATES = replace(REVIEW_CONFIG, tiny_k=50, l2_k=20)
@@ -511,10 +528,8 @@ def review_estimate(labels: pd.DataFrame, sizes: dict, flagged: dict, n_boot: in
     }
 
 
-def review(train: ImageSet, test: ImageSet) -> dict:
-    """Re-run the detector's candidate search (no within-test search), rebuild the strata,
-    check the labelled sample against them and estimate every review setting."""
-    labels = pd.read_csv(RESULTS / "dedup_review_labels.csv", dtype={"label": str, "reference_id_2": str})
+def review_strata_all(train: ImageSet, test: ImageSet) -> dict:
+    """Every test image's stratum (rounds 1-8) and the detector runs they come from."""
     t = time.perf_counter()
     res = find_near_duplicates(test, {"cifar10-train": train}, config=REVIEW_CONFIG)
     seconds = time.perf_counter() - t
@@ -539,6 +554,29 @@ def review(train: ImageSet, test: ImageSet) -> dict:
     kept = _image_flags(kres.pairs, st.index, default_cfg)  # window_edge_max = 1.0 (round 7)
     st[added & kept] = "N6a"
     st[added & ~kept] = "N6b"
+    # round 8: the edge ratio guard against edge <= 1.1 with aligned_k = 5: what it drops,
+    # and what only its ratio part keeps
+    t = time.perf_counter()
+    dres = find_near_duplicates(test, {"cifar10-train": train}, config=DEFAULT_REVIEW)
+    default_seconds = time.perf_counter() - t
+    new = _image_flags(dres.pairs, st.index, GUARD)
+    no_ratio_part = _image_flags(dres.pairs, st.index, replace(GUARD, edge_ratio_max=None))
+    before = _image_flags(kres.pairs, st.index, replace(default_cfg, aligned_k=WINDOW_K))
+    st[before & ~new] = "N8a"
+    st[new & ~no_ratio_part] = "N8b"
+    return {"st": st, "st4": st4, "fl": fl, "res": res, "kres": kres, "dres": dres, "added": added, "kept": kept,
+            "seconds": seconds, "wide_seconds": wide_seconds, "window_seconds": window_seconds,
+            "default_seconds": default_seconds, "out5_strata": ROUND5_FROM, "default_cfg": default_cfg}
+
+
+def review(train: ImageSet, test: ImageSet) -> dict:
+    """Re-run the detector's candidate search (no within-test search), rebuild the strata,
+    check the labelled sample against them and estimate every review setting."""
+    labels = pd.read_csv(RESULTS / "dedup_review_labels.csv", dtype={"label": str, "reference_id_2": str})
+    r = review_strata_all(train, test)
+    st, st4, fl, res, kres, dres = r["st"], r["st4"], r["fl"], r["res"], r["kres"], r["dres"]
+    added, kept, default_cfg = r["added"], r["kept"], r["default_cfg"]
+    seconds, wide_seconds, window_seconds = r["seconds"], r["wide_seconds"], r["window_seconds"]
     # rounds 1-3 recorded the stratum before the round-4 split (G, H, K), round 4 its part,
     # rounds 5 and 7 their part, round 6 N6 (now N6a or N6b). A labelled image stays in the stratum it was drawn from, except the
     # round-1 draws from H that later strata (I, J) took over: those are dropped, the rest of
@@ -548,17 +586,18 @@ def review(train: ImageSet, test: ImageSet) -> dict:
     part4 = st4.loc[q].to_numpy().astype(str)
     letter = pd.Series(part4).str.replace(r"[123]$", "", regex=True).to_numpy()
     now = st.loc[q].to_numpy().astype(str)
-    expect = np.where(labels.grid.isin(["round5", "round7"]), now,
+    expect = np.where(labels.grid.isin(["round5", "round7", "round8"]), now,
                       np.where(labels.grid == "round6", np.char.rstrip(now, "ab"),
                                np.where(np.char.str_len(drawn) == 1, letter, part4)))
     in_n6 = np.isin(now, ["N6a", "N6b"]) & ~labels.grid.isin(["round6", "round7"]).to_numpy()
-    moved = (expect != drawn) & ~in_n6
+    in_n8 = np.isin(now, ["N8a", "N8b"]) & (labels.grid != "round8").to_numpy()
+    moved = (expect != drawn) & ~in_n6 & ~in_n8
     if not set(labels.stratum[moved]) <= {"H"}:
         raise RuntimeError(f"labelled images changed stratum: {labels[moved].head()}")
     # KHG2w's sample is round 5's (random over the union); earlier random labels of G2, H2
     # or K2 that fall in it would over-weight one of the three, so they are left out there
     out5 = (labels.grid != "round5").to_numpy() & (now == "KHG2w")
-    keep = ~moved & ~out5 & ~in_n6  # N6a/N6b's samples are rounds 6 and 7's
+    keep = ~moved & ~out5 & ~in_n6 & ~in_n8  # N6a/N6b's samples are rounds 6 and 7's, N8a/N8b's round 8's
     lab = labels[keep][["query_id", "label", "grid"]].copy()
     lab["stratum"] = now[keep]
     pool = ImageSet(np.load(SHARED / "data/candidates/tinyimagenet_cifar10_32x32.npz")["images"][:4000], name="pool")
@@ -569,9 +608,15 @@ def review(train: ImageSet, test: ImageSet) -> dict:
     configs.update({k: replace(default_cfg, edge_max=v, aligned_k=ak, window_edge_max=w)
                     for k, (v, ak, w) in WINDOW_SETTINGS.items()})
     kpool = find_near_duplicates(pool, {"cifar10-train": train}, config=replace(REVIEW_CONFIG, aligned_k=WINDOW_K))
+    dpool = find_near_duplicates(pool, {"cifar10-train": train}, config=DEFAULT_REVIEW)
+    for k, (e, rr) in GUARD_SETTINGS.items():
+        configs[k] = replace(GUARD, edge_max=e, edge_ratio_max=rr)
     cols, flagged, extra = {}, {}, {}
     for k, cfg in configs.items():
-        table, ptable = (kres.pairs, kpool.pairs) if cfg.aligned_k else (res.pairs, pres.pairs)
+        if k in GUARD_SETTINGS:
+            table, ptable = dres.pairs, dpool.pairs
+        else:
+            table, ptable = (kres.pairs, kpool.pairs) if cfg.aligned_k else (res.pairs, pres.pairs)
         f = pd.Series(fl[k].to_numpy() if k in fl else _image_flags(table, st.index, cfg), index=st.index)
         cols[k] = f.loc[lab.query_id].to_numpy()
         flagged[k] = int(f.sum())
@@ -603,6 +648,9 @@ def review(train: ImageSet, test: ImageSet) -> dict:
         "earlier_labels_left_out": int(in_n6.sum()),
         "labels": {f"{g} {h}": r67[(r67.grid == g) & (r67.stratum == h)].label.value_counts().to_dict()
                    for g in ("round6", "round7") for h in ("N6a", "N6b")}}
+    r8 = lab[lab.grid == "round8"]
+    out["round8"] = {"labels": {h: r8[r8.stratum == h].label.value_counts().to_dict() for h in ("N8a", "N8b", "K2", "L3")},
+                     "earlier_labels_left_out": int(in_n8.sum())}
     out["tinyimagenet_images"] = len(pool)
     # a wider alignment search (the edge rule off), scored with the same labels: a labelled
     # image counts as found when the wider detector flags it (with whichever train image),
@@ -657,14 +705,19 @@ def review(train: ImageSet, test: ImageSet) -> dict:
         detector_seconds=seconds,
         labelled_images=int(len(lab)),
         dropped_moved_from_H=int(moved.sum()),
-        default={"name": "edge_a0.8_v1.1", "edge_aligned_max": DedupConfig().edge_aligned_max,
-                 "edge_max": DedupConfig().edge_max, "aligned_k": DedupConfig().aligned_k,
+        default={"name": "edge_a0.8_v1.1_k5", "edge_aligned_max": DedupConfig().edge_aligned_max,
+                 "edge_max": DedupConfig().edge_max, "edge_ratio_max": DedupConfig().edge_ratio_max,
+                 "edge_ratio_edge_max": DedupConfig().edge_ratio_edge_max, "aligned_k": DedupConfig().aligned_k,
                  "window_edge_max": DedupConfig().window_edge_max},
+        default_detector_seconds=r["default_seconds"],
         settings_meaning={**{k: {"ratio_max": r, "ratio_aligned_max": m, "edge_max": None} for k, (r, m) in REVIEW_SETTINGS.items()},
                           **{k: {"ratio_max": 0.7, "ratio_aligned_max": 0.7, "edge_aligned_max": a, "edge_max": v}
                              for k, (a, v) in EDGE_SETTINGS.items()},
                           **{k: {"ratio_max": 0.7, "ratio_aligned_max": 0.7, "edge_aligned_max": 0.8, "edge_max": v,
-                                 "aligned_k": ak, "window_edge_max": w} for k, (v, ak, w) in WINDOW_SETTINGS.items()}},
+                                 "aligned_k": ak, "window_edge_max": w} for k, (v, ak, w) in WINDOW_SETTINGS.items()},
+                          **{k: {"ratio_max": 0.7, "ratio_aligned_max": 0.7, "edge_aligned_max": 0.8, "edge_max": e,
+                                 "edge_ratio_max": rr, "edge_ratio_edge_max": 1.1, "aligned_k": 5, "window_edge_max": 1.0}
+                             for k, (e, rr) in GUARD_SETTINGS.items()}},
     )
     return out
 
@@ -673,6 +726,8 @@ def _setting_name(m: dict) -> str:
     if m.get("edge_max") is None:
         return f"ratio {m['ratio_max']:g} within {m['ratio_aligned_max']:g}, edge off"
     name = f"ratio 0.7 within 0.7, edge {m['edge_max']:g} within aligned {m['edge_aligned_max']:g}"
+    if m.get("edge_ratio_max") is not None:
+        return name + f", or edge {m['edge_ratio_edge_max']:g} with edge_ratio {m['edge_ratio_max']:g}, aligned_k {m['aligned_k']}"
     if m.get("aligned_k"):
         w = m.get("window_edge_max")
         name += f", aligned_k {m['aligned_k']} (their edge <= {w if w is not None else m['edge_max']:g})"
@@ -731,6 +786,11 @@ def review_md(r: dict) -> str:
               f"{w6['images_added_window_edge_1.0']} with 1.0 ({w6['detector_seconds']:.0f} s against "
               f"{w6['default_detector_seconds']:.0f} s without); labels per round and part: {w6['labels']}. "
               f"Earlier labels left out of N6a/N6b: {w6['earlier_labels_left_out']}."]
+    r8 = r.get("round8")
+    if r8:
+        lines += ["", f"Round 8 (strata N8a, N8b, and more of K2 and L3; drawn after the edge ratio guard was chosen on "
+                  f"rounds 1-7): labels per part: {r8['labels']}. Earlier labels left out of N8a/N8b: "
+                  f"{r8['earlier_labels_left_out']}."]
     w = r.get("wide_alignment")
     if w:
         lines += [

@@ -33,11 +33,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ratio-max", type=float, help="ratio-test threshold (default: the library's)")
     p.add_argument("--l2-rms-max", type=float, help="RMS pixel difference threshold (default: the library's)")
     p.add_argument("--edge-max", metavar="DIST|off",
-                   help="edge-map verification threshold (default: the library's, 1.1); 'off' switches the rule "
+                   help="edge-map verification threshold (default: the library's, 1.1); 'off' switches the edge rule "
                         "off: faster, fewer flags, misses more crops and zooms (see docs/dedup.md)")
+    p.add_argument("--edge-ratio-max", metavar="RATIO|off",
+                   help="also flag edge distances up to 1.1 that are at most RATIO times the query's next-best "
+                        "candidate's (default: off); with --edge-max 1.0, 0.9 gives a shorter review queue for a "
+                        "little less recall (docs/dedup.md)")
     p.add_argument("--aligned-k", type=int,
-                   help="also propose the N nearest references by coarse shifted/zoomed windows (default 0: off); "
-                        "5 finds more zoomed and shifted copies, for a few more flags and 1.5x the time (docs/dedup.md)")
+                   help="propose the N nearest references by coarse shifted/zoomed windows (default: the library's, "
+                        "5; 0 switches them off: faster, misses more zoomed and shifted copies; docs/dedup.md)")
     p.add_argument(
         "--hash",
         action="append",
@@ -63,7 +67,7 @@ def _split(text: str, what: str) -> tuple[str, str]:
     return name, value
 
 
-def _edge_max(text: str) -> float | None:
+def _number_or_off(text: str, option: str, rule: str) -> float | None:
     from replicate._validation import fail
 
     if text.strip().lower() == "off":
@@ -71,7 +75,7 @@ def _edge_max(text: str) -> float | None:
     try:
         return float(text)
     except ValueError:
-        raise fail("--edge-max", text, "a distance in [0, 2] or 'off'") from None
+        raise fail(option, text, f"{rule} or 'off'") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
     if args.l2_rms_max is not None:
         overrides["l2_rms_max"] = args.l2_rms_max
     if args.edge_max is not None:
-        overrides["edge_max"] = _edge_max(args.edge_max)
+        overrides["edge_max"] = _number_or_off(args.edge_max, "--edge-max", "a distance in [0, 2]")
+    if args.edge_ratio_max is not None:
+        overrides["edge_ratio_max"] = _number_or_off(args.edge_ratio_max, "--edge-ratio-max", "a ratio in [0, 1]")
     if args.aligned_k is not None:
         overrides["aligned_k"] = args.aligned_k
     if args.hash is not None:
