@@ -71,8 +71,8 @@ __all__ = [
 SIGNALS: tuple[str, ...] = ("hash", "l2", "tiny", "aligned", "feature")
 _PAIR_BATCH = 8192
 _ALIGN_BATCH = 1024
-_ALIGN_GROUP = 128  # query images whose aligned windows exist at once (about 10 MB)
-_EDGE_GROUP = 16  # query images whose edge windows exist at once (about 13 MB)
+_ALIGN_GROUP = 128  # query images whose aligned windows exist at once (about 20 MB in float64)
+_EDGE_GROUP = 16  # query images whose edge windows exist at once (about 25 MB in float64)
 
 
 # --------------------------------------------------------------------------------------
@@ -134,9 +134,9 @@ class DedupConfig:
     a copy far down the pixel-L2 and tiny-image rankings. Being the nearest by design, its
     candidates have no ``aligned_ratio``, do not count towards the other candidates'
     median or edge ratio, so switching it on only adds flags, through the other rules
-    (mostly edge, with ``window_edge_max``). The defaults (``aligned_k=5`` and the edge
-    ratio guard) were chosen with the by-eye review of CIFAR-10 test against train
-    (``docs/dedup.md``).
+    (mostly edge, with ``window_edge_max``). The defaults (``aligned_k=5``, edge <= 1.1,
+    ``window_edge_max=1.0``) were chosen with the by-eye review of CIFAR-10 test against
+    train (``docs/dedup.md``).
     The aligned distance tries shifts up to ``max_shift`` pixels and the zooms in
     ``scales``. ``flips=True`` also compares the mirror image of each query (horizontal
     flip): its tiny signature proposes candidates, its aligned distance is the column
