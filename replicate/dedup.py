@@ -762,7 +762,9 @@ def candidate_pairs(
                 raise RuntimeError("prepared query has no mirrored thumbnails; prepare() it with flips=True")
             idx, _ = _cosine_knn(query.tiny_flipped, ref.tiny, min(config.tiny_k, available) + extra)
             qp, rp, _ = _knn_pairs(idx, offset, is_within)
-            keys.append(pd.DataFrame({"query_pos": qp, "reference_pos": rp}))
+            # NaN: the mirrored thumbnail leaves no rank in the table, so it does not make a
+            # coarse-window candidate any less window-only (as _window_only reads the table)
+            keys.append(pd.DataFrame({"query_pos": qp, "reference_pos": rp, "window_only": np.nan}))
         if config.feature_model is not None and config.feature_k and available > 0:
             if query.features is None or ref.features is None:  # pragma: no cover - made by prepare()
                 raise RuntimeError("prepared sets have no model features; prepare() them with feature_model set")
@@ -770,14 +772,15 @@ def candidate_pairs(
             qp, rp, rk = _knn_pairs(idx, offset, is_within)
             keys.append(pd.DataFrame({"query_pos": qp, "reference_pos": rp, "feature_rank": rk}))
         for key in keys:
-            key["window_only"] = False
+            if "window_only" not in key:
+                key["window_only"] = 0.0
         if config.aligned_k and available > 0:
             if ref.coarse is None:  # pragma: no cover - prepare() makes it when aligned_k is set
                 raise RuntimeError("prepared reference has no coarse windows; prepare() it with aligned_k set")
             idx = window_knn(query.images.images, ref.coarse, min(config.aligned_k, available) + extra,
                              config.max_shift, config.scales)
             qp, rp, rk = _knn_pairs(idx, offset, is_within)
-            keys.append(pd.DataFrame({"query_pos": qp, "reference_pos": rp, "aligned_rank": rk, "window_only": True}))
+            keys.append(pd.DataFrame({"query_pos": qp, "reference_pos": rp, "aligned_rank": rk, "window_only": 1.0}))
         if not keys:
             continue
         cand = pd.concat(keys, ignore_index=True)
@@ -790,6 +793,7 @@ def candidate_pairs(
             hi = np.maximum(cand.query_pos, cand.reference_pos)
             cand = cand.assign(query_pos=lo, reference_pos=hi)
         cand = cand.groupby(["query_pos", "reference_pos"], as_index=False, sort=True).min()
+        cand["window_only"] = cand.window_only.fillna(0.0).astype(bool)  # min skips NaN: window and mirror -> 1
         frames.append(_distances(cand, query, ref, offset, within if is_within else None, config))
     if not frames:
         return _empty_pairs(config)

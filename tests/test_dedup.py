@@ -675,6 +675,25 @@ def test_aligned_k_only_adds_candidates_and_flags(sets):
         find_near_duplicates(query, [ref], aligned_k=-1)
 
 
+def test_window_only_candidates_are_the_same_when_built_and_when_read_from_the_table(sets):
+    """The candidate build marks coarse-window-only pairs (no ratio, not counted as others);
+    the rules read the same set back from the table (_window_only). With the mirrored
+    thumbnail on (flips=True), which leaves no rank column, the two must still agree."""
+    from replicate.dedup import _window_only
+
+    query, ref = sets
+    for flips in (False, True):
+        cfg = DedupConfig(flips=flips, aligned_k=8, tiny_k=3, l2_k=1)
+        res = find_near_duplicates(query, [ref], config=cfg)
+        table = _window_only(res.pairs, res.config)
+        inside = (res.pairs.reference_set == query.name).to_numpy()
+        built = res.pairs.aligned_ratio.isna().to_numpy() & res.pairs.aligned_rank.notna().to_numpy()
+        # a pair alone in its query's group has no ratio either: compare where others exist
+        others = res.pairs.groupby(["query_id", "reference_set"]).query_id.transform("size").to_numpy() > 1
+        assert table.any() and (~table).any()
+        np.testing.assert_array_equal(built[others & ~inside], table[others & ~inside])
+
+
 def test_edge_rule_is_stricter_for_candidates_only_the_coarse_windows_proposed():
     from replicate.dedup import _flag_rules, _rules_text
 
