@@ -383,7 +383,7 @@ def _aligned_query(images: np.ndarray, max_shift: int, scales: Sequence[float] =
 def _aligned_pairs(qa: torch.Tensor, rb: torch.Tensor) -> np.ndarray:
     with _one_thread():
         cos = torch.einsum("nsp,np->ns", qa, rb).max(dim=1).values
-    return torch.sqrt(torch.clamp(2 - 2 * cos, min=0)).double().numpy()
+    return _cos_to_distance(cos.numpy())
 
 
 def aligned_distance(
@@ -458,9 +458,9 @@ def edge_distance(
     nf = torch.nn.functional
     with _one_thread():
         for s in range(0, len(a), batch):
-            eb = _high_pass(_gray(b[s : s + batch])[:, None])[:, 0, m : m + wh, m : m + ww].reshape(len(b[s : s + batch]), -1)
-            n = len(eb)
-            ref = _unit_rows(eb - eb.mean(dim=1, keepdim=True)).reshape(n, 1, wh, ww)
+            ref = _edge_centre(b[s : s + batch], m)
+            n = len(ref)
+            ref = ref.reshape(n, 1, wh, ww)
             g = _gray(a[s : s + batch])[:, None]
             best = torch.full((n,), -2.0)
             for z in scales:
@@ -471,7 +471,7 @@ def edge_distance(
                 s1, s2 = _box_sums(r64, wh, ww), _box_sums(r64 * r64, wh, ww)
                 norms = torch.sqrt(torch.clamp(s2 - s1 * s1 / (wh * ww), min=0)).float().clamp_min(1e-6)
                 best = torch.maximum(best, (dots / norms).reshape(n, -1).max(dim=1).values)
-            out[s : s + n] = torch.sqrt(torch.clamp(2 - 2 * best, min=0)).double().numpy()
+            out[s : s + n] = _cos_to_distance(best.numpy())
     return out
 
 
