@@ -3,6 +3,7 @@ write, and bad input fails fast with one clear error and nothing written (issue 
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 from pathlib import Path
@@ -267,3 +268,57 @@ def test_evil_cifar_pickle_is_refused_by_the_cli(tmp_path: Path, toy, capsys: py
         assert "refused to unpickle" in err and str(folder / "test_batch") in err, argv
     assert not marker.exists()
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- security: overwrite deletes only what replicate wrote
+
+
+def test_save_overwrite_keeps_files_replicate_did_not_write(tmp_path: Path, toy) -> None:
+    path = toy.save(tmp_path / "set")
+    (path / "notes.txt").write_text("my notes")
+    (path / "mine").mkdir()
+    (path / "mine" / "review.sqlite").write_bytes(b"db")
+    smaller = replicate.ImageSet(toy.images[:10], toy.labels[:10], toy.class_names, name="smaller")  # no columns
+    with pytest.warns(UserWarning, match=r"kept 2 file\(s\) that replicate did not write: \['mine/review.sqlite', 'notes.txt'\]"):
+        smaller.save(path, overwrite=True)
+    assert (path / "notes.txt").read_text() == "my notes"
+    assert (path / "mine" / "review.sqlite").read_bytes() == b"db"
+    back = replicate.ImageSet.load(path, verify=True)
+    assert back.fingerprint == smaller.fingerprint and len(back) == 10
+    listed = set(json.loads((path / "manifest.json").read_text())["files"]) | {"manifest.json"}
+    assert set(tree(path)) == listed | {"notes.txt", "mine", "mine/review.sqlite"}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def test_save_overwrite_without_extra_files_is_silent(tmp_path: Path, toy) -> None:
+    import warnings
+
+    path = toy.save(tmp_path / "set")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        toy.select(np.arange(5)).save(path, overwrite=True)
+    assert len(replicate.ImageSet.load(path)) == 5
+
+
+def test_save_overwrite_refuses_to_clobber_a_foreign_file(tmp_path: Path, toy) -> None:
+    path = toy.select(np.arange(3)).save(tmp_path / "set")
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["files"].pop("meta_002.npy")  # now replicate cannot prove it wrote meta_002.npy
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    before = {p: (path / p).read_bytes() for p in tree(path)}
+    with pytest.raises(FileExistsError, match=r"\['meta_002.npy'\] in it were not written by replicate"):
+        toy.save(path, overwrite=True)
+    assert {p: (path / p).read_bytes() for p in tree(path)} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]
+
+
+def test_save_overwrite_never_follows_a_manifest_out_of_the_directory(tmp_path: Path, toy) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    path = toy.select(np.arange(3)).save(tmp_path / "set")
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["files"]["../victim.txt"] = "0" * 64
+    manifest["files"][str(victim)] = "0" * 64
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    toy.select(np.arange(4)).save(path, overwrite=True)
+    assert victim.read_text() == "keep me"
