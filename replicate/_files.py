@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
-__all__ = ["remove_written", "remaining", "manifest_files", "inside"]
+__all__ = ["remove_written", "remaining", "manifest_files", "inside", "check_out_dir"]
 
 
 def inside(directory: str | os.PathLike[str], name: str) -> Path | None:
@@ -101,3 +101,44 @@ def remaining(directory: str | os.PathLike[str]) -> list[str]:
             out.append(base.relative_to(root).as_posix())
         out += [(base / f).relative_to(root).as_posix() for f in files]
     return sorted(out)
+
+
+def _probe_write(directory: Path) -> None:
+    """Create and remove one empty file in ``directory`` (raises the OSError a write would)."""
+    import tempfile
+
+    fd, name = tempfile.mkstemp(prefix=".replicate-write-test-", dir=directory)
+    os.close(fd)
+    os.unlink(name)
+
+
+def check_out_dir(name: str, path: str | os.PathLike[str]) -> Path:
+    """Fail before any work if ``path`` cannot become a writable output directory.
+
+    ``path`` may exist (it must be a directory) or not (its nearest existing parent must
+    be a directory). Nothing is created: the check writes and removes one empty probe file
+    in the nearest existing directory. Raises ``FileExistsError`` / ``NotADirectoryError``
+    when a file is in the way and ``PermissionError`` when the directory is read-only,
+    each naming ``name`` and the path.
+    """
+    from replicate._validation import fail
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise fail(name, str(p), "a directory (or a path to create one at)", "It is a file; choose another path.",
+                   error=FileExistsError)
+    base = p
+    while not base.exists():
+        if base.parent == base:
+            break
+        base = base.parent
+    if base.exists() and not base.is_dir():
+        raise fail(name, str(p), "a path whose parents are directories",
+                   f"{str(base)!r} is a file; choose another path.", error=NotADirectoryError)
+    try:
+        _probe_write(base)
+    except OSError as exc:
+        raise fail(name, str(p), "a directory replicate can write to",
+                   f"Writing in {str(base)!r} failed ({exc.strerror or exc}); choose another directory.",
+                   error=PermissionError) from None
+    return p

@@ -322,3 +322,192 @@ def test_save_overwrite_never_follows_a_manifest_out_of_the_directory(tmp_path: 
     (path / "manifest.json").write_text(json.dumps(manifest))
     toy.select(np.arange(4)).save(path, overwrite=True)
     assert victim.read_text() == "keep me"
+
+
+# --------------------------------------------------------------------------- the command line: one line, exit 2, nothing written
+
+
+def cli_error(capsys: pytest.CaptureFixture[str], argv: list[str], *needles: str) -> str:
+    """Run the CLI; assert it failed with exit 2 and one error line holding every needle."""
+    from replicate.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, (argv, err)
+    assert err.startswith(f"replicate {argv[0]}: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    return err
+
+
+@pytest.fixture
+def saved(tmp_path: Path, toy) -> Path:
+    return toy.save(tmp_path / "toy")
+
+
+@pytest.fixture
+def sample_inputs(tmp_path: Path) -> tuple[Path, Path]:
+    from replicate.keywords import KeywordCounts
+
+    p = make_imageset(100, classes=10, name="pool")
+    kc = KeywordCounts.from_dict({c: {f"{c}_kw0": 2, f"{c}_kw1": 1} for c in p.class_names}, classes=p.class_names)
+    target = tmp_path / "target.json"
+    target.write_text(json.dumps(kc.to_dict()))
+    return p.save(tmp_path / "pool"), target
+
+
+def test_cli_dedup_duplicate_reference_name(tmp_path: Path, saved: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    other = make_imageset(8, seed=3, name="other").save(tmp_path / "other")
+    out = tmp_path / "out"
+    cli_error(capsys, ["dedup", str(saved), "--reference", f"t={other}", "--reference", f"t={saved}", "--out", str(out)],
+              f"--reference == 't={saved}'", "a NAME given once", f"'t' is already '{other}'")
+    assert not out.exists()
+
+
+def test_cli_review_duplicate_reference_name(tmp_path: Path, saved: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "r.sqlite"
+    cli_error(capsys, ["review", str(saved), "--reference", "t=a", "--reference", "t=b", "--db", str(db), "--no-browser"],
+              "--reference == 't=b'", "a NAME given once")
+    assert not db.exists()
+
+
+@pytest.mark.parametrize("command", ["dedup", "shift", "sample", "report"])
+def test_cli_out_that_is_a_file(tmp_path: Path, saved: Path, sample_inputs, command: str,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.txt"
+    out.write_text("my file")
+    pool, target = sample_inputs
+    summary = tmp_path / "s.json"
+    summary.write_text('{"result": "sampling"}')
+    argv = {
+        "dedup": ["dedup", str(saved), "--out", str(out)],
+        "shift": ["shift", str(saved), str(pool), "--features", "colour-stats", "--out", str(out)],
+        "sample": ["sample", str(pool), "--target", str(target), "--size", "20", "--out", str(out)],
+        "report": ["report", "--sampling", str(summary), "--out", str(out)],
+    }[command]
+    cli_error(capsys, argv, f"--out == '{out}'", "It is a file")
+    assert out.read_text() == "my file"
+
+
+def test_cli_out_below_a_file(tmp_path: Path, saved: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    cli_error(capsys, ["dedup", str(saved), "--out", str(blocker / "sub")], "--out ==", f"'{blocker}' is a file")
+    assert blocker.read_text() == "x"
+
+
+@pytest.fixture
+def read_only(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Make a directory read-only. Root writes through chmod, so for root the write probe
+    replicate runs before any work is made to fail as it does for everyone else."""
+    import errno
+
+    from replicate import _files
+
+    dirs: list[Path] = []
+    real = _files._probe_write
+
+    def probe(d: Path) -> None:
+        if any(d == x or x in d.parents for x in dirs):
+            raise PermissionError(errno.EACCES, "Permission denied", str(d))
+        real(d)
+
+    monkeypatch.setattr(_files, "_probe_write", probe)
+
+    def make(path: Path) -> Path:
+        path.mkdir(exist_ok=True)
+        path.chmod(0o555)
+        dirs.append(path)
+        return path
+
+    yield make
+    for d in dirs:
+        d.chmod(0o755)
+
+
+@pytest.mark.parametrize("command", ["dedup", "sample", "shift", "report"])
+def test_cli_read_only_out(tmp_path: Path, saved: Path, sample_inputs, read_only, command: str,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    ro = read_only(tmp_path / "ro")
+    pool, target = sample_inputs
+    summary = tmp_path / "s.json"
+    summary.write_text('{"result": "sampling"}')
+    out = ro / "out"
+    argv = {
+        "dedup": ["dedup", str(saved), "--out", str(out)],
+        "shift": ["shift", str(saved), str(pool), "--features", "colour-stats", "--out", str(out)],
+        "sample": ["sample", str(pool), "--target", str(target), "--size", "20", "--out", str(out)],
+        "report": ["report", "--sampling", str(summary), "--out", str(out)],
+    }[command]
+    cli_error(capsys, argv, f"--out == '{out}'", "a directory replicate can write to", "Permission denied")
+    assert list(ro.iterdir()) == []
+
+
+@pytest.mark.parametrize("size", ["0", "-3"])
+def test_cli_sample_size_checked_before_writing(tmp_path: Path, sample_inputs, size: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    pool, target = sample_inputs
+    out = tmp_path / "new"
+    cli_error(capsys, ["sample", str(pool), "--target", str(target), "--size", size, "--out", str(out)],
+              f"--size == {size}; must be >= 1")
+    assert not out.exists()
+
+
+def test_cli_sample_existing_out_checked_before_work(tmp_path: Path, sample_inputs,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    pool, target = sample_inputs
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("x")
+    cli_error(capsys, ["sample", str(pool), "--target", str(target), "--size", "20", "--out", str(out)],
+              "must be a path that does not exist yet", "--overwrite")
+    cli_error(capsys, ["sample", str(pool), "--target", str(target), "--size", "20", "--out", str(out), "--overwrite"],
+              "a saved image set when overwriting")
+    assert tree(out) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "-1"])
+def test_cli_review_port_range(tmp_path: Path, saved: Path, port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "r.sqlite"
+    cli_error(capsys, ["review", str(saved), "--port", port, "--db", str(db), "--no-browser"], f"--port == {port}")
+    assert not db.exists()
+
+
+def test_cli_review_db_is_a_directory(tmp_path: Path, saved: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cli_error(capsys, ["review", str(saved), "--db", str(tmp_path), "--no-browser"],
+              f"--db == '{tmp_path}'", "not a directory")
+
+
+def test_cli_review_export_of_a_file_that_is_not_sqlite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    cli_error(capsys, ["review-export", str(notes)], f"path == '{notes}'", "a replicate review log",
+              "file is not a database")
+    assert notes.read_text() == "my notes\n" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    empty = tmp_path / "empty.sqlite"
+    empty.write_bytes(b"")
+    cli_error(capsys, ["review-export", str(empty)], "a replicate review log", "no such table")
+    assert empty.read_bytes() == b""
+
+
+def test_review_log_is_read_without_writing(tmp_path: Path) -> None:
+    from replicate.review import verdicts
+    from replicate.review.store import ReviewStore
+
+    db = tmp_path / "r.sqlite"
+    ReviewStore(db).append(reviewer="a", stage="select", kind="label", item="x", verdict="accept")
+    for side in ("-wal", "-shm"):
+        Path(f"{db}{side}").unlink(missing_ok=True)
+    before = db.read_bytes()
+    reader = ReviewStore(db, create=False)
+    assert len(reader.events()) == 1 and len(verdicts(db, "label")) == 1
+    with pytest.raises(Exception, match="readonly"):
+        reader.append(reviewer="a", stage="select", kind="label", item="y", verdict="accept")
+    assert db.read_bytes() == before
+
+
+def test_cli_report_needs_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "report"
+    cli_error(capsys, ["report", "--out", str(out)], "inputs == []", "at least one result")
+    cli_error(capsys, ["report", "x.json", "--out", str(out), "--format", ","], "--format == ','")
+    assert not out.exists()

@@ -50,7 +50,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, PermissionError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        print(f"replicate {args.command}: error: {message}", file=sys.stderr)
+    except (ValueError, TypeError, KeyError, OSError) as exc:
+        print(f"replicate {args.command}: error: {_one_line(exc, args)}", file=sys.stderr)
         return 2
+
+
+def _one_line(exc: BaseException, args: argparse.Namespace) -> str:
+    """replicate's error as one line; an OS error names its file (or the command's output)."""
+    import errno
+
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    if isinstance(exc, OSError) and exc.strerror and exc.errno is not None:
+        where = exc.filename or getattr(args, "out", None) or ""
+        if exc.filename2:
+            where = f"{exc.filename} -> {exc.filename2}"
+        hint = {
+            errno.ENOSPC: " Free some space (or choose another --out) and run again; nothing partial was kept.",
+            errno.EACCES: " Choose a directory you can write to.",
+            errno.EROFS: " Choose a directory you can write to.",
+        }.get(exc.errno, "")
+        return f"{exc.strerror}: {str(where)!r}.{hint}" if where else f"{exc.strerror}.{hint}"
+    return " ".join(str(exc).split("\n")) if str(exc) else type(exc).__name__

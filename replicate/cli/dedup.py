@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from replicate.cli import print_json
 
@@ -79,14 +78,21 @@ def _number_or_off(text: str, option: str, rule: str) -> float | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from replicate._files import check_out_dir
+    from replicate._validation import fail
     from replicate.dedup import dedup_gallery, find_near_duplicates
     from replicate.io import load
 
-    query = load(args.query)
-    references = {}
+    paths: dict[str, str] = {}
     for item in args.reference:
         name, path = _split(item, "--reference")
-        references[name] = load(path)
+        if name in paths:
+            raise fail("--reference", item, "a NAME given once",
+                       f"{name!r} is already {paths[name]!r}; give each reference set its own name.")
+        paths[name] = path
+    out = check_out_dir("--out", args.out)  # before any work: not a file, writable
+    query = load(args.query)
+    references = {name: load(path) for name, path in paths.items()}
     overrides: dict = {"within_query": not args.no_within}
     if args.aligned_max is not None:
         overrides["aligned_max"] = args.aligned_max
@@ -114,7 +120,6 @@ def run(args: argparse.Namespace) -> int:
         if args.feature_max is not None:
             overrides["feature_max"] = args.feature_max
     result = find_near_duplicates(query, references, blacklist=args.blacklist, **overrides)
-    out = Path(args.out)
     result.save(out)
     html = dedup_gallery(result, query, references, max_pairs=args.max_gallery)
     (out / "gallery.html").write_text(html, encoding="utf-8")

@@ -113,6 +113,14 @@ def run(args: argparse.Namespace) -> int:
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     for f in formats:
         check_choice("--format", f, FORMATS)
+    if not formats:
+        raise fail("--format", args.format, "one or more of: " + ", ".join(FORMATS))
+    if not (args.inputs or args.sampling or args.dedup or args.shift):
+        raise fail("inputs", [], "at least one result to report (a comparison JSON, a prediction file, "
+                   "or --sampling/--dedup/--shift)", "e.g. replicate report comparison.json --out report/")
+    from replicate._files import check_out_dir
+
+    check_out_dir("--out", args.out)
     groups: dict[str, list[Any]] = {k: [] for k in ("comparison", "manifest", "sampling", "dedup", "shift")}
     fingerprints: dict[str, str] = {}
     for path in args.inputs:

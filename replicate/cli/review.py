@@ -73,13 +73,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _parse_references(items: list[str]) -> dict[str, str]:
     from replicate._validation import fail
 
-    out = {}
+    out: dict[str, str] = {}
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise fail(
                 "--reference", item, "NAME=PATH", "e.g. --reference cifar10-test=data/cifar10/test.npz"
             )
+        if name in out:
+            raise fail("--reference", item, "a NAME given once",
+                       f"{name!r} is already {out[name]!r}; give each reference set its own name.")
         out[name] = path
     return out
 
@@ -103,18 +106,20 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import webbrowser
 
+    from replicate._validation import check_int, fail
     from replicate.io import load
     from replicate.review import open_review
     from replicate.review.app import _is_loopback, start_server
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+    check_int("--port", args.port, minimum=0, maximum=65535)
+    if Path(args.db).is_dir():
+        raise fail("--db", args.db, "a file path for the SQLite review log, not a directory",
+                   f"e.g. --db {Path(args.db) / 'review.sqlite'}", error=IsADirectoryError)
+    references = _parse_references(args.reference)
     candidates = load(args.path)
-    refs = {name: load(p).renamed(name) for name, p in _parse_references(args.reference).items()}
-    pairs = None
-    if args.pairs:
-        import pandas as pd
-
-        pairs = pd.read_csv(args.pairs, dtype={"query_id": str, "reference_set": str, "reference_id": str})
+    refs = {name: load(p).renamed(name) for name, p in references.items()}
+    pairs = _read_pairs(args.pairs) if args.pairs else None
     session = open_review(
         candidates, args.db, pairs=pairs, references=refs, keyword_column=args.keyword_column
     )

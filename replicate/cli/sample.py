@@ -56,10 +56,27 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from replicate._validation import check_int
     from replicate.io import load
     from replicate.keywords import allocate, load_keyword_counts
     from replicate.sampling import sample
 
+    if args.size is not None:
+        check_int("--size", args.size, minimum=1)
+    if args.out:
+        from replicate._files import check_out_dir
+
+        check_out_dir("--out", args.out)  # before any work: not a file, writable
+        if Path(args.out).exists():  # the rules of ImageSet.save, checked before the work
+            from replicate._validation import fail
+            from replicate.imageset import is_saved_imageset
+
+            if not args.overwrite:
+                raise fail("--out", args.out, "a path that does not exist yet",
+                           "Pass --overwrite to replace a saved image set there.", error=FileExistsError)
+            if not is_saved_imageset(Path(args.out)):
+                raise fail("--out", args.out, "a saved image set when overwriting (it has no imageset.json)",
+                           "Refusing to replace a directory that replicate did not write.", error=FileExistsError)
     counts = load_keyword_counts(args.target, version=args.version, split=args.split)
     allocation = allocate(counts, args.size, args.strategy, top_k=args.top_k, ratio=args.ratio)
     pool = load(args.pool)
@@ -67,6 +84,11 @@ def run(args: argparse.Namespace) -> int:
     result = sample(pool, allocation, column=args.column, synonyms=args.synonyms, exclude=exclude,
                     policy=args.policy, seed=args.seed, original=counts.source)
     data = result.to_dict()
+    if args.out and result.testset is not None and len(result.testset) == 0:
+        from replicate._validation import fail
+
+        raise fail("--out", args.out, "written only when the sample holds images",
+                   "Nothing was drawn (see the shortfall above); nothing was written.")
     if args.out and result.testset is not None:
         out = result.testset.save(args.out, overwrite=args.overwrite)
         (out / "sampling.json").write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")

@@ -47,6 +47,10 @@ def run(args: argparse.Namespace) -> int:
     from replicate.manifest import make_manifest
     from replicate.shift import covariate_shift, dataset_test
 
+    if args.out:
+        from replicate._files import check_out_dir
+
+        check_out_dir("--out", args.out)  # before any work: not a file, writable
     a = load(args.a)
     b = load(args.b)
     result = dataset_test(

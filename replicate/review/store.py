@@ -144,39 +144,73 @@ class ReviewStore:
                 "Start a review with `replicate review` first, or check the path.",
                 error=FileNotFoundError,
             )
-        p.parent.mkdir(parents=True, exist_ok=True)
         self.path = p
         self._init_lock = threading.Lock()
-        with self._connect() as con:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.executescript(_SCHEMA)
-            try:
+        # an existing log is only read (never needs write access, nothing is added to it)
+        self._readonly = not create
+        if create:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with self._connect() as con:
+                if create:
+                    con.execute("PRAGMA journal_mode=WAL")
+                    con.executescript(_SCHEMA)
                 version = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            except sqlite3.DatabaseError as exc:  # pragma: no cover - corrupt file
-                raise fail("path", str(p), "a replicate review log", f"SQLite says: {exc}.") from exc
-            if version is None:
-                con.execute(
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?), ('created', ?)",
-                    (str(SCHEMA_VERSION), _now()),
-                )
-                con.commit()
-            elif int(version[0]) != SCHEMA_VERSION:
-                raise fail("review log schema version", version[0], str(SCHEMA_VERSION), f"File: {p}.")
+                con.execute("SELECT seq FROM events LIMIT 1").fetchall()
+                if version is None and create:
+                    con.execute(
+                        "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?), ('created', ?)",
+                        (str(SCHEMA_VERSION), _now()),
+                    )
+                    con.commit()
+                elif version is None or int(version[0]) != SCHEMA_VERSION:
+                    raise fail(
+                        "review log schema version",
+                        None if version is None else version[0],
+                        str(SCHEMA_VERSION),
+                        f"File: {p}.",
+                    )
+        except sqlite3.DatabaseError as exc:
+            raise fail(
+                "path",
+                str(p),
+                "a replicate review log (an SQLite file written by `replicate review`)",
+                f"SQLite says: {exc}.",
+            ) from None
 
     # ------------------------------------------------------------------ connections
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         try:
-            con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            if self._readonly:
+                con = self._connect_readonly()
+            else:
+                con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         except sqlite3.DatabaseError as exc:
-            raise fail("path", str(self.path), "a readable SQLite file", f"SQLite says: {exc}.") from exc
+            raise fail(
+                "path", str(self.path), "a replicate review log (an SQLite file written by `replicate review`)",
+                f"SQLite says: {exc}.",
+            ) from None
         try:
             con.execute("PRAGMA busy_timeout=30000")
-            con.execute("PRAGMA synchronous=NORMAL")
+            if not self._readonly:
+                con.execute("PRAGMA synchronous=NORMAL")
             yield con
         finally:
             con.close()
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        """Open the log for reading only; in a read-only directory, where SQLite cannot make the
+        WAL's shared-memory file, open it as immutable (nobody can be writing to it there)."""
+        uri = Path(os.path.abspath(self.path)).as_uri() + "?mode=ro"
+        con = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None)
+        try:
+            con.execute("PRAGMA schema_version").fetchone()
+            return con
+        except sqlite3.OperationalError:
+            con.close()
+        return sqlite3.connect(uri + "&immutable=1", uri=True, timeout=30.0, isolation_level=None)
 
     # ------------------------------------------------------------------ metadata
 
