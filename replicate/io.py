@@ -302,42 +302,73 @@ def load_npz(
     import zipfile
 
     p = _exists("path", path)
+    if p.is_dir():
+        raise fail("path", str(p), "an .npz file (it is a directory)", error=IsADirectoryError)
+    if p.stat().st_size == 0:
+        raise fail("path", str(p), "a readable .npz archive", "The file is empty (0 bytes).")
+    unreadable = (OSError, ValueError, EOFError, zipfile.BadZipFile)
     with open(p, "rb") as fh:
         try:
             data = np.load(fh, allow_pickle=False)
-        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        except unreadable as exc:
             raise ValueError(f"path == {str(p)!r}; must be a readable .npz archive ({exc}).") from exc
         if not isinstance(data, np.lib.npyio.NpzFile):
             raise fail("path", str(p), "an .npz archive (it holds a single array)")
         keys = list(data.files)
         if image_key not in keys:
             raise fail("image_key", image_key, f"one of the archive's keys {keys}", f"File: {p}.", error=KeyError)
-        images = data[image_key]
+
+        def member(key: str) -> np.ndarray:
+            try:
+                return data[key]
+            except unreadable as exc:
+                raise ValueError(
+                    f"{key!r} in {str(p)!r}; must be a readable array ({type(exc).__name__}: {exc}). "
+                    "The archive is truncated or corrupt."
+                ) from exc
+
+        images = member(image_key)
+        if images.ndim != 4:
+            raise fail(
+                f"{image_key!r} in {p}",
+                images,
+                "an array of images of shape (N, H, W, C)",
+                "Save the images as one uint8 array, e.g. np.savez(path, images=x, labels=y).",
+            )
         n = len(images)
         if label_key is None:
             label_key = next((k for k in _LABEL_KEYS if k in keys), None)
         elif label_key not in keys:
             raise fail("label_key", label_key, f"one of the archive's keys {keys}", error=KeyError)
-        labels = data[label_key] if label_key else None
+        labels = member(label_key) if label_key else None
         if class_names is None:
             ck = next((k for k in _CLASS_NAME_KEYS if k in keys), None)
             if ck is not None:
-                class_names = [str(x) for x in data[ck]]
+                class_names = [str(x) for x in member(ck)]
         ids = None
         if ids_key is not None:
             if ids_key not in keys:
                 raise fail("ids_key", ids_key, f"one of the archive's keys {keys}", error=KeyError)
-            ids = data[ids_key].astype(str)
+            ids = member(ids_key).astype(str)
         meta, other = {}, []
         used = {image_key, label_key, ids_key} | set(_CLASS_NAME_KEYS)
         for k in keys:
             if k in used:
                 continue
-            arr = data[k]
+            arr = member(k)
             if arr.ndim >= 1 and len(arr) == n and arr.dtype.kind != "O":
                 meta[k] = arr
             else:
                 other.append(k)
+    if label_key is None:
+        maybe = [k for k, col in meta.items() if col.ndim == 1 and col.dtype.kind in "iu"]
+        if maybe:
+            warnings.warn(
+                f"{p}: no labels under the known keys {list(_LABEL_KEYS)}, so the set is loaded "
+                f"unlabelled; the archive's keys are {keys} (integer per-image arrays: {maybe}). "
+                f"Pass label_key={maybe[0]!r} (replicate.io.load_npz) if those are the labels.",
+                stacklevel=2,
+            )
     if other:
         warnings.warn(
             f"{p.name}: keys {other} are not per-image arrays (first dimension != {n}) and were "
@@ -351,6 +382,19 @@ def load_npz(
     if other:
         info["npz_other_keys"] = other
     return ImageSet(images, labels, class_names, ids, meta, name=stem, info=info)
+
+
+def _read_npy(path: Path, name: str) -> np.ndarray:
+    """``np.load`` of one .npy file; a truncated or corrupt file fails naming it."""
+    if path.is_dir():
+        raise fail(name, str(path), "a .npy file (it is a directory)", error=IsADirectoryError)
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ValueError(
+            f"{name} == {str(path)!r}; must be a readable .npy array ({type(exc).__name__}: {exc}). "
+            "The file is truncated or corrupt."
+        ) from exc
 
 
 def load_npy_pair(
@@ -376,8 +420,12 @@ def load_npy_pair(
             )
         labels_path = dp.with_name(dp.name.replace("_data", "_labels"))
     lp = _exists("labels_path", labels_path)
-    images = np.load(dp, allow_pickle=False)
-    labels = np.load(lp, allow_pickle=False)
+    images = _read_npy(dp, "data_path")
+    labels = _read_npy(lp, "labels_path")
+    if images.ndim != 4:
+        raise fail(f"images in {dp}", images, "an array of shape (N, H, W, C)")
+    if labels.ndim != 1:
+        raise fail(f"labels in {lp}", labels, "an array of shape (N,)")
     if len(labels) != len(images):
         raise ValueError(
             "Found input variables with inconsistent numbers of samples: "

@@ -511,3 +511,65 @@ def test_cli_report_needs_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[s
     cli_error(capsys, ["report", "--out", str(out)], "inputs == []", "at least one result")
     cli_error(capsys, ["report", "x.json", "--out", str(out), "--format", ","], "--format == ','")
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- unreadable files name the file
+
+
+def test_empty_npz_names_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "empty.npz"
+    p.write_bytes(b"")
+    with pytest.raises(ValueError, match=rf"path == '{p}'; must be a readable .npz archive. The file is empty"):
+        replicate.load(p)
+    cli_error(capsys, ["info", str(p)], f"'{p}'", "empty (0 bytes)")
+
+
+def test_npz_with_0d_images(tmp_path: Path) -> None:
+    p = tmp_path / "scalar.npz"
+    np.savez(p, images=np.uint8(3), labels=np.array([1]))
+    with pytest.raises(ValueError, match=r"'images' in .*scalar.npz == array\(dtype=uint8, shape=\(\)\); must be an array of images"):
+        replicate.load(p)
+
+
+def test_truncated_npz_member_names_the_file(tmp_path: Path, toy) -> None:
+    p = tmp_path / "toy.npz"
+    np.savez(p, images=toy.images, labels=toy.labels)
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    with pytest.raises(ValueError, match=rf"'{p}'"):
+        replicate.load(p)
+
+
+@pytest.mark.parametrize("which", ["data", "labels"])
+@pytest.mark.parametrize("cut", [0, 100, -7])
+def test_truncated_npy_pair_names_the_file(tmp_path: Path, toy, which: str, cut: int) -> None:
+    data, labels = tmp_path / "cifar10.1_v6_data.npy", tmp_path / "cifar10.1_v6_labels.npy"
+    np.save(data, toy.images)
+    np.save(labels, toy.labels)
+    bad = data if which == "data" else labels
+    raw = bad.read_bytes()
+    bad.write_bytes(raw[:cut] if cut >= 0 else raw[:cut])
+    name = "data_path" if which == "data" else "labels_path"
+    with pytest.raises(ValueError, match=rf"{name} == '{bad}'; must be a readable .npy array"):
+        replicate.load(data)
+
+
+def test_truncated_saved_set_names_the_file(tmp_path: Path, toy, capsys: pytest.CaptureFixture[str]) -> None:
+    path = toy.save(tmp_path / "set")
+    raw = (path / "images.npy").read_bytes()
+    (path / "images.npy").write_bytes(raw[: len(raw) // 2])
+    cli_error(capsys, ["info", str(path)], str(path / "images.npy"))
+
+
+def test_npz_labels_under_an_unknown_key_warn(tmp_path: Path, toy) -> None:
+    p = tmp_path / "odd.npz"
+    np.savez(p, images=toy.images, classid=toy.labels)
+    with pytest.warns(UserWarning, match=r"no labels under the known keys .* keys are \['images', 'classid'\].*label_key='classid'"):
+        s = replicate.load(p)
+    assert not s.is_labeled
+    assert replicate.io.load_npz(p, label_key="classid").labels.tolist() == toy.labels.tolist()
+    np.savez(p, images=toy.images)  # images alone: unlabelled on purpose, no warning
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        replicate.load(p)
