@@ -573,3 +573,53 @@ def test_npz_labels_under_an_unknown_key_warn(tmp_path: Path, toy) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         replicate.load(p)
+
+
+# --------------------------------------------------------------------------- prediction files
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"pred_v4": [[0, 10, 3], [1, 2, 3]], "labels_v4": [0, 1, 2]}, r"predictions of 'cifar10.1-v4' == '1 values outside \[0, 10\), e.g. \[10\]'"),
+        ({"pred_v4": [[0, -1, 3], [1, 2, 3]], "labels_v4": [0, 1, 2]}, r"predictions of 'cifar10.1-v4' == '1 values outside \[0, 10\), e.g. \[-1\]'"),
+        ({"pred_v4": [[0, 1, 3], [1, 2, 3]], "labels_v4": [0, 12, -3]}, r"labels of 'cifar10.1-v4' == '2 values outside \[0, 10\), e.g. \[12, -3\]'"),
+    ],
+)
+def test_prediction_file_with_out_of_range_classes(tmp_path: Path, arrays: dict, message: str) -> None:
+    from replicate.models import load_predictions
+
+    path = tmp_path / "bad.npz"
+    np.savez(path, model_names=np.array(["a", "b"]), **{k: np.array(v) for k, v in arrays.items()})
+    with pytest.raises(ValueError, match=message):
+        load_predictions(path)
+
+
+def test_imagenet_prediction_file_with_out_of_range_classes(tmp_path: Path) -> None:
+    from replicate.models import load_predictions
+
+    path = tmp_path / "bad.npz"
+    np.savez(path, models__s=np.array(["a"]), top1__s=np.array([[0, 1, 5]]), labels__s=np.array([0, 1, 2]),
+             class_names=np.array(["x", "y", "z"]))
+    with pytest.raises(ValueError, match=r"predictions of 's' == '1 values outside \[0, 3\), e.g. \[5\]'"):
+        load_predictions(path)
+
+
+def test_prediction_labels_passed_out_of_range(tmp_path: Path) -> None:
+    from replicate.models import load_predictions
+
+    path = tmp_path / "ok.npz"
+    np.savez(path, model_names=np.array(["a"]), pred_v4=np.array([[0, 1, 2]]), labels_v4=np.array([0, 1, 2]))
+    ps = load_predictions(path)
+    assert ps.result("a", "cifar10.1-v4").accuracy == 1.0
+    with pytest.raises(ValueError, match=r"labels == '1 values outside \[0, 10\), e.g. \[-1\]'"):
+        ps.result("a", "cifar10.1-v4", labels=np.array([0, -1, 2]))
+
+
+def test_empty_prediction_file_names_it(tmp_path: Path) -> None:
+    from replicate.models import load_predictions
+
+    path = tmp_path / "empty.npz"
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match=rf"path == '{path}'; must be a readable prediction file"):
+        load_predictions(path)

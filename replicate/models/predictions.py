@@ -288,6 +288,7 @@ class PredictionSet:
                     "Found input variables with inconsistent numbers of samples: "
                     f"[{b.n}, {len(ds)}]. The prediction file belongs to another set.",
                 )
+            _check_classes(f"labels of {ds.name!r}", ds.labels, len(b.class_names))
             return ds.labels.astype(np.int64), labels_fingerprint(ds.image_fingerprint, ds.labels)
         if labels is None:
             labels = b.labels
@@ -310,6 +311,7 @@ class PredictionSet:
                 f"[{b.n}, {len(labels) if labels.ndim else 0}].",
             )
         labels = labels.astype(np.int64)
+        _check_classes("labels", labels, len(b.class_names))
         return labels, labels_fingerprint(f"name:{self.name}/{dataset}", labels)
 
     # ------------------------------------------------------------------ results
@@ -492,8 +494,15 @@ def load_predictions(
     if not p.is_file():
         raise fail("path", str(path), "an existing prediction file (.npz)", error=FileNotFoundError)
     sha = file_sha256(p)
-    with np.load(p, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+    import zipfile
+
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, AttributeError, TypeError) as exc:
+        raise ValueError(
+            f"path == {str(p)!r}; must be a readable prediction file (.npz) ({type(exc).__name__}: {exc})."
+        ) from exc
     extra = dict(labels or {})
     if "model_names" in arrays:
         ps = _cifar_layout(arrays, extra, name or "cifar10.1")
@@ -508,6 +517,21 @@ def load_predictions(
         )
     ps.path, ps.sha256 = str(p), sha
     return ps
+
+
+def _check_classes(what: str, values: np.ndarray, n_classes: int) -> None:
+    """Every value is a class index in [0, n_classes) (a published file with others is corrupt)."""
+    if values.size == 0:
+        return
+    bad = (values < 0) | (values >= n_classes)
+    if bad.any():
+        first = np.flatnonzero(bad.reshape(-1))[:3]
+        raise fail(
+            what,
+            f"{int(bad.sum())} values outside [0, {n_classes}), e.g. {values.reshape(-1)[first].tolist()}",
+            f"class indices in [0, {n_classes})",
+            "The file is corrupt or belongs to a set with other classes.",
+        )
 
 
 def _check_lengths(set_name: str, models: np.ndarray, top1: np.ndarray, labels: np.ndarray | None) -> None:
@@ -539,6 +563,9 @@ def _cifar_layout(arrays: dict[str, np.ndarray], extra: dict[str, Any], name: st
         lab = extra.get(ds, extra.get(key, arrays.get(f"labels_{key}")))
         lab = None if lab is None else np.asarray(lab).astype(np.int64)
         _check_lengths(ds, models, pred, lab)
+        _check_classes(f"predictions of {ds!r}", pred, len(_CIFAR10_CLASSES))
+        if lab is not None:
+            _check_classes(f"labels of {ds!r}", lab, len(_CIFAR10_CLASSES))
         fps = (CIFAR10_TEST_IMAGE_FINGERPRINT,) if ds == "cifar10-test" else ()
         lab_sha = _labels_sha(lab) if lab is not None else (CIFAR10_TEST_LABELS_SHA256 if ds == "cifar10-test" else None)
         datasets[ds] = BoundDataset(ds, key, pred.shape[1], lab, _CIFAR10_CLASSES, fps, lab_sha, (key,))
@@ -568,7 +595,10 @@ def _imagenet_layout(arrays: dict[str, np.ndarray], extra: dict[str, Any], name:
         t5 = arrays.get(f"top5_correct__{key}")
         if t5 is not None and t5.shape != pred.shape:
             raise fail(f"top5_correct of {ds!r}", f"shape {t5.shape}", f"{pred.shape}, as top1")
-        k = len(class_names) if class_names else int(pred.max()) + 1
+        k = len(class_names) if class_names else max(int(pred.max(initial=0)), int(lab.max(initial=0)) if lab is not None else 0) + 1
+        _check_classes(f"predictions of {ds!r}", pred, k)
+        if lab is not None:
+            _check_classes(f"labels of {ds!r}", lab, k)
         cn = class_names or tuple(str(i) for i in range(k))
         lab_sha = _labels_sha(lab) if lab is not None else None
         datasets[ds] = BoundDataset(ds, key, pred.shape[1], lab, cn, (), lab_sha, (key,))
