@@ -616,17 +616,32 @@ def _cache_read(key: str) -> dict[str, np.ndarray] | None:
         return None
 
 
-def _cache_write(key: str, arrays: Mapping[str, np.ndarray]) -> Path:
-    """Write atomically: a temporary file in the same folder, then ``os.replace``."""
+def _cache_write(key: str, arrays: Mapping[str, np.ndarray]) -> Path | None:
+    """Write atomically: a temporary file in the same folder, then ``os.replace``.
+
+    A cache that cannot be written (read-only ``$REPLICATE_HOME``, a full disk) is not an
+    error: the result is returned uncached, with a warning, and no partial file is left.
+    """
     path = _cache_path(key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{key[:8]}-", suffix=".npz.tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{key[:8]}-", suffix=".npz.tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **dict(arrays))  # type: ignore[arg-type]
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        warnings.warn(
+            f"the evaluation cache {str(cache_dir())!r} cannot be written ({exc.strerror or exc}); "
+            "the result is not cached. Set REPLICATE_HOME to a writable directory to cache it.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
     except BaseException:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
@@ -834,7 +849,8 @@ def _infer(
         arrays["logits"] = logits if logits is not None and k <= 100 else np.empty((0, k), np.float32)
         if top5 is not None:
             arrays["top5"] = top5
-        path = str(_cache_write(key, arrays))
+        written = _cache_write(key, arrays)
+        path = None if written is None else str(written)
     return _Inference(preds, logits, top5, False, time.perf_counter() - t0, path)
 
 
@@ -910,6 +926,9 @@ def evaluate(
     if threads is not None:
         threads = check_int("threads", threads, minimum=1)
     ds = _as_imageset(dataset)
+    if len(ds) == 0:
+        raise fail(f"dataset {ds.name!r}", "an empty set (0 images)", "at least one image for evaluate()",
+                   "An accuracy of no images is undefined; check the selection that made the set.")
     if _is_prediction_model(model_or_name):
         from replicate.models.predictions import evaluate_prediction_model
 

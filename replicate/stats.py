@@ -442,6 +442,13 @@ def gap_ci(
     adjust = check_choice("adjust", adjust, ADJUST_METHODS)  # type: ignore[assignment]
     c1, m1 = _check_counts(correct_orig, n_orig, "correct_orig", "n_orig")
     c2, m2 = _check_counts(correct_new, n_new, "correct_new", "n_new")
+    raw = (correct_orig, n_orig, correct_new, n_new)
+    shaped = {k: np.shape(v) for k, v in zip(("correct_orig", "n_orig", "correct_new", "n_new"), raw) if np.ndim(v)}
+    if len(set(shaped.values())) > 1:  # no broadcasting of a length-1 array against several models
+        first = next(iter(shaped))
+        bad = next(k for k, v in shaped.items() if v != shaped[first])
+        raise fail(bad, f"shape {shaped[bad]}", f"a scalar or the shape of {first} {shaped[first]}",
+                   "Pass one count per model for both sets (equal lengths), or one number for all.")
     try:
         c1, m1, c2, m2 = (np.array(a) for a in np.broadcast_arrays(c1, m1, c2, m2))
     except ValueError:

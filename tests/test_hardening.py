@@ -623,3 +623,61 @@ def test_empty_prediction_file_names_it(tmp_path: Path) -> None:
     path.write_bytes(b"")
     with pytest.raises(ValueError, match=rf"path == '{path}'; must be a readable prediction file"):
         load_predictions(path)
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def _tiny_net():  # type: ignore[no-untyped-def]
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32 * 32 * 3, 10))
+
+
+def test_evaluate_refuses_an_empty_set(toy) -> None:
+    from replicate.evaluate import evaluate
+
+    empty = toy.select(np.zeros(len(toy), bool))
+    with pytest.raises(ValueError, match=r"dataset 'toy.*' == 'an empty set \(0 images\)'; must be at least one image"):
+        evaluate(_tiny_net(), empty, device="cpu")
+    with pytest.raises(ValueError, match="an empty set"):
+        evaluate("cifar10.1/wrn_28_10", empty)
+
+
+@pytest.mark.parametrize("how", ["below-a-file", "chmod"])
+def test_evaluate_with_an_unwritable_cache(tmp_path: Path, toy, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    from replicate.evaluate import evaluate
+
+    if how == "chmod":
+        if os.geteuid() == 0:
+            pytest.skip("root writes through chmod; the 'below-a-file' case covers the same path")
+        home = tmp_path / "home"
+        home.mkdir()
+        home.chmod(0o555)
+    else:
+        (tmp_path / "file").write_text("x")
+        home = tmp_path / "file" / "home"
+    monkeypatch.setenv("REPLICATE_HOME", str(home))
+    try:
+        with pytest.warns(RuntimeWarning, match=r"the evaluation cache .* cannot be written .*not cached"):
+            r = evaluate(_tiny_net(), toy, device="cpu")
+        assert r.n == len(toy) and r.params["cache_file"] is None and not r.params["cached"]
+    finally:
+        if how == "chmod":
+            home.chmod(0o755)
+    assert not home.exists() or list(home.rglob("*")) == []
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def test_gap_ci_does_not_broadcast_length_one_against_several() -> None:
+    from replicate.stats import gap_ci
+
+    with pytest.raises(ValueError, match=r"correct_new == 'shape \(2,\)'; must be a scalar or the shape of correct_orig \(1,\)"):
+        gap_ci([90], [100], [80, 70], [100, 100])
+    with pytest.raises(ValueError, match=r"n_new == 'shape \(1,\)'; must be a scalar or the shape of correct_orig \(2,\)"):
+        gap_ci([90, 80], 100, [80, 70], [100])
+    g = gap_ci([90, 80], 100, [80, 70], 100)  # a scalar n is one number for all models
+    assert g.gap.tolist() == pytest.approx([0.1, 0.1])
