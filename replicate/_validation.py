@@ -24,9 +24,15 @@ __all__ = [
 
 
 def short_repr(value: Any, limit: int = 80) -> str:
-    """``repr`` of a value, shortened for error messages (arrays show dtype and shape)."""
+    """``repr`` of a value, shortened for error messages (arrays show dtype and shape).
+
+    Strings (file paths above all) are kept whole up to 400 characters, so an error names
+    the file it is about.
+    """
     if isinstance(value, np.ndarray):
         return f"array(dtype={value.dtype}, shape={value.shape})"
+    if isinstance(value, str):
+        limit = max(limit, 400)
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

@@ -362,6 +362,29 @@ def _module_identity(module: Any) -> dict[str, Any]:
     return {"class": f"{cls.__module__}.{cls.__qualname__}", "state_sha256": d.hexdigest()}
 
 
+def _check_remote_code(spec: str, allow_remote_code: bool) -> None:
+    """A ``hub:`` model runs its repository's Python: only on an explicit opt-in, never offline."""
+    if allow_remote_code is not True:
+        raise fail(
+            "model",
+            spec,
+            "a registered model unless remote code is allowed: a 'hub:' entry downloads and runs "
+            "the Python code of that repository",
+            "If you trust the repository, pass allow_remote_code=True (CLI: --allow-remote-code), or "
+            "build the network yourself and pass the nn.Module or register it with "
+            "replicate.models.register_model. Config files cannot enable it.",
+            error=PermissionError,
+        )
+    if os.environ.get("REPLICATE_OFFLINE", "") not in ("", "0", "false", "False"):
+        raise fail(
+            "model",
+            spec,
+            "a local model while REPLICATE_OFFLINE is set (a 'hub:' entry is fetched from the internet)",
+            "Unset REPLICATE_OFFLINE, or pass the nn.Module built from a local copy.",
+            error=PermissionError,
+        )
+
+
 def _prepare(
     model_or_name: Any,
     *,
@@ -372,6 +395,7 @@ def _prepare(
     device: str,
     compile: bool,
     need_features: bool = False,
+    allow_remote_code: bool = False,
 ) -> _Runner:
     import torch
 
@@ -396,7 +420,8 @@ def _prepare(
         repo, _, entry = spec.rpartition(":")
         if not repo or not entry:
             raise fail("model", model_or_name, "'hub:owner/repo:entry' (a torch.hub entry point)")
-        module = torch.hub.load(repo, entry, trust_repo=True)
+        _check_remote_code(model_or_name, allow_remote_code)
+        module = torch.hub.load(repo, entry, trust_repo=True)  # the caller named this repo and opted in
         source = "hub"
         name = name or model_or_name
         identity = {"hub": spec, **_module_identity(module)}
@@ -831,6 +856,7 @@ def evaluate(
     preprocessing: Any = None,
     name: str | None = None,
     cache_key: str | None = None,
+    allow_remote_code: bool = False,
 ) -> EvalResult:
     """Evaluate a model on a labelled image set.
 
@@ -841,7 +867,8 @@ def evaluate(
         prediction-file entry (``"cifar10.1/wrn_28_10"``, bound to the sets it was
         computed on), a :class:`replicate.models.ModelCard`, a ``torch.nn.Module``
         (logits from ``forward``), a callable from a float batch to logits, or
-        ``"hub:owner/repo:entry"`` (torch.hub).
+        ``"hub:owner/repo:entry"`` (torch.hub; runs that repository's code, so only
+        with ``allow_remote_code=True`` and never under ``REPLICATE_OFFLINE``).
     dataset
         an :class:`~replicate.imageset.ImageSet` or a path ``replicate.load`` reads;
         every image must be labelled, with as many classes as the model predicts.
@@ -870,6 +897,9 @@ def evaluate(
         the result's model name (default: the card's or the class's name).
     cache_key
         a string naming a callable's identity so its results can be cached.
+    allow_remote_code
+        allow a ``"hub:owner/repo:entry"`` model, which downloads and runs the Python
+        code of that repository (off by default; see docs/security.md).
 
     Returns
     -------
@@ -902,6 +932,7 @@ def evaluate(
         cache_key=cache_key,
         device=dev,
         compile=compile,
+        allow_remote_code=allow_remote_code,
     )
     _check_images(runner, ds)
     _check_classes(runner, ds)
@@ -981,6 +1012,7 @@ def predict(
     weights: str | os.PathLike[str] | None = None,
     preprocessing: Any = None,
     cache_key: str | None = None,
+    allow_remote_code: bool = False,
 ) -> np.ndarray:
     """Predicted class of every image (labels not needed), int64 ``(N,)``; cached like :func:`evaluate`."""
     batch_size = _batch_size(batch_size, device)
@@ -994,6 +1026,7 @@ def predict(
         cache_key=cache_key,
         device=dev,
         compile=False,
+        allow_remote_code=allow_remote_code,
     )
     _check_images(runner, ds)
     inf = _infer(runner, ds, batch_size=batch_size, device=dev, threads=threads, progress=progress, cache=cache)
@@ -1011,6 +1044,7 @@ def extract_features(
     progress: bool = False,
     weights: str | os.PathLike[str] | None = None,
     preprocessing: Any = None,
+    allow_remote_code: bool = False,
 ) -> np.ndarray:
     """Penultimate-layer features ``(N, D)`` float32 of every image (``forward_features``).
 
@@ -1029,6 +1063,7 @@ def extract_features(
         device=dev,
         compile=False,
         need_features=True,
+        allow_remote_code=allow_remote_code,
     )
     _check_images(runner, ds)
     key = None

@@ -544,7 +544,11 @@ class ImageSet:
     # ------------------------------------------------------------------ storage
 
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write the set to directory ``path`` (atomically) with a manifest; returns the path."""
+        """Write the set to directory ``path`` (atomically) with a manifest; returns the path.
+
+        ``overwrite=True`` replaces a set saved there before: the files its manifest lists
+        are removed, any other file (notes, a review database) is kept and a warning names it.
+        """
         return _save(self, Path(path), overwrite=overwrite)
 
     @classmethod
@@ -707,18 +711,62 @@ def _save(s: ImageSet, path: Path, *, overwrite: bool) -> Path:
         )
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
+            _replace_saved(path, tmp)
         else:
             os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def _written_by_save(path: Path) -> list[str]:
+    """The files a saved set's manifest lists (or, without one, the files its header names)."""
+    from replicate._files import manifest_files
+
+    listed = manifest_files(path)
+    if listed:
+        return listed
+    try:
+        header = json.loads((path / "imageset.json").read_text())
+        columns = [str(c["file"]) for c in header.get("columns", [])]
+    except (OSError, ValueError, KeyError, TypeError):
+        columns = []
+    return ["content_hashes.npy", "ids.npy", "imageset.json", "images.npy", "labels.npy", *columns]
+
+
+def _replace_saved(path: Path, tmp: Path) -> None:
+    """Replace the set saved at ``path`` by the one in ``tmp``, keeping files replicate did not write."""
+    import warnings
+
+    from replicate._files import remaining, remove_written
+
+    written = set(_written_by_save(path))
+    new = {p.name for p in tmp.iterdir()}
+    foreign = [n for n in remaining(path) if n not in written]
+    clash = sorted(set(foreign) & new)
+    if clash:
+        raise fail(
+            "path",
+            str(path),
+            "a saved image set whose other files do not share a name with the new set's files",
+            f"{clash} in it were not written by replicate and would be overwritten; move them first.",
+            error=FileExistsError,
+        )
+    kept = remove_written(path, sorted(written))
+    if not kept:
+        path.rmdir()
+        os.replace(tmp, path)
+        return
+    for name in sorted(new):
+        os.replace(tmp / name, path / name)
+    tmp.rmdir()
+    warnings.warn(
+        f"ImageSet.save(overwrite=True) replaced the set in {path} but kept {len(kept)} "
+        f"file(s) that replicate did not write: {kept[:5]}{' ...' if len(kept) > 5 else ''}",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 def is_saved_imageset(path: Path) -> bool:

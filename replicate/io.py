@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from replicate._validation import check_choice, fail
+from replicate._validation import check_choice, fail, short_repr
 from replicate.imageset import CIFAR10_CLASSES, ImageSet, is_saved_imageset
 from replicate.manifest import sha256_file
 
@@ -106,10 +106,57 @@ def _looks_like_cifar_batch(p: Path) -> bool:
     return p.is_file() and (p.name.startswith("data_batch_") or p.name in ("test_batch", "train", "test"))
 
 
+# What a CIFAR python batch holds: a dict of bytes, str, ints, lists and numpy arrays.
+# Unpickling needs only numpy's array reconstruction (both the numpy 1 and numpy 2
+# module names, as the batches were pickled by numpy 1 and may be re-saved by numpy 2),
+# and ``_codecs.encode`` / ``bytearray`` for bytes pickled by Python 3 at protocol <= 2.
+# Nothing here can run code: every other global (os.system, builtins.exec, ...) is refused.
+_CIFAR_GLOBALS = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+        ("builtins", "bytearray"),
+        ("__builtin__", "bytearray"),
+    }
+)
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A pickle asked for a global that no CIFAR batch needs."""
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds only what a CIFAR batch holds (never calls anything else)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _CIFAR_GLOBALS:
+            return super().find_class(module, name)
+        raise _RefusedGlobal(f"{module}.{name}")
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise _RefusedGlobal(f"persistent id {short_repr(pid)}")
+
+
 def _unpickle(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as fh:
-            raw = pickle.load(fh, encoding="bytes")
+            raw = _CifarUnpickler(fh, encoding="bytes").load()
+    except _RefusedGlobal as exc:
+        raise fail(
+            "file",
+            str(path),
+            "a CIFAR python-pickle batch (a dict of bytes, lists, ints and numpy arrays)",
+            f"It asks to load {exc}, which no CIFAR batch needs, so replicate refused to unpickle "
+            "it and ran nothing in it. Do not open this file with pickle; get the batches from "
+            "https://www.cs.toronto.edu/~kriz/cifar.html.",
+        ) from None
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a batch"
         raise ValueError(
             f"file == {str(path)!r}; must be a CIFAR python-pickle batch (unpickling failed: "

@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the evaluation cache")
     p.add_argument("--compile", action="store_true", help="run the model through torch.compile")
+    p.add_argument("--allow-remote-code", action="store_true",
+                   help="allow --model hub:owner/repo:entry, which downloads and RUNS that repository's "
+                        "Python code (only for repositories you trust; refused under REPLICATE_OFFLINE)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--per-image", action="store_true", help="with --json: include per-image predictions")
     p.add_argument("--json", action="store_true",
@@ -26,11 +29,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _expand(patterns: list[str]) -> list[str]:
+def _expand(patterns: list[str], allow_remote_code: bool = False) -> list[str]:
+    from replicate.evaluate import _check_remote_code
     from replicate.models import get_card, list_models
 
     names: list[str] = []
     for pat in patterns:
+        if pat.startswith("hub:"):  # checked here so no dataset is read first
+            _check_remote_code(pat, allow_remote_code)
+            names += [pat] if pat not in names else []
+            continue
         hits = list_models(pat) if any(ch in pat for ch in "*?[") else [get_card(pat).name]
         if not hits:
             get_card(pat)  # fails with the closest names
@@ -42,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from replicate.evaluate import evaluate
     from replicate.io import load
 
-    names = _expand(args.model)
+    names = _expand(args.model, args.allow_remote_code)
     if args.weights and len(names) != 1:
         raise ValueError(f"--weights == {args.weights!r}; must go with exactly one --model (got {len(names)}).")
     dataset = load(args.dataset)
@@ -58,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
             compile=args.compile,
             progress=not args.quiet and sys.stderr.isatty(),
             weights=args.weights,
+            allow_remote_code=args.allow_remote_code,
         )
         results.append(r)
         if not args.json:
