@@ -104,7 +104,7 @@ def _str(*, optional: bool = False, choices: tuple[str, ...] | None = None) -> C
             raise fail(name, value, "a non-empty string" + (" (or left out)" if optional else ""), _FIX, error=TypeError)
         if choices is not None and value not in choices:
             near = closest(value, choices)
-            hint = f"Did you mean {near[0]!r}? " if near else ""
+            hint = f"Did you mean {', '.join(repr(x) for x in near)}? " if near else ""
             raise fail(name, value, "one of: " + ", ".join(repr(c) for c in choices), hint + _FIX)
         return value
 
@@ -146,7 +146,7 @@ def _model(name: str, value: Any) -> Any:
     try:
         get_card(value)
     except KeyError as exc:
-        raise KeyError(f"config {str(exc.args[0]).replace('model == ', f'{name} == ', 1)}") from None
+        raise KeyError(str(exc.args[0]).replace("model == ", f"{name} == ", 1)) from None
     return value
 
 

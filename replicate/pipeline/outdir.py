@@ -5,7 +5,7 @@
 second run on the same directory stops at once with a message naming it), records the
 config in ``run.json`` and, with ``overwrite=True``, removes what an earlier run with
 another config wrote there: the files listed in its ``stage.json`` files, its new test
-set's manifest and its run manifest, and nothing else (a ``review.sqlite`` or
+set's manifest and its run manifest (:func:`replicate._files.remove_written`), and nothing else (a ``review.sqlite`` or
 ``notes.txt`` beside them stays, and the log says so).
 
 A finished run can be read from a read-only directory: when every stage is cached and
@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from replicate._files import remove_written
 from replicate._validation import fail
 
-__all__ = ["OutputDir", "OutputDirBusy", "open_out", "remove_listed", "LOCK_NAME"]
+__all__ = ["OutputDir", "OutputDirBusy", "open_out", "replicate_files", "LOCK_NAME"]
 
 LOCK_NAME = ".replicate.lock"
 RUN_RECORD = "run.json"
@@ -112,40 +113,10 @@ class OutputDir:
             if Path(r).parts[:1] == (dst.name,) and Path(*Path(r).parts[1:]) not in wanted
         ]
         if stale and self.writable:
-            remove_listed(self.root, stale)
+            remove_written(self.root, stale)
 
 
 # --------------------------------------------------------------------------- removing what replicate wrote
-
-
-def _inside(root: Path, rel: str) -> Path | None:
-    """``root / rel`` if ``rel`` is a plain relative path that stays inside ``root``."""
-    p = Path(rel)
-    if p.is_absolute() or ".." in p.parts or not p.parts:
-        return None
-    return root / p
-
-
-def remove_listed(root: Path, listed: Iterator[str] | list[str] | set[str]) -> list[str]:
-    """Remove the files named in ``listed`` (relative to ``root``), then the folders that
-    become empty; never a file outside ``root``, a symlink's target, or an unlisted file.
-    Returns the paths removed."""
-    removed = []
-    dirs: set[Path] = set()
-    for rel in sorted(set(listed)):
-        p = _inside(root, rel)
-        if p is None:
-            continue
-        if p.is_symlink() or p.is_file():
-            p.unlink()
-            removed.append(rel)
-            dirs.update(q for q in p.parents if q != root and root in q.parents)
-    for d in sorted(dirs, key=lambda q: len(q.parts), reverse=True):
-        try:
-            d.rmdir()
-        except OSError:
-            pass  # not empty: it holds files replicate did not list
-    return removed
 
 
 def _json(path: Path) -> Any:
@@ -182,13 +153,10 @@ def replicate_files(root: Path) -> tuple[list[str], list[str]]:
 
 def _remove_previous_run(root: Path, log: Callable[[str], None]) -> None:
     files, temps = replicate_files(root)
-    removed = remove_listed(root, files)
     for t in temps:  # a killed run's partial stage: replicate wrote everything in it
         shutil.rmtree(root / t, ignore_errors=True)
-    kept = sorted(
-        str(p.relative_to(root)) for p in root.rglob("*") if (p.is_file() or p.is_symlink()) and p.name != LOCK_NAME
-    )
-    log(f"[out] removed the {len(removed)} files of the earlier run that replicate wrote")
+    kept = [p for p in remove_written(root, files) if p != LOCK_NAME]
+    log(f"[out] removed the files of the earlier run that replicate wrote ({len(files)} listed)")
     if kept:
         shown = ", ".join(kept[:8]) + (f" and {len(kept) - 8} more" if len(kept) > 8 else "")
         log(f"[out] kept {len(kept)} files replicate did not write (or did not list): {shown}")
@@ -296,6 +264,11 @@ def _check_same_run(root: Path, digest: str, overwrite: bool) -> bool:
     return False
 
 
+def _writable(root: Path) -> bool:
+    """Whether this process may create files in ``root`` (false on a read-only mount too)."""
+    return os.access(root, os.W_OK | os.X_OK)
+
+
 @contextmanager
 def open_out(
     root: Path, config: Mapping[str, Any], digest: str, overwrite: bool, log: Callable[[str], None]
@@ -305,7 +278,7 @@ def open_out(
     _check_same_run(root, digest, overwrite)  # before anything is written
     if not root.exists():
         root.mkdir(parents=True)
-    writable = os.access(root, os.W_OK | os.X_OK)
+    writable = _writable(root)
     with _lock(root, writable):
         if _check_same_run(root, digest, overwrite):  # again, under the lock
             if not writable:
