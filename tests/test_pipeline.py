@@ -82,11 +82,11 @@ formats = ["html", "json", "md"]
 
 def test_config_defaults_and_paths(small: Path) -> None:
     cfg = load_config(small)
-    assert cfg["sampling"]["size"] == 60
-    assert cfg["sampling"]["strategy"] == "v6"  # default
-    assert Path(cfg["original"]["test"]).is_absolute()
-    assert cfg["keywords"]["target"].endswith("replicate/data/demo/cifar10_1_keyword_counts.json")
-    assert cfg["keywords"]["synonyms"] == "tinyimagenet-wordnet-to-cifar10_1"
+    assert cfg.sampling.size == 60
+    assert cfg.sampling.strategy == "v6"  # default
+    assert Path(cfg.original.test).is_absolute()
+    assert cfg.keywords.target.endswith("replicate/data/demo/cifar10_1_keyword_counts.json")
+    assert cfg.keywords.synonyms == "tinyimagenet-wordnet-to-cifar10_1"
 
 
 @pytest.mark.parametrize(
@@ -124,7 +124,7 @@ def test_build_is_cached_and_deterministic(small: Path, tmp_path: Path) -> None:
     assert len(new) == first.summary["new_testset"]["n"] > 0
     assert new.info["parents"][0]["name"] == "pool"
     # the new set repeats no original image and no flagged pool image
-    originals = np.concatenate([replicate.load(load_config(small)["original"][k]).content_hashes for k in ("test", "train")])
+    originals = np.concatenate([replicate.load(getattr(load_config(small).original, k)).content_hashes for k in ("test", "train")])
     assert not set(map(bytes, new.content_hashes)) & set(map(bytes, originals))
     again = pipeline.build_testset(small, out=tmp_path / "a", quiet=True)
     assert [s.cached for s in again.stages] == [True, True]
@@ -134,7 +134,7 @@ def test_build_is_cached_and_deterministic(small: Path, tmp_path: Path) -> None:
 
 def test_out_dir_guard(small: Path, tmp_path: Path) -> None:
     pipeline.build_testset(small, out=tmp_path / "a", quiet=True)
-    cfg = load_config(small)
+    cfg = load_config(small).to_dict()  # a TOML-shaped mapping works as a config too
     cfg["sampling"]["size"] = 50
     with pytest.raises(FileExistsError, match=r"out == .*; must be an empty directory or one holding this same run.*--overwrite"):
         pipeline.build_testset(cfg, out=tmp_path / "a", quiet=True)
@@ -152,7 +152,7 @@ def test_out_dir_guard(small: Path, tmp_path: Path) -> None:
 
 
 def test_inconsistent_class_names(small: Path, tmp_path: Path) -> None:
-    cfg = load_config(small)
+    cfg = load_config(small).to_dict()
     with np.load(cfg["original"]["test"]) as d:
         arrays = {k: d[k] for k in d.files}
     arrays["label_names"] = np.array([f"c{i}" for i in range(10)])

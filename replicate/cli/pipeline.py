@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from replicate.cli import print_json
 
@@ -23,12 +24,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output directory (default: the config's [run] out; demo: demo-out)")
-    p.add_argument("--overwrite", action="store_true", help="replace an output directory that holds a different run")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a run with a different config in the output directory (only the files replicate wrote are removed)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress messages")
     p.add_argument("--json", action="store_true", help="print what was written as JSON")
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from replicate import pipeline
+
+    try:
+        return _run(args)
+    except (NotADirectoryError, pipeline.OutputDirBusy) as exc:  # one line, not a traceback
+        print(f"replicate {args.stage}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     from replicate import pipeline
 
     result: pipeline.BuildOutput | pipeline.RunOutput

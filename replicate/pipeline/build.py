@@ -1,0 +1,328 @@
+"""The build half: candidate pool -> near-duplicate removal -> keyword-matched sample -> new test set.
+
+:func:`build_testset` checks the config and loads the inputs before it writes
+anything, then runs the ``dedup`` and ``sample`` stages (cached, see
+:mod:`replicate.pipeline.stages`) and writes the new test set to ``OUT/new-testset``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from replicate._validation import fail
+from replicate.imageset import ImageSet
+from replicate.manifest import sha256_file
+from replicate.pipeline.config import BUNDLE, PipelineConfig, config_from_dict, load_config
+from replicate.pipeline.outdir import OutputDir, open_out
+from replicate.pipeline.stages import StageInfo, run_stage
+
+__all__ = ["build_testset", "demo_config", "BuildOutput", "Inputs", "load_pool"]
+
+ConfigLike = PipelineConfig | dict | str | os.PathLike  # type: ignore[type-arg]
+
+# the modules whose source keys each build stage (besides this one)
+DEDUP_CODE = ("replicate.dedup", "replicate.hashing", "replicate.hamming", "replicate._l2", "replicate.imageset")
+SAMPLE_CODE = ("replicate.keywords", "replicate.sampling", "replicate.imageset")
+
+
+def _stage_rows(stages: tuple[StageInfo, ...]) -> list[dict[str, Any]]:
+    return [{"name": s.name, "key": s.key, "cached": s.cached, "seconds": round(s.seconds, 3)} for s in stages]
+
+
+@dataclass(frozen=True)
+class BuildOutput:
+    """What ``build_testset`` wrote: the new test set and every stage it ran or reused."""
+
+    out: Path
+    testset_path: Path
+    stages: tuple[StageInfo, ...]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "out": str(self.out),
+            "testset": str(self.testset_path),
+            "stages": _stage_rows(self.stages),
+            "summary": self.summary,
+        }
+
+
+# --------------------------------------------------------------------------- config and output dir
+
+
+def demo_config(out: str | os.PathLike[str] = "demo-out") -> PipelineConfig:
+    """The embedded default (``replicate/data/demo.toml``): the bundled real sample of
+    CIFAR-10, the bundled real candidate pool, ResNet-20 and the CIFAR-10.1 predictions."""
+    return load_config(BUNDLE / "demo.toml").replace(run={"out": str(out)})
+
+
+def as_config(config: ConfigLike) -> PipelineConfig:
+    """A :class:`PipelineConfig` from a config, a TOML path or a TOML-shaped mapping (checked)."""
+    if isinstance(config, PipelineConfig):
+        return config
+    if isinstance(config, (str, os.PathLike)):
+        return load_config(config)
+    return config_from_dict(config)
+
+
+def config_hash(cfg: PipelineConfig) -> str:
+    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def require(cfg: PipelineConfig, *, evaluate: bool) -> None:
+    """What a run needs beyond a well-formed config, checked before anything is loaded or written."""
+    if cfg.keywords.target is None:
+        raise fail(
+            "config [keywords] target",
+            None,
+            "keyword counts (a CIFAR-10.1/10.2 file, a JSON table, or an image set with keywords)",
+            "Set it in the config.",
+            error=KeyError,
+        )
+    if cfg.original.test is None:
+        raise fail("config [original] test", None, "a path to an image set", "Set it in the config.", error=KeyError)
+    if cfg.pool.path is None:
+        raise fail("config [pool] path", None, "a pool name or path", "Set it in the config.", error=KeyError)
+    if evaluate and cfg.evaluate.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise fail(
+                "config [evaluate] device", "cuda", "'cpu' or 'auto' on a machine without CUDA", "Use device = 'auto'."
+            )
+
+
+@contextmanager
+def opened(cfg: PipelineConfig, out: str | os.PathLike[str] | None, overwrite: bool, log: Callable[[str], None]) -> Iterator[OutputDir]:
+    root = Path(out if out is not None else cfg.run.out)
+    with open_out(root, cfg.to_dict(), config_hash(cfg), overwrite, log) as od:
+        yield od
+
+
+def logger(quiet: bool) -> Callable[[str], None]:
+    def log(msg: str) -> None:
+        if not quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    return log
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The loaded inputs of a run: the original test (and train) set and the pool."""
+
+    test: ImageSet
+    train: ImageSet | None
+    pool: ImageSet
+
+    @property
+    def originals(self) -> list[ImageSet]:
+        return [s for s in (self.test, self.train) if s is not None]
+
+
+def _load_set(path: str, role: str) -> ImageSet:
+    from replicate.io import load
+
+    s = load(path)
+    return s.renamed(f"original-{role}") if not s.name.startswith("original") else s
+
+
+def load_pool(path: str) -> ImageSet:
+    """The candidate pool named by ``[pool] path``: a pool folder or name (``pool.toml``)
+    or anything :func:`replicate.load` reads. New kinds of source plug in here."""
+    from replicate.io import load
+    from replicate.io import load_pool as load_named_pool
+
+    p = Path(path)
+    return load(p) if p.exists() and not (p / "pool.toml").is_file() else load_named_pool(path)
+
+
+def _check_consistent(sets: list[ImageSet]) -> None:
+    first = sets[0]
+    for s in sets[1:]:
+        if s.class_names != first.class_names:
+            raise ValueError(
+                f"class_names of {s.name!r} == {list(s.class_names)}; must equal those of {first.name!r} "
+                f"({list(first.class_names)}). Every stage must see one class list: map the labels first."
+            )
+        if s.image_shape != first.image_shape:
+            raise fail(f"image shape of {s.name!r}", s.image_shape, f"{first.image_shape} (that of {first.name!r})")
+
+
+def load_inputs(cfg: PipelineConfig) -> Inputs:
+    """Load and cross-check the original sets and the pool (nothing is written)."""
+    assert cfg.original.test is not None and cfg.pool.path is not None  # checked by require()
+    test = _load_set(cfg.original.test, "test")
+    train = _load_set(cfg.original.train, "train") if cfg.original.train else None
+    pool = load_pool(cfg.pool.path)
+    inputs = Inputs(test, train, pool)
+    _check_consistent([*inputs.originals, pool])
+    return inputs
+
+
+def file_digest(path: str | None) -> str | None:
+    if path is None:
+        return None
+    p = Path(path)
+    if p.is_file():
+        return sha256_file(p)
+    return str(path)  # a registered name (e.g. a shipped synonym map)
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str, allow_nan=True) + "\n")
+
+
+# --------------------------------------------------------------------------- build
+
+
+def build_testset(
+    config: ConfigLike,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> BuildOutput:
+    """Pool -> near-duplicate removal -> keyword-matched sample -> the new test set.
+
+    ``config`` is a :class:`PipelineConfig`, a TOML path or a TOML-shaped mapping;
+    ``out`` replaces ``[run] out``; ``overwrite`` replaces a run with another config
+    there (only the files replicate wrote are removed).
+    """
+    cfg = as_config(config)
+    require(cfg, evaluate=False)
+    inputs = load_inputs(cfg)
+    log = logger(quiet)
+    with opened(cfg, out, overwrite, log) as od:
+        return build(cfg, od, inputs, log)
+
+
+def _dedup_stage(cfg: PipelineConfig, od: OutputDir, inputs: Inputs, log: Callable[[str], None]) -> StageInfo:
+    from replicate.dedup import find_near_duplicates
+
+    dcfg = cfg.dedup
+    options = dict(dcfg.options)
+
+    def work(tmp: Path) -> dict[str, Any]:
+        refs = {s.name: s for s in inputs.originals}
+        result = find_near_duplicates(inputs.pool, refs, blacklist=dcfg.blacklist, **options)
+        result.save(tmp / "dedup")
+        reasons = result.flagged["reason"].value_counts().to_dict() if len(result.flagged) else {}
+        return {"flagged": int(len(result.flagged)), "by_reason": {str(k): int(v) for k, v in reasons.items()}}
+
+    fps = {s.name: s.fingerprint for s in (*inputs.originals, inputs.pool)}
+    code = DEDUP_CODE + (("replicate.evaluate", "replicate.models") if options.get("feature_model") else ())
+    return run_stage(
+        od.root,
+        "dedup",
+        # keyed by the resolved detector settings, so a change of defaults recomputes
+        {"blacklist": dcfg.blacklist, "resolved": dcfg.resolved().to_dict()},
+        {**fps, "blacklist": file_digest(dcfg.blacklist) or ""},
+        work,
+        code=(*code, __name__),
+        writable=od.writable,
+        log=log,
+    )
+
+
+def _sample_stage(
+    cfg: PipelineConfig, od: OutputDir, inputs: Inputs, dedup_stage: StageInfo | None, log: Callable[[str], None]
+) -> StageInfo:
+    from replicate.dedup import DedupResult
+    from replicate.keywords import allocate, load_keyword_counts
+    from replicate.sampling import sample
+
+    kcfg, scfg = cfg.keywords, cfg.sampling
+    seed = cfg.run.seed
+    dedup_key = dedup_stage.key if dedup_stage is not None else "disabled"
+    pool, originals = inputs.pool, inputs.originals
+
+    def work(tmp: Path) -> dict[str, Any]:
+        counts = load_keyword_counts(kcfg.target, version=kcfg.version, split=kcfg.split, column=kcfg.keyword_column)
+        size = scfg.size if scfg.per_class is None else scfg.per_class * len(counts.classes)
+        allocation = allocate(counts, size, scfg.strategy, top_k=scfg.top_k)
+        exclude = DedupResult.load(dedup_stage.path / "dedup") if dedup_stage is not None else None
+        result = sample(
+            pool,
+            allocation,
+            column=kcfg.keyword_column,
+            synonyms=kcfg.synonyms,
+            exclude=exclude,
+            policy=scfg.shortfall,
+            seed=seed,
+            name=f"{cfg.run.name}-new",
+            original=str(counts.source),
+        )
+        fit = result.fit(counts, seed=seed)
+        write_json(tmp / "sampling.json", result.to_dict())
+        write_json(tmp / "fit.json", fit.to_dict())
+        (tmp / "sampling.txt").write_text(result.summary() + "\n\n" + fit.summary() + "\n")
+        new = result.testset
+        if new is None:  # pragma: no cover - sample() always returns the set
+            raise RuntimeError("sampling returned no test set")
+        new = new.with_info(
+            parents=[{"name": pool.name, "fingerprint": pool.fingerprint}],
+            originals=[{"name": s.name, "fingerprint": s.fingerprint} for s in originals],
+            seed=seed,
+            dedup_stage=dedup_key,
+        )
+        new.save(tmp / "testset")
+        return {
+            "n": len(new),
+            "class_counts": new.class_counts(),
+            "shortfalls": len(result.shortfalls),
+            "shortfall_images": int(sum(s.missing for s in result.shortfalls)),
+        }
+
+    return run_stage(
+        od.root,
+        "sample",
+        {"keywords": cfg.section("keywords"), "sampling": cfg.section("sampling"), "seed": seed, "name": cfg.run.name},
+        {
+            "pool": pool.fingerprint,
+            "dedup": dedup_key,
+            "target": file_digest(kcfg.target) or "",
+            "synonyms": file_digest(kcfg.synonyms) or "",
+        },
+        work,
+        code=(*SAMPLE_CODE, __name__),
+        writable=od.writable,
+        log=log,
+    )
+
+
+def build(cfg: PipelineConfig, od: OutputDir, inputs: Inputs, log: Callable[[str], None]) -> BuildOutput:
+    """Run the build stages in an opened output directory."""
+    stages: list[StageInfo] = []
+    dedup_stage = _dedup_stage(cfg, od, inputs, log) if cfg.dedup.enabled else None
+    if dedup_stage is not None:
+        stages.append(dedup_stage)
+    sample_stage = _sample_stage(cfg, od, inputs, dedup_stage, log)
+    stages.append(sample_stage)
+    root = od.root
+    testset_path = root / "new-testset"
+    new = ImageSet.load(sample_stage.path / "testset")
+    header = testset_path / "imageset.json"
+    if not header.is_file() or json.loads(header.read_text()).get("fingerprint") != new.fingerprint:
+        if not od.writable:
+            raise fail("out", str(root), "a writable directory", "new-testset/ must be written there.", error=PermissionError)
+        new.save(testset_path, overwrite=True)
+    summary = {
+        "original": {s.name: {"n": len(s), "fingerprint": s.fingerprint} for s in inputs.originals},
+        "pool": {"name": inputs.pool.name, "n": len(inputs.pool), "fingerprint": inputs.pool.fingerprint},
+        "dedup": dedup_stage.summary if dedup_stage else None,
+        "new_testset": {**sample_stage.summary, "fingerprint": new.fingerprint, "path": str(testset_path)},
+    }
+    od.write_json(root / "build.json", summary)
+    return BuildOutput(root, testset_path, tuple(stages), summary)
