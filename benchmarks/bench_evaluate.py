@@ -39,7 +39,7 @@ def main() -> None:
     rounds = args.rounds or (2 if args.quick else 3)
     torch.set_num_threads(THREADS)
 
-    from replicate.evaluate import evaluate
+    from replicate.evaluation import evaluate
     from replicate.imageset import CIFAR10_CLASSES, ImageSet
     from replicate.models import CifarResNet, get_card, load_model
 

@@ -359,7 +359,7 @@ def run(
 def _evaluate_and_report(
     cfg: Config, root: Path, build: BuildOutput, test: ImageSet, pool: ImageSet, log: Callable[[str], None]
 ) -> RunOutput:
-    from replicate.evaluate import evaluate
+    from replicate.evaluation import evaluate
     from replicate.stats import compare
 
     new = ImageSet.load(build.testset_path)

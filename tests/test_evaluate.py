@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import make_imageset
 
-from replicate.evaluate import EvalResult, cache_dir, evaluate, extract_features, make_result, predict
+from replicate.evaluation import EvalResult, cache_dir, evaluate, extract_features, make_result, predict
 from replicate.imageset import ImageSet
 from replicate.models import Preprocessing
 
@@ -114,7 +114,7 @@ def test_cache_hit_is_identical_and_keyed_by_weights_and_preprocessing(toy):
 
 
 def test_interrupted_write_leaves_no_entry(toy, monkeypatch):
-    import replicate.evaluate as ev
+    import replicate.evaluation as ev
 
     def boom(*a, **k):
         raise KeyboardInterrupt
@@ -175,7 +175,7 @@ def test_nan_logits(toy):
 
 def test_other_bad_input(toy):
     unlabelled = ImageSet(toy.images, np.r_[toy.labels[:-1], -1], toy.class_names, name="toy")
-    with pytest.raises(ValueError, match="1 unlabelled images.*Use replicate.evaluate.predict"):
+    with pytest.raises(ValueError, match=r"1 unlabelled images.*Use replicate\.predict\(\)"):
         evaluate(MeanColour(), unlabelled)
     with pytest.raises(ValueError, match="device == 'gpu'; must be one of: 'auto', 'cpu', 'cuda'"):
         evaluate(MeanColour(), toy, device="gpu")

@@ -39,7 +39,7 @@ def _expand(patterns: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from replicate.evaluate import evaluate
+    from replicate.evaluation import evaluate
     from replicate.io import load
 
     names = _expand(args.model)
