@@ -67,6 +67,7 @@ class _Runner:
     module: Any = None
     card: Any = None
     loader: Any = None
+    threads_used: int | None = None
 
     def ensure(self) -> _Runner:
         """Build the network now if it was deferred (zoo models load only on a cache miss)."""
@@ -227,21 +228,43 @@ def _optimise(
             feats = torch.compile(feats)
     elif device == "cpu" and fresh:  # zoo architectures only: a user module may branch on its input
         fwd = _FrozenOnCPU(module)
+        if feats is not None:  # the dataset test's and near-duplicates' features: the same path
+            feats = _FrozenOnCPU(_features_module(module))
     return fwd, feats, module
+
+
+def _features_module(module: Any) -> Any:
+    """A module whose ``forward`` is ``module.forward_features`` (for tracing)."""
+    import torch
+
+    class Features(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: Any) -> Any:
+            return self.inner.forward_features(x)
+
+    return Features(module).eval()
 
 
 class _FrozenOnCPU:
     """The module as a frozen TorchScript graph with oneDNN conv fusion, on the CPU.
 
     ``torch.jit.freeze`` + ``optimize_for_inference`` fuse conv + ReLU and pre-pack the
-    weights: about 1.8x faster than eager for the CIFAR ResNets on 2 cores, with the
-    same predictions on all 10,000 CIFAR-10 test images. (``torch.compile`` on the CPU
-    took 21 s to compile ResNet-56 and ran slower than eager here.) The graph is traced
-    on the first batch, and its logits are checked against eager mode on that batch;
-    any failure or difference falls back to eager mode for good. These torch.jit entry
-    points are deprecated in favour of torch.compile, so their FutureWarnings are silenced
-    here and a future torch without them simply takes the eager path.
+    weights. That pays only with several threads: on one thread the frozen graph ran no
+    faster than the eager batch-norm-folded, channels-last module here, and tracing,
+    freezing and optimising cost about 2 s of a loaded 2-core box (benchmarks/
+    bench_evaluate.py), so with one thread the module stays eager. Otherwise the graph is
+    traced on the first ``CHECK_IMAGES`` images of the first batch (not the whole
+    batch: a trace runs the module once), and its logits on them are checked against
+    eager mode; any failure or difference falls back to eager mode for good. (``torch.
+    compile`` on the CPU took 21 s to compile ResNet-56 and ran slower than eager here.)
+    These torch.jit entry points are deprecated in favour of torch.compile, so their
+    FutureWarnings are silenced here and a future torch without them takes the eager path.
     """
+
+    CHECK_IMAGES = 8
 
     def __init__(self, module: Any) -> None:
         self.module = module
@@ -251,24 +274,29 @@ class _FrozenOnCPU:
     def __call__(self, x: Any) -> Any:
         if self.frozen is not None:
             return self.frozen(x)
-        if self.tried:
-            return self.module(x)
-        self.tried = True
+        if not self.tried:
+            self.tried = True
+            self.frozen = self._freeze(x[: self.CHECK_IMAGES])
+            if self.frozen is not None:
+                return self.frozen(x)
+        return self.module(x)
+
+    def _freeze(self, sample: Any) -> Any:
         import torch
 
-        eager = self.module(x)
+        if torch.get_num_threads() < 2:
+            return None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                traced = torch.jit.trace(self.module, x, check_trace=False)
+                traced = torch.jit.trace(self.module, sample, check_trace=False)
                 frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
-                out = frozen(x)
+                out = frozen(sample)
         except Exception:  # noqa: BLE001 - any tracing failure means: stay eager
-            return eager
+            return None
+        eager = self.module(sample)
         same = out.shape == eager.shape and torch.allclose(out, eager, rtol=1e-4, atol=1e-4)
-        if same and torch.equal(out.argmax(1), eager.argmax(1)):
-            self.frozen = frozen
-        return eager
+        return frozen if same and torch.equal(out.argmax(1), eager.argmax(1)) else None
 
 
 # --------------------------------------------------------------------------- cache
@@ -337,6 +365,38 @@ def _cache_write(key: str, arrays: Mapping[str, np.ndarray]) -> Path:
 
 
 # --------------------------------------------------------------------------- inference
+
+
+def cpu_threads(samples: int = 5) -> int | None:
+    """Threads for a CPU forward pass: torch's setting, capped by the cores idle now.
+
+    torch's OpenMP threads wait for each other after every operation, so on cores
+    shared with other busy processes two threads ran the CIFAR ResNets about half as
+    fast as one (benchmarks/bench_evaluate.py). The number of other runnable tasks is
+    read from ``/proc/stat`` (``procs_running``, the median of ``samples`` readings
+    10 ms apart, less this one); ``None`` where that is unavailable (torch's setting
+    is kept). An explicit ``threads=`` argument is used as given.
+    """
+    import torch
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    readings = []
+    try:
+        for i in range(samples):
+            if i:
+                time.sleep(0.01)
+            with open("/proc/stat", encoding="ascii") as fh:
+                readings += [int(line.split()[1]) for line in fh if line.startswith("procs_running")]
+    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
+        return None
+    if not readings:  # pragma: no cover
+        return None
+    others = int(np.median(readings)) - 1
+    return max(1, min(torch.get_num_threads(), cores - others))
+
 
 
 def _batch_size(batch_size: int | None, device: str) -> int:
@@ -417,8 +477,11 @@ def _run_logits(
     if n:  # equal batches (10,000 at 256 -> 40 of 250): one shape, no re-planned last batch
         batch_size = -(-n // -(-n // batch_size))
     old_threads = torch.get_num_threads()
+    if threads is None and device == "cpu":
+        threads = cpu_threads()
     if threads is not None:
         torch.set_num_threads(threads)
+    runner.threads_used = torch.get_num_threads() if device == "cpu" else None
     runner.ensure()
     fn = runner.features if features else runner.forward
     preds = np.empty(n, dtype=np.int64)
@@ -576,8 +639,9 @@ def evaluate(
         every image must be labelled, with as many classes as the model predicts.
     batch_size, threads
         images per forward pass (default: ``CPU_BATCH_SIZE`` on the CPU, where small
-        batches stay in cache, ``CUDA_BATCH_SIZE`` on a GPU); CPU threads (``None``
-        keeps torch's setting).
+        batches stay in cache, ``CUDA_BATCH_SIZE`` on a GPU); CPU threads (``None``:
+        torch's setting, capped by the cores other processes leave idle, see
+        :func:`cpu_threads`; the number used is ``params["threads_used"]``).
     device
         ``"auto"`` (CUDA when present, else CPU), ``"cpu"`` or ``"cuda"``.
     cache
@@ -654,6 +718,7 @@ def evaluate(
         "batch_size": batch_size,
         "device": dev,
         "threads": threads,
+        "threads_used": runner.threads_used if not inf.cached else None,
         "compile": compile,
         "cached": inf.cached,
         "seconds": round(inf.seconds, 4),
