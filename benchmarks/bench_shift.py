@@ -78,7 +78,7 @@ def main() -> None:
     os.environ["REPLICATE_OFFLINE"] = "1"
     os.environ["REPLICATE_HOME"] = tempfile.mkdtemp(prefix="replicate-bench-shift-")  # a cold cache
 
-    from replicate.evaluate import extract_features
+    from replicate.evaluation import extract_features
     from replicate.io import load_npz
     from replicate.shift import _cross_val_scores, _single_thread_blas, dataset_test
 
@@ -102,7 +102,7 @@ def main() -> None:
 
     code = (
         "import time, numpy as np, torch; import replicate.models; from replicate.io import load_npz; "
-        "from replicate.evaluate import extract_features; "
+        "from replicate.evaluation import extract_features; "
         f"s = load_npz({str(SHARED / 'data/cifar10/test.npz')!r}, name='cifar10-test').select(np.arange({n_cache})); "
         "t = time.perf_counter(); extract_features('resnet20', s); print(time.perf_counter() - t)"
     )

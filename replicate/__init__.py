@@ -2,7 +2,8 @@
 
 The public API is re-exported here; each pipeline stage lives in its own module:
 ``imageset`` (the core type), ``io`` (loaders), ``manifest``, ``hashing``, ``hamming``,
-``dedup``, ``keywords``, ``sampling``, ``models``, ``evaluate``, ``stats``, ``shift``,
+``dedup``, ``keywords``, ``sampling``, ``models``, ``evaluation`` (the function
+:func:`evaluate`), ``stats``, ``shift``,
 ``report``, ``review`` and ``pipeline``.
 
 ``import replicate`` is cheap: the image-set type and loaders load at once, every
@@ -62,9 +63,10 @@ _LAZY: dict[str, str] = {
     "ModelCard": "models",
     "load_predictions": "models",
     "PredictionSet": "models",
-    "EvalResult": "evaluate",
-    "extract_features": "evaluate",
-    "predict": "evaluate",
+    "EvalResult": "models.results",
+    "evaluate": "evaluation",
+    "extract_features": "evaluation",
+    "predict": "evaluation",
     # statistics
     "accuracy_ci": "stats",
     "gap_ci": "stats",
@@ -95,6 +97,7 @@ _SUBMODULES = (
     "keywords",
     "sampling",
     "models",
+    "evaluation",
     "stats",
     "shift",
     "report",
@@ -106,10 +109,6 @@ _SUBMODULES = (
 
 
 def __getattr__(name: str) -> Any:
-    if name == "evaluate":
-        # the module replicate.evaluate is callable: replicate.evaluate(model, dataset)
-        # runs replicate.evaluate.evaluate, and replicate.evaluate.EvalResult still works
-        return importlib.import_module("replicate.evaluate")
     if name in _LAZY:
         value = getattr(importlib.import_module(f"replicate.{_LAZY[name]}"), name)
         globals()[name] = value
@@ -120,11 +119,11 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES) | {"evaluate"})
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from replicate import evaluate  # noqa: F401
+    from replicate.evaluation import evaluate  # noqa: F401
 
 __all__ = [
     "__version__",
@@ -139,6 +138,5 @@ __all__ = [
     "load_npy_pair",
     "load_npz",
     "load_pool",
-    "evaluate",
     *_LAZY,
 ]

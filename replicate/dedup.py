@@ -666,7 +666,7 @@ def prepare(images: ImageSet, config: DedupConfig, name: str | None = None) -> P
     hashes = {m: hash_images(images.images, m, hash_size=config.hash_size) for m in config.hash_radii}
     feats = None
     if config.feature_model is not None:
-        from replicate.evaluate import extract_features
+        from replicate.evaluation import extract_features
 
         feats = _unit_features(extract_features(config.feature_model, images))
     return PreparedSet(

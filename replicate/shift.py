@@ -265,7 +265,7 @@ def compute_features(s: ImageSet, features: FeatureSpec) -> np.ndarray:
     elif features == "colour-stats":
         x = colour_stat_features(s)
     else:
-        from replicate.evaluate import extract_features
+        from replicate.evaluation import extract_features
 
         x = np.asarray(extract_features(features, s))
     if x.ndim != 2 or len(x) != len(s):

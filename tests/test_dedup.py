@@ -410,7 +410,7 @@ def test_flips_are_found_only_when_asked(sets):
 
 
 def test_feature_signal_uses_extract_features(monkeypatch, sets):
-    import replicate.evaluate
+    import replicate.evaluation
 
     query, ref = sets
     calls = []
@@ -420,7 +420,7 @@ def test_feature_signal_uses_extract_features(monkeypatch, sets):
         calls.append((model, imageset.name))
         return imageset.images.reshape(len(imageset), 8, 4, 8, 4, 3).mean(axis=(2, 4)).reshape(len(imageset), -1)
 
-    monkeypatch.setattr(replicate.evaluate, "extract_features", fake_features)
+    monkeypatch.setattr(replicate.evaluation, "extract_features", fake_features)
     res = find_near_duplicates(
         query, {"ref": ref}, feature_model="fake", feature_k=2, feature_max=0.01, hash_radii={},
         l2_rms_max=None, aligned_max=None, ratio_max=None, edge_max=None, within_query=False,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import make_imageset
 
-from replicate.evaluate import EvalResult, cache_dir, evaluate, extract_features, make_result, predict
+from replicate.evaluation import EvalResult, cache_dir, evaluate, extract_features, make_result, predict
 from replicate.imageset import ImageSet
 from replicate.models import Preprocessing
 
@@ -114,7 +114,7 @@ def test_cache_hit_is_identical_and_keyed_by_weights_and_preprocessing(toy):
 
 
 def test_interrupted_write_leaves_no_entry(toy, monkeypatch):
-    import replicate.evaluate as ev
+    import replicate.evaluation as ev
 
     def boom(*a, **k):
         raise KeyboardInterrupt
@@ -146,6 +146,69 @@ def test_features_and_predict(toy):
     assert np.array_equal(predict(MeanColour(), unlabelled), expected_buckets(toy))
 
 
+# --------------------------------------------------------------------------- CPU fast path
+
+
+@pytest.fixture
+def keep_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fast_path_gives_the_eager_predictions(threads, keep_threads):
+    # evaluate() folds batch norm, uses channels-last and (2+ threads) a frozen oneDNN
+    # graph; the published network as loaded, in eager mode, must predict the same
+    from replicate.io import load_npz
+    from replicate.models import get_card, load_model
+    from replicate.models._weights import PACKAGE_DATA
+
+    s = load_npz(PACKAGE_DATA / "demo" / "cifar10_test_sample.npz", name="demo").select(np.arange(96))
+    net = load_model("resnet20")
+    x = get_card("resnet20").preprocessing(s.images).contiguous()
+    with torch.no_grad():
+        eager, eager_features = net(x).argmax(1).numpy(), net.forward_features(x).numpy()
+    r = evaluate("resnet20", s, threads=threads, batch_size=32, cache=False)
+    assert r.params["threads_used"] == threads
+    assert np.array_equal(r.predictions, eager)
+    feats = extract_features("resnet20", s, threads=threads, batch_size=32, cache=False)
+    np.testing.assert_allclose(feats, eager_features, rtol=1e-4, atol=1e-4)
+
+
+def test_frozen_graph_only_with_several_threads(keep_threads):
+    from replicate.evaluation import _FrozenOnCPU
+    from replicate.models import CifarResNet
+
+    torch.manual_seed(0)
+    net = CifarResNet(8).eval().fuse().to(memory_format=torch.channels_last)
+    x = torch.randn(20, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        expected = net(x)
+        torch.set_num_threads(1)
+        one = _FrozenOnCPU(net)
+        assert torch.equal(one(x), expected) and one.frozen is None  # stays eager on one thread
+        torch.set_num_threads(2)
+        two = _FrozenOnCPU(net)
+        out = two(x)  # traced and checked on the first 8 images, then run on all 20
+        assert two.frozen is not None and out.shape == (20, 10)
+        assert torch.equal(out.argmax(1), expected.argmax(1))
+        torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_cpu_threads_are_capped_by_torch_and_the_idle_cores(keep_threads):
+    from replicate.evaluation import cpu_threads
+
+    torch.set_num_threads(1)
+    assert cpu_threads() == 1
+    torch.set_num_threads(2)
+    got = cpu_threads()
+    if os.path.exists("/proc/stat"):
+        assert got in (1, 2)
+    else:  # pragma: no cover
+        assert got is None
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -175,7 +238,7 @@ def test_nan_logits(toy):
 
 def test_other_bad_input(toy):
     unlabelled = ImageSet(toy.images, np.r_[toy.labels[:-1], -1], toy.class_names, name="toy")
-    with pytest.raises(ValueError, match="1 unlabelled images.*Use replicate.evaluate.predict"):
+    with pytest.raises(ValueError, match=r"1 unlabelled images.*Use replicate\.predict\(\)"):
         evaluate(MeanColour(), unlabelled)
     with pytest.raises(ValueError, match="device == 'gpu'; must be one of: 'auto', 'cpu', 'cuda'"):
         evaluate(MeanColour(), toy, device="gpu")

@@ -75,7 +75,7 @@ def test_register_twice_fails():
 
 
 def test_load_model_refuses_prediction_entries():
-    with pytest.raises(ValueError, match="use replicate.evaluate.evaluate"):
+    with pytest.raises(ValueError, match=r"use replicate\.evaluate\(name, dataset\)"):
         load_model("cifar10.1/wrn_28_10")
 
 
@@ -293,7 +293,7 @@ def test_top1_top5_disagreement_is_flagged(tmp_path):
 
 
 def test_hub_spec_is_checked_before_any_download(toy):
-    from replicate.evaluate import evaluate
+    from replicate.evaluation import evaluate
 
     with pytest.raises(ValueError, match="model == 'hub:resnet'; must be 'hub:owner/repo:entry'"):
         evaluate("hub:resnet", toy)

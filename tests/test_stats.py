@@ -592,7 +592,7 @@ def test_cli_compare_prediction_file(shared, capsys):
 
 
 def test_compare_takes_eval_results_with_flags_and_class_counts():
-    from replicate.evaluate import make_result
+    from replicate.evaluation import make_result
 
     rng = np.random.default_rng(11)
     y_o, y_n = rng.integers(0, 3, 600), rng.integers(0, 3, 300)
@@ -620,7 +620,7 @@ def test_compare_takes_eval_results_with_flags_and_class_counts():
 def test_cli_compare_reads_evaluate_json(tmp_path, capsys):
     # the JSON `replicate evaluate --json --per-image` writes: EvalResult.to_dict(per_image=True)
     from replicate.cli import main
-    from replicate.evaluate import make_result
+    from replicate.evaluation import make_result
 
     rng = np.random.default_rng(8)
     y_o, y_n = rng.integers(0, 10, 800), rng.integers(0, 10, 400)

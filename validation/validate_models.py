@@ -52,7 +52,7 @@ def main() -> int:
     os.environ["REPLICATE_OFFLINE"] = "1"
     torch.set_num_threads(min(4, os.cpu_count() or 1))
 
-    from replicate.evaluate import evaluate
+    from replicate.evaluation import evaluate
     from replicate.io import load_npz
     from replicate.models import get_card, load_predictions
 

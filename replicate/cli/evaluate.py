@@ -47,7 +47,7 @@ def _expand(patterns: list[str], allow_remote_code: bool = False) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from replicate.evaluate import evaluate
+    from replicate.evaluation import evaluate
     from replicate.io import load
 
     names = _expand(args.model, args.allow_remote_code)

@@ -262,7 +262,7 @@ def load_model(
             "model",
             card.name,
             "a model with weights for load_model()",
-            "Prediction-file models have no network: use replicate.evaluate.evaluate(name, dataset) "
+            "Prediction-file models have no network: use replicate.evaluate(name, dataset) "
             "or replicate.models.load_predictions().",
         )
     path, sha = resolve_weights_sha(card, weights, download=download)

@@ -5,7 +5,7 @@ on CIFAR-10 test and CIFAR-10.1 v4/v6; the ImageNetV2 release (Recht et al. 2019
 top-1 labels and top-5 correctness of 67 models on ImageNet validation and the three
 ImageNetV2 sets. :func:`load_predictions` reads either layout (or any file in one of
 them) into a :class:`PredictionSet` whose :meth:`PredictionSet.result` returns the
-same :class:`~replicate.evaluate.EvalResult` a network evaluation gives, so statistics
+same :class:`~replicate.models.results.EvalResult` a network evaluation gives, so statistics
 and reports treat both alike. Every published model is also a zoo entry
 (``"cifar10.1/<model>"``, ``"imagenetv2/<model>"``) that ``evaluate`` accepts with an
 image set it can be bound to (by pixel fingerprint, or by its exact label sequence).
@@ -31,9 +31,9 @@ import numpy as np
 
 from replicate._validation import check_choice, closest, fail
 from replicate.models._registry import ModelCard, Preprocessing, register_model
+from replicate.models.results import EvalResult, labels_fingerprint, make_result
 
 if TYPE_CHECKING:  # pragma: no cover
-    from replicate.evaluate import EvalResult
     from replicate.imageset import ImageSet
 
 __all__ = [
@@ -274,7 +274,6 @@ class PredictionSet:
         )
 
     def _labels_for(self, dataset: str, labels: Any) -> tuple[np.ndarray, str]:
-        from replicate.evaluate import labels_fingerprint
         from replicate.imageset import ImageSet
 
         b = self.datasets[dataset]
@@ -324,14 +323,13 @@ class PredictionSet:
         *,
         check: bool = True,
     ) -> EvalResult:
-        """The :class:`~replicate.evaluate.EvalResult` of ``model`` on ``dataset``.
+        """The :class:`~replicate.models.results.EvalResult` of ``model`` on ``dataset``.
 
         ``dataset`` is a set's name (see :attr:`datasets`) or an image set it can be
         bound to (whose labels are then used). ``labels`` overrides the file's labels
         (an array or an ImageSet of the same length). With ``check``, a model whose
         accuracy is implausible next to the other models is flagged in ``flags``.
         """
-        from replicate.evaluate import make_result
         from replicate.imageset import ImageSet
 
         if isinstance(dataset, ImageSet):

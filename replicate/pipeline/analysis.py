@@ -137,7 +137,7 @@ class _ZooFeatures:
     def __call__(self, s: ImageSet) -> Any:
         import numpy as np
 
-        from replicate.evaluate import extract_features
+        from replicate.evaluation import extract_features
 
         for full in self.sets:
             if not set(map(str, s.ids)) <= set(map(str, full.ids)):
@@ -154,7 +154,7 @@ class _ZooFeatures:
 def _evaluate_stage(
     cfg: PipelineConfig, od: OutputDir, test: ImageSet, new: ImageSet, log: Callable[[str], None]
 ) -> StageInfo:
-    from replicate.evaluate import evaluate
+    from replicate.evaluation import evaluate
 
     ecfg = cfg.evaluate
 

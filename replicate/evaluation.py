@@ -15,309 +15,38 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import tempfile
 import time
-import types
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from replicate._json import json_safe as _json_safe
 from replicate._validation import check_choice, check_int, fail
+from replicate.models.results import EvalResult, labels_fingerprint, make_result
 
 if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
-
     from replicate.imageset import ImageSet
 
-__all__ = ["EvalResult", "evaluate", "extract_features", "predict", "cache_dir", "clear_cache"]
+__all__ = [
+    "EvalResult",
+    "evaluate",
+    "extract_features",
+    "predict",
+    "cache_dir",
+    "clear_cache",
+    "labels_fingerprint",
+    "make_result",
+]
 
 CPU_BATCH_SIZE = 256
 CUDA_BATCH_SIZE = 1000
 
 Device = Literal["auto", "cpu", "cuda"]
 DEVICES = ("auto", "cpu", "cuda")
-
-
-# --------------------------------------------------------------------------- result
-
-
-def _readonly(a: np.ndarray | None) -> np.ndarray | None:
-    if a is None:
-        return None
-    a = np.asarray(a)
-    if a.flags.writeable:  # a private read-only copy: never freeze the caller's arrays
-        a = a.copy()
-        a.flags.writeable = False
-    return a
-
-
-@dataclass(frozen=True, eq=False)
-class EvalResult:
-    """One model's predictions on one labelled image set, with the counts.
-
-    Attributes
-    ----------
-    model
-        the model's name (zoo name, prediction-file entry, or the user's name).
-    dataset
-        the dataset's name.
-    dataset_fingerprint
-        sha256 over the image set's ``image_fingerprint`` and its labels; for
-        prediction-file models, ``"name:<bound dataset name>"`` plus the labels' hash.
-    n, n_correct
-        number of images and of correct top-1 predictions.
-    predictions, correct, labels
-        per-image predicted class (int64), correctness (bool) and true label.
-    class_names
-        the dataset's classes (label ``k`` is ``class_names[k]``).
-    class_n, class_correct
-        per-class number of images and of correct predictions (by true label).
-    top5_correct
-        per-image top-5 correctness where known (logits with >= 5 classes, or
-        published ImageNet prediction files), else ``None``.
-    logits
-        ``(n, classes)`` float32 when requested (``return_logits=True``), else ``None``.
-    ids
-        the dataset's image ids (for joins with metadata), or ``None``.
-    source
-        ``"zoo"``, ``"module"``, ``"callable"`` or ``"predictions"``.
-    weights_sha256
-        sha256 of the weights file used (zoo models), else ``None``.
-    params
-        how the result was made: preprocessing, batch size, device, cache hit, time.
-    flags
-        warnings about this result (e.g. an implausible gap between datasets that
-        suggests a mismatched prediction file); empty when none.
-    """
-
-    model: str
-    dataset: str
-    dataset_fingerprint: str
-    n: int
-    n_correct: int
-    predictions: np.ndarray
-    correct: np.ndarray
-    labels: np.ndarray
-    class_names: tuple[str, ...]
-    class_n: tuple[int, ...]
-    class_correct: tuple[int, ...]
-    top5_correct: np.ndarray | None = None
-    logits: np.ndarray | None = None
-    ids: np.ndarray | None = None
-    source: str = "zoo"
-    weights_sha256: str | None = None
-    params: Mapping[str, Any] = field(default_factory=dict)
-    flags: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        for name in ("predictions", "correct", "labels", "top5_correct", "logits", "ids"):
-            object.__setattr__(self, name, _readonly(getattr(self, name)))
-
-    # ------------------------------------------------------------------ numbers
-
-    @property
-    def accuracy(self) -> float:
-        """Top-1 accuracy in [0, 1] (``n_correct / n``; NaN for an empty set)."""
-        return self.n_correct / self.n if self.n else float("nan")
-
-    @property
-    def n_top5_correct(self) -> int | None:
-        """Number of images whose label is among the top-5 predictions, where known."""
-        return None if self.top5_correct is None else int(self.top5_correct.sum())
-
-    @property
-    def top5_accuracy(self) -> float | None:
-        """Top-5 accuracy in [0, 1], where known."""
-        k = self.n_top5_correct
-        return None if k is None or not self.n else k / self.n
-
-    @property
-    def n_errors(self) -> int:
-        """Number of wrong top-1 predictions."""
-        return self.n - self.n_correct
-
-    def class_accuracy(self) -> dict[str, float]:
-        """Accuracy per true class (NaN for a class without images)."""
-        return {
-            c: (k / m if m else float("nan"))
-            for c, m, k in zip(self.class_names, self.class_n, self.class_correct, strict=True)
-        }
-
-    # ------------------------------------------------------------------ output
-
-    def summary(self) -> str:
-        """A few lines of text: model, dataset, counts, accuracy, flags."""
-        lines = [
-            f"{self.model} on {self.dataset}: {self.n_correct}/{self.n} correct "
-            f"({100 * self.accuracy:.2f}% top-1)"
-        ]
-        if self.top5_correct is not None and self.n:
-            lines.append(f"  top-5: {self.n_top5_correct}/{self.n} ({100 * (self.top5_accuracy or 0):.2f}%)")
-        if len(self.class_names) <= 20:
-            width = max(len(c) for c in self.class_names) if self.class_names else 0
-            for c, m, k in zip(self.class_names, self.class_n, self.class_correct, strict=True):
-                acc = f"{100 * k / m:6.2f}%" if m else "     -"
-                lines.append(f"  {c:<{width}}  {k:>6}/{m:<6} {acc}")
-        src = f"  source: {self.source}"
-        if self.weights_sha256:
-            src += f", weights sha256 {self.weights_sha256[:12]}"
-        if self.params.get("cached"):
-            src += " (from cache)"
-        lines.append(src)
-        for flag in self.flags:
-            lines.append(f"  WARNING: {flag}")
-        return "\n".join(lines)
-
-    def __repr__(self) -> str:
-        return (
-            f"EvalResult(model={self.model!r}, dataset={self.dataset!r}, n={self.n}, "
-            f"n_correct={self.n_correct}, accuracy={self.accuracy:.4f})"
-        )
-
-    def to_dict(self, per_image: bool = False) -> dict[str, Any]:
-        """JSON-safe dict of the counts and provenance (per-image arrays when asked)."""
-        out: dict[str, Any] = {
-            "model": self.model,
-            "dataset": self.dataset,
-            "dataset_fingerprint": self.dataset_fingerprint,
-            "n": int(self.n),
-            "n_correct": int(self.n_correct),
-            "accuracy": self.accuracy,
-            "n_top5_correct": self.n_top5_correct,
-            "class_names": list(self.class_names),
-            "class_n": [int(x) for x in self.class_n],
-            "class_correct": [int(x) for x in self.class_correct],
-            "source": self.source,
-            "weights_sha256": self.weights_sha256,
-            "params": _json_safe(dict(self.params)),
-            "flags": list(self.flags),
-        }
-        if per_image:
-            out["predictions"] = self.predictions.tolist()
-            out["correct"] = self.correct.tolist()
-            out["labels"] = self.labels.tolist()
-            if self.top5_correct is not None:
-                out["top5_correct"] = self.top5_correct.tolist()
-            if self.ids is not None:
-                out["ids"] = self.ids.tolist()
-        return out
-
-    def to_dataframe(self) -> pd.DataFrame:
-        """One row per image: id, label, prediction, correct (and top5_correct)."""
-        import pandas as pd
-
-        cols: dict[str, Any] = {}
-        cols["id"] = self.ids if self.ids is not None else np.arange(self.n)
-        cols["label"] = self.labels
-        cols["class_name"] = np.asarray(self.class_names, dtype=object)[self.labels]
-        cols["prediction"] = self.predictions
-        cols["correct"] = self.correct
-        if self.top5_correct is not None:
-            cols["top5_correct"] = self.top5_correct
-        df = pd.DataFrame(cols)
-        df.attrs.update({"model": self.model, "dataset": self.dataset})
-        return df
-
-    def select(self, mask_or_positions: Any) -> EvalResult:
-        """The result restricted to some images (a boolean mask or positions)."""
-        idx = np.asarray(mask_or_positions)
-        if idx.dtype == bool:
-            if idx.shape != (self.n,):
-                raise fail("mask.shape", idx.shape, f"({self.n},)")
-            idx = np.flatnonzero(idx)
-        return make_result(
-            model=self.model,
-            dataset=self.dataset,
-            dataset_fingerprint=self.dataset_fingerprint + f"[select {_hash_array(idx)[:16]}]",
-            predictions=self.predictions[idx],
-            labels=self.labels[idx],
-            class_names=self.class_names,
-            top5_correct=None if self.top5_correct is None else self.top5_correct[idx],
-            logits=None if self.logits is None else self.logits[idx],
-            ids=None if self.ids is None else self.ids[idx],
-            source=self.source,
-            weights_sha256=self.weights_sha256,
-            params=dict(self.params),
-            flags=self.flags,
-        )
-
-
-def _hash_array(a: np.ndarray) -> str:
-    a = np.ascontiguousarray(a)
-    d = hashlib.sha256(json.dumps([str(a.dtype), list(a.shape)]).encode())
-    d.update(a.tobytes())
-    return d.hexdigest()
-
-
-def labels_fingerprint(image_fingerprint: str, labels: np.ndarray) -> str:
-    """The ``dataset_fingerprint`` of a result: sha256 over pixels' fingerprint and labels."""
-    d = hashlib.sha256(b"replicate-eval-dataset-v1")
-    d.update(image_fingerprint.encode())
-    d.update(np.ascontiguousarray(labels, dtype="<i8").tobytes())
-    return d.hexdigest()
-
-
-def make_result(
-    *,
-    model: str,
-    dataset: str,
-    dataset_fingerprint: str,
-    predictions: np.ndarray,
-    labels: np.ndarray,
-    class_names: tuple[str, ...],
-    top5_correct: np.ndarray | None = None,
-    logits: np.ndarray | None = None,
-    ids: np.ndarray | None = None,
-    source: str = "zoo",
-    weights_sha256: str | None = None,
-    params: Mapping[str, Any] | None = None,
-    flags: tuple[str, ...] = (),
-) -> EvalResult:
-    """Build an :class:`EvalResult` from predictions and labels (counts computed here)."""
-    predictions = np.asarray(predictions).astype(np.int64, copy=False)
-    labels = np.asarray(labels).astype(np.int64, copy=False)
-    if predictions.shape != labels.shape:
-        raise fail(
-            "len(predictions)",
-            len(predictions),
-            f"{len(labels)} (one per image of {dataset!r})",
-            "Found input variables with inconsistent numbers of samples: "
-            f"[{len(predictions)}, {len(labels)}]",
-        )
-    correct = predictions == labels
-    k = len(class_names)
-    class_n = np.bincount(labels, minlength=k)[:k] if len(labels) else np.zeros(k, int)
-    class_correct = np.bincount(labels[correct], minlength=k)[:k] if len(labels) else np.zeros(k, int)
-    if top5_correct is not None:
-        top5_correct = np.asarray(top5_correct, dtype=bool)
-        if top5_correct.shape != labels.shape:
-            raise fail("top5_correct.shape", top5_correct.shape, f"{labels.shape} (one per image)")
-    return EvalResult(
-        model=model,
-        dataset=dataset,
-        dataset_fingerprint=dataset_fingerprint,
-        n=len(labels),
-        n_correct=int(correct.sum()),
-        predictions=predictions,
-        correct=correct,
-        labels=labels,
-        class_names=tuple(class_names),
-        class_n=tuple(int(x) for x in class_n),
-        class_correct=tuple(int(x) for x in class_correct),
-        top5_correct=top5_correct,
-        logits=logits,
-        ids=ids,
-        source=source,
-        weights_sha256=weights_sha256,
-        params=dict(params or {}),
-        flags=tuple(flags),
-    )
 
 
 # --------------------------------------------------------------------------- models
@@ -338,6 +67,7 @@ class _Runner:
     module: Any = None
     card: Any = None
     loader: Any = None
+    threads_used: int | None = None
 
     def ensure(self) -> _Runner:
         """Build the network now if it was deferred (zoo models load only on a cache miss)."""
@@ -523,21 +253,43 @@ def _optimise(
             feats = torch.compile(feats)
     elif device == "cpu" and fresh:  # zoo architectures only: a user module may branch on its input
         fwd = _FrozenOnCPU(module)
+        if feats is not None:  # the dataset test's and near-duplicates' features: the same path
+            feats = _FrozenOnCPU(_features_module(module))
     return fwd, feats, module
+
+
+def _features_module(module: Any) -> Any:
+    """A module whose ``forward`` is ``module.forward_features`` (for tracing)."""
+    import torch
+
+    class Features(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: Any) -> Any:
+            return self.inner.forward_features(x)
+
+    return Features(module).eval()
 
 
 class _FrozenOnCPU:
     """The module as a frozen TorchScript graph with oneDNN conv fusion, on the CPU.
 
     ``torch.jit.freeze`` + ``optimize_for_inference`` fuse conv + ReLU and pre-pack the
-    weights: about 1.8x faster than eager for the CIFAR ResNets on 2 cores, with the
-    same predictions on all 10,000 CIFAR-10 test images. (``torch.compile`` on the CPU
-    took 21 s to compile ResNet-56 and ran slower than eager here.) The graph is traced
-    on the first batch, and its logits are checked against eager mode on that batch;
-    any failure or difference falls back to eager mode for good. These torch.jit entry
-    points are deprecated in favour of torch.compile, so their FutureWarnings are silenced
-    here and a future torch without them simply takes the eager path.
+    weights. That pays only with several threads: on one thread the frozen graph ran no
+    faster than the eager batch-norm-folded, channels-last module here, and tracing,
+    freezing and optimising cost about 2 s of a loaded 2-core box (benchmarks/
+    bench_evaluate.py), so with one thread the module stays eager. Otherwise the graph is
+    traced on the first ``CHECK_IMAGES`` images of the first batch (not the whole
+    batch: a trace runs the module once), and its logits on them are checked against
+    eager mode; any failure or difference falls back to eager mode for good. (``torch.
+    compile`` on the CPU took 21 s to compile ResNet-56 and ran slower than eager here.)
+    These torch.jit entry points are deprecated in favour of torch.compile, so their
+    FutureWarnings are silenced here and a future torch without them takes the eager path.
     """
+
+    CHECK_IMAGES = 8
 
     def __init__(self, module: Any) -> None:
         self.module = module
@@ -547,24 +299,29 @@ class _FrozenOnCPU:
     def __call__(self, x: Any) -> Any:
         if self.frozen is not None:
             return self.frozen(x)
-        if self.tried:
-            return self.module(x)
-        self.tried = True
+        if not self.tried:
+            self.tried = True
+            self.frozen = self._freeze(x[: self.CHECK_IMAGES])
+            if self.frozen is not None:
+                return self.frozen(x)
+        return self.module(x)
+
+    def _freeze(self, sample: Any) -> Any:
         import torch
 
-        eager = self.module(x)
+        if torch.get_num_threads() < 2:
+            return None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                traced = torch.jit.trace(self.module, x, check_trace=False)
+                traced = torch.jit.trace(self.module, sample, check_trace=False)
                 frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
-                out = frozen(x)
+                out = frozen(sample)
         except Exception:  # noqa: BLE001 - any tracing failure means: stay eager
-            return eager
+            return None
+        eager = self.module(sample)
         same = out.shape == eager.shape and torch.allclose(out, eager, rtol=1e-4, atol=1e-4)
-        if same and torch.equal(out.argmax(1), eager.argmax(1)):
-            self.frozen = frozen
-        return eager
+        return frozen if same and torch.equal(out.argmax(1), eager.argmax(1)) else None
 
 
 # --------------------------------------------------------------------------- cache
@@ -650,6 +407,38 @@ def _cache_write(key: str, arrays: Mapping[str, np.ndarray]) -> Path | None:
 # --------------------------------------------------------------------------- inference
 
 
+def cpu_threads(samples: int = 5) -> int | None:
+    """Threads for a CPU forward pass: torch's setting, capped by the cores idle now.
+
+    torch's OpenMP threads wait for each other after every operation, so on cores
+    shared with other busy processes two threads ran the CIFAR ResNets about half as
+    fast as one (benchmarks/bench_evaluate.py). The number of other runnable tasks is
+    read from ``/proc/stat`` (``procs_running``, the median of ``samples`` readings
+    10 ms apart, less this one); ``None`` where that is unavailable (torch's setting
+    is kept). An explicit ``threads=`` argument is used as given.
+    """
+    import torch
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    readings = []
+    try:
+        for i in range(samples):
+            if i:
+                time.sleep(0.01)
+            with open("/proc/stat", encoding="ascii") as fh:
+                readings += [int(line.split()[1]) for line in fh if line.startswith("procs_running")]
+    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
+        return None
+    if not readings:  # pragma: no cover
+        return None
+    others = int(np.median(readings)) - 1
+    return max(1, min(torch.get_num_threads(), cores - others))
+
+
+
 def _batch_size(batch_size: int | None, device: str) -> int:
     if batch_size is None:
         return CUDA_BATCH_SIZE if _resolve_device(device) == "cuda" else CPU_BATCH_SIZE
@@ -728,8 +517,11 @@ def _run_logits(
     if n:  # equal batches (10,000 at 256 -> 40 of 250): one shape, no re-planned last batch
         batch_size = -(-n // -(-n // batch_size))
     old_threads = torch.get_num_threads()
+    if threads is None and device == "cpu":
+        threads = cpu_threads()
     if threads is not None:
         torch.set_num_threads(threads)
+    runner.threads_used = torch.get_num_threads() if device == "cpu" else None
     runner.ensure()
     fn = runner.features if features else runner.forward
     preds = np.empty(n, dtype=np.int64)
@@ -890,8 +682,9 @@ def evaluate(
         every image must be labelled, with as many classes as the model predicts.
     batch_size, threads
         images per forward pass (default: ``CPU_BATCH_SIZE`` on the CPU, where small
-        batches stay in cache, ``CUDA_BATCH_SIZE`` on a GPU); CPU threads (``None``
-        keeps torch's setting).
+        batches stay in cache, ``CUDA_BATCH_SIZE`` on a GPU); CPU threads (``None``:
+        torch's setting, capped by the cores other processes leave idle, see
+        :func:`cpu_threads`; the number used is ``params["threads_used"]``).
     device
         ``"auto"`` (CUDA when present, else CPU), ``"cpu"`` or ``"cuda"``.
     cache
@@ -940,7 +733,7 @@ def evaluate(
             f"labels of {ds.name!r}",
             f"{unl} unlabelled images (label -1)",
             "labelled for evaluate()",
-            "Use replicate.evaluate.predict() for unlabelled images, or "
+            "Use replicate.predict() for unlabelled images, or "
             "dataset.select(dataset.labels >= 0).",
         )
     runner = _prepare(
@@ -975,6 +768,7 @@ def evaluate(
         "batch_size": batch_size,
         "device": dev,
         "threads": threads,
+        "threads_used": runner.threads_used if not inf.cached else None,
         "compile": compile,
         "cached": inf.cached,
         "seconds": round(inf.seconds, 4),
@@ -1100,13 +894,3 @@ def extract_features(
     if key is not None:
         _cache_write(key, {"features": feats})
     return feats
-
-
-class _CallableModule(types.ModuleType):
-    """This module, callable: ``replicate.evaluate(model, dataset)`` runs :func:`evaluate`."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> EvalResult:
-        return evaluate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
