@@ -55,7 +55,15 @@ from replicate.dedup.candidates import (  # noqa: F401
 )
 from replicate.dedup.gallery import dedup_gallery
 from replicate.dedup.result import DedupResult, append_blacklist, decide, read_blacklist
-from replicate.dedup.rules import DedupConfig, _check_config, _flag_rules, _rules_text, _window_only  # noqa: F401
+from replicate.dedup.rules import (  # noqa: F401
+    RULES,
+    DedupConfig,
+    Rule,
+    _check_config,
+    _flag_rules,
+    _rules_text,
+    _window_only,
+)
 from replicate.dedup.signatures import (  # noqa: F401
     _aligned_query,
     _aligned_reference,
@@ -74,6 +82,8 @@ from replicate.imageset import ImageSet
 __all__ = [
     "DedupConfig",
     "DedupResult",
+    "Rule",
+    "RULES",
     "PreparedSet",
     "find_near_duplicates",
     "prepare",

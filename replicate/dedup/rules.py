@@ -3,8 +3,8 @@ for each candidate pair (:func:`_flag_rules`) and their text."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -136,25 +136,38 @@ class DedupConfig:
         return cls(**d)
 
 
-def _check_threshold(name: str, value: Any, hi: float) -> float | None:
-    if value is None:
-        return None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise fail(name, value, f"a number in [0, {hi:g}] or None", error=TypeError) from None
-    if not (0.0 <= x <= hi):
-        raise fail(name, value, f"in [0, {hi:g}] (or None to switch the rule off)")
-    return x
+# --------------------------------------------------------------------------------------
+# checks of single settings: (field name, value, the whole config) -> the checked value
+
+Check = Callable[[str, Any, DedupConfig], Any]
 
 
-def _required(value: float | None, name: str) -> float:
-    if value is None:
-        raise fail(name, None, "a number in [0, 2]", "Switch the ratio rule off with ratio_max=None.", error=TypeError)
-    return value
+def _count(minimum: int = 0, maximum: int | None = None) -> Check:
+    return lambda name, value, config: check_int(name, value, minimum=minimum, maximum=maximum)
 
 
-def _check_scales(scales: Any, name: str = "scales") -> tuple[float, ...]:
+def _limit(hi: float, required_by: str | None = None) -> Check:
+    """A threshold in [0, hi]; None switches its rule off, unless ``required_by`` names the
+    rule that needs it (whose ``<rule>_max=None`` switches it off)."""
+
+    def check(name: str, value: Any, config: DedupConfig) -> float | None:
+        if value is None:
+            if required_by is None:
+                return None
+            raise fail(name, None, f"a number in [0, {hi:g}]",
+                       f"Switch the {required_by} rule off with {required_by}_max=None.", error=TypeError)
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            raise fail(name, value, f"a number in [0, {hi:g}] or None", error=TypeError) from None
+        if not (0.0 <= x <= hi):
+            raise fail(name, value, f"in [0, {hi:g}] (or None to switch the rule off)")
+        return x
+
+    return check
+
+
+def _zooms(name: str, scales: Any, config: DedupConfig) -> tuple[float, ...]:
     try:
         out = tuple(float(z) for z in scales)
     except (TypeError, ValueError):
@@ -164,64 +177,151 @@ def _check_scales(scales: Any, name: str = "scales") -> tuple[float, ...]:
     return out
 
 
-def _check_config(config: DedupConfig) -> DedupConfig:
+def _radii(name: str, radii: Mapping[str, Any], config: DedupConfig) -> dict[str, int]:
     from replicate._validation import check_choice
     from replicate.hashing import hash_bits, list_hashers
 
     hs = check_int("hash_size", config.hash_size, minimum=2)
-    radii = {}
-    for method, radius in config.hash_radii.items():
+    out = {}
+    for method, radius in radii.items():
         check_choice("hash_radii key", method, list_hashers())
-        bits = hash_bits(method, hash_size=hs)
-        radii[method] = check_int(f"hash_radii[{method!r}]", radius, minimum=0, maximum=bits)
-    return replace(
-        config,
-        hash_radii=radii,
-        hash_size=hs,
-        l2_k=check_int("l2_k", config.l2_k, minimum=0),
-        tiny_k=check_int("tiny_k", config.tiny_k, minimum=0),
-        aligned_k=check_int("aligned_k", config.aligned_k, minimum=0),
-        feature_k=check_int("feature_k", config.feature_k, minimum=0),
-        tiny_size=check_int("tiny_size", config.tiny_size, minimum=2),
-        max_shift=check_int("max_shift", config.max_shift, minimum=0, maximum=8),
-        scales=_check_scales(config.scales),
-        l2_rms_max=_check_threshold("l2_rms_max", config.l2_rms_max, 255.0),
-        aligned_max=_check_threshold("aligned_max", config.aligned_max, 2.0),
-        ratio_max=_check_threshold("ratio_max", config.ratio_max, 1.0),
-        ratio_aligned_max=_required(_check_threshold("ratio_aligned_max", config.ratio_aligned_max, 2.0), "ratio_aligned_max"),
-        within_ratio_max=_check_threshold("within_ratio_max", config.within_ratio_max, 1.0),
-        within_ratio_aligned_max=_required(
-            _check_threshold("within_ratio_aligned_max", config.within_ratio_aligned_max, 2.0), "within_ratio_aligned_max"
-        ),
-        tiny_max=_check_threshold("tiny_max", config.tiny_max, 2.0),
-        feature_max=_check_threshold("feature_max", config.feature_max, 2.0),
-        within_query=bool(config.within_query),
-        flips=bool(config.flips),
-        edge_max=_check_threshold("edge_max", config.edge_max, 2.0),
-        edge_ratio_max=_check_threshold("edge_ratio_max", config.edge_ratio_max, 1.0),
-        edge_ratio_edge_max=_required(
-            _check_threshold("edge_ratio_edge_max", config.edge_ratio_edge_max, 2.0), "edge_ratio_edge_max"
-        ),
-        within_edge_max=_check_threshold("within_edge_max", config.within_edge_max, 2.0),
-        window_edge_max=_check_threshold("window_edge_max", config.window_edge_max, 2.0),
-        edge_aligned_max=_required(_check_threshold("edge_aligned_max", config.edge_aligned_max, 2.0), "edge_aligned_max"),
-        edge_max_shift=check_int("edge_max_shift", config.edge_max_shift, minimum=0, maximum=8),
-        edge_scales=_check_scales(config.edge_scales, "edge_scales"),
-    )
+        out[method] = check_int(f"hash_radii[{method!r}]", radius, minimum=0, maximum=hash_bits(method, hash_size=hs))
+    return out
 
 
-def _distance_columns(config: DedupConfig) -> list[str]:
-    cols = [f"hamming_{m}" for m in config.hash_radii]
-    cols += ["l2", "l2_rms", "l2_rank", "tiny", "tiny_rank", "aligned", "aligned_ratio"]
-    if config.aligned_k:
-        cols += ["aligned_rank"]
-    if config.flips:
-        cols += ["aligned_mirror"]
-    if config.feature_model is not None:
-        cols += ["feature", "feature_rank"]
-    if config.edge_max is not None:
-        cols += ["edge", "edge_ratio"]
-    return cols
+def _switch(name: str, value: Any, config: DedupConfig) -> bool:
+    return bool(value)
+
+
+def _as_is(name: str, value: Any, config: DedupConfig) -> Any:
+    return value
+
+
+# --------------------------------------------------------------------------------------
+# the rules, as data
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule of the detector: everything about it in one place.
+
+    Attributes
+    ----------
+    name
+        its name; the label in ``flagged_by`` (the hash rule labels each method by name).
+    columns
+        ``columns(config)``: the pair-table columns of its signal that the candidate search
+        computes under ``config`` (:func:`_distance_columns` is their union).
+    predicate
+        ``predicate(pairs, config, inside)``: ``{label: mask}`` of the pairs it flags
+        (``inside`` marks pairs within the query set); empty when it is off or the table
+        lacks the columns of an optional signal.
+    text
+        ``text(config)``: how :meth:`DedupResult.summary` states it (no parts when off).
+    settings
+        the :class:`DedupConfig` fields it owns, each with its check.
+    """
+
+    name: str
+    columns: Callable[[DedupConfig], tuple[str, ...]]
+    predicate: Callable[[pd.DataFrame, DedupConfig, np.ndarray], dict[str, np.ndarray]]
+    text: Callable[[DedupConfig], list[str]]
+    settings: Mapping[str, Check] = field(default_factory=dict)
+
+
+def _col(pairs: pd.DataFrame, name: str) -> np.ndarray:
+    """A distance column with missing values (not computed) as infinitely far."""
+    return np.nan_to_num(pairs[name].to_numpy(dtype=float), nan=np.inf)
+
+
+def _zoom_text(scales: tuple[float, ...]) -> str:
+    return f"zoom {min(scales):g}-{max(scales):g}"
+
+
+_HASH = Rule(
+    "hash",
+    columns=lambda c: tuple(f"hamming_{m}" for m in c.hash_radii),
+    predicate=lambda p, c, inside: {m: p[f"hamming_{m}"].to_numpy() <= r for m, r in c.hash_radii.items()},
+    text=lambda c: [f"{m} <= {r}" for m, r in c.hash_radii.items()],
+    settings={"hash_radii": _radii, "hash_size": _count(2)},
+)
+
+_L2 = Rule(
+    "l2",
+    columns=lambda c: ("l2", "l2_rms", "l2_rank"),
+    predicate=lambda p, c, inside: {} if c.l2_rms_max is None else {"l2": p["l2_rms"].to_numpy() <= c.l2_rms_max},
+    text=lambda c: [] if c.l2_rms_max is None else [f"l2_rms <= {c.l2_rms_max:g} (among {c.l2_k} nearest)"],
+    settings={"l2_k": _count(), "l2_rms_max": _limit(255.0)},
+)
+
+_ALIGNED = Rule(
+    "aligned",
+    columns=lambda c: ("aligned",) + (("aligned_rank",) if c.aligned_k else ()),
+    predicate=lambda p, c, inside: {} if c.aligned_max is None else {"aligned": p["aligned"].to_numpy() <= c.aligned_max},
+    text=lambda c: [] if c.aligned_max is None else [
+        f"aligned <= {c.aligned_max:g} (shift <= {c.max_shift}, {_zoom_text(c.scales)}{', flips too' if c.flips else ''})"
+    ],
+    settings={"aligned_k": _count(), "max_shift": _count(0, 8), "scales": _zooms, "aligned_max": _limit(2.0)},
+)
+
+_MIRROR = Rule(  # the aligned rule's limit on the mirrored query (flips=True); stated with the aligned rule
+    "mirror",
+    columns=lambda c: ("aligned_mirror",) if c.flips else (),
+    predicate=lambda p, c, inside: {} if c.aligned_max is None or "aligned_mirror" not in p
+    else {"mirror": p["aligned_mirror"].to_numpy() <= c.aligned_max},
+    text=lambda c: [],
+    settings={"flips": _switch},
+)
+
+
+def _ratio_fires(p: pd.DataFrame, c: DedupConfig, inside: np.ndarray) -> dict[str, np.ndarray]:
+    if c.ratio_max is None or "aligned_ratio" not in p:
+        return {}
+    ratio, aligned = _col(p, "aligned_ratio"), p["aligned"].to_numpy()
+    fires = ~inside & (aligned <= c.ratio_aligned_max) & (ratio <= c.ratio_max)
+    if c.within_ratio_max is None:  # inside the set too, with the same limits
+        fires |= inside & (aligned <= c.ratio_aligned_max) & (ratio <= c.ratio_max)
+    else:
+        fires |= inside & (aligned <= c.within_ratio_aligned_max) & (ratio <= c.within_ratio_max)
+    return {"ratio": fires}
+
+
+def _ratio_text(c: DedupConfig) -> list[str]:
+    if c.ratio_max is None:
+        return []
+    text = f"aligned <= {c.ratio_aligned_max:g} with aligned_ratio <= {c.ratio_max:g}"
+    if c.within_query and c.within_ratio_max is not None:
+        text += (f" (inside the set: aligned <= {c.within_ratio_aligned_max:g} with aligned_ratio"
+                 f" <= {c.within_ratio_max:g})")
+    return [text]
+
+
+_RATIO = Rule(
+    "ratio",
+    columns=lambda c: ("aligned_ratio",),
+    predicate=_ratio_fires,
+    text=_ratio_text,
+    settings={"ratio_max": _limit(1.0), "ratio_aligned_max": _limit(2.0, "ratio"),
+              "within_ratio_max": _limit(1.0), "within_ratio_aligned_max": _limit(2.0, "ratio")},
+)
+
+_TINY = Rule(
+    "tiny",
+    columns=lambda c: ("tiny", "tiny_rank"),
+    predicate=lambda p, c, inside: {} if c.tiny_max is None else {"tiny": p["tiny"].to_numpy() <= c.tiny_max},
+    text=lambda c: [] if c.tiny_max is None else [f"tiny <= {c.tiny_max:g}"],
+    settings={"tiny_k": _count(), "tiny_size": _count(2), "tiny_max": _limit(2.0)},
+)
+
+_FEATURE = Rule(
+    "feature",
+    columns=lambda c: ("feature", "feature_rank") if c.feature_model is not None else (),
+    predicate=lambda p, c, inside: {} if c.feature_max is None or "feature" not in p
+    else {"feature": p["feature"].to_numpy() <= c.feature_max},
+    text=lambda c: [] if c.feature_model is None or c.feature_max is None
+    else [f"{c.feature_model} feature <= {c.feature_max:g}"],
+    settings={"feature_model": _as_is, "feature_k": _count(), "feature_max": _limit(2.0)},
+)
 
 
 def _window_only(pairs: pd.DataFrame, config: DedupConfig) -> np.ndarray:
@@ -236,91 +336,91 @@ def _window_only(pairs: pd.DataFrame, config: DedupConfig) -> np.ndarray:
     return only
 
 
+def _edge_fires(p: pd.DataFrame, c: DedupConfig, inside: np.ndarray) -> dict[str, np.ndarray]:
+    if c.edge_max is None:
+        return {}
+    if "edge" not in p:
+        raise fail("config.edge_max", c.edge_max, "None for a candidate table without an 'edge' column",
+                   "Search again with edge_max set to compute it.")
+    edge = _col(p, "edge")
+    limit = np.full(len(p), c.edge_max)
+    if c.within_edge_max is not None:
+        limit[inside] = c.within_edge_max
+    if c.window_edge_max is not None and "aligned_rank" in p:
+        only = _window_only(p, c)
+        limit[only] = np.minimum(limit[only], c.window_edge_max)
+    fires = edge <= limit
+    if c.edge_ratio_max is not None:
+        if "edge_ratio" not in p:
+            raise fail("config.edge_ratio_max", c.edge_ratio_max, "None for a candidate table without an "
+                       "'edge_ratio' column", "Search again to compute it.")
+        fires |= ~inside & (edge <= c.edge_ratio_edge_max) & (_col(p, "edge_ratio") <= c.edge_ratio_max)
+    return {"edge": (p["aligned"].to_numpy() <= c.edge_aligned_max) & fires}
+
+
+def _edge_text(c: DedupConfig) -> list[str]:
+    if c.edge_max is None:
+        return []
+    text = (f"aligned <= {c.edge_aligned_max:g} with edge <= {c.edge_max:g} "
+            f"(shift <= {c.edge_max_shift}, {_zoom_text(c.edge_scales)}")
+    if c.within_query and c.within_edge_max is not None:
+        text += f"; inside the set: edge <= {c.within_edge_max:g}"
+    if c.aligned_k and c.window_edge_max is not None and c.window_edge_max < c.edge_max:
+        text += f"; coarse-window candidates: edge <= {c.window_edge_max:g}"
+    text += ")"
+    if c.edge_ratio_max is not None:
+        text += (f" or aligned <= {c.edge_aligned_max:g} with edge <= {c.edge_ratio_edge_max:g} and "
+                 f"edge_ratio <= {c.edge_ratio_max:g}")
+        if c.within_query:
+            text += " (not inside the set)"
+    return [text]
+
+
+_EDGE = Rule(
+    "edge",
+    columns=lambda c: ("edge", "edge_ratio") if c.edge_max is not None else (),
+    predicate=_edge_fires,
+    text=_edge_text,
+    settings={"edge_max": _limit(2.0), "edge_ratio_max": _limit(1.0), "edge_ratio_edge_max": _limit(2.0, "edge"),
+              "within_edge_max": _limit(2.0), "window_edge_max": _limit(2.0), "edge_aligned_max": _limit(2.0, "edge"),
+              "edge_max_shift": _count(0, 8), "edge_scales": _zooms},
+)
+
+RULES: tuple[Rule, ...] = (_HASH, _L2, _ALIGNED, _MIRROR, _RATIO, _TINY, _FEATURE, _EDGE)
+"""Every rule, in the order of the labels in ``flagged_by``."""
+
+_SEARCH_SETTINGS: dict[str, Check] = {"within_query": _switch}  # the one setting no rule owns
+_CHECKS: dict[str, Check] = {**_SEARCH_SETTINGS, **{k: v for rule in RULES for k, v in rule.settings.items()}}
+if set(_CHECKS) != {f.name for f in fields(DedupConfig)}:  # pragma: no cover - a rule or a field was added alone
+    raise AssertionError(f"settings without a check, or checks without a field: {set(_CHECKS) ^ set(DedupConfig.__dataclass_fields__)}")
+
+
+def _check_config(config: DedupConfig) -> DedupConfig:
+    """Every setting checked (by its rule's check) and normalised."""
+    return replace(config, **{f.name: _CHECKS[f.name](f.name, getattr(config, f.name), config) for f in fields(config)})
+
+
+def _distance_columns(config: DedupConfig) -> list[str]:
+    """The distance and rank columns of a candidate table under ``config``."""
+    return list(dict.fromkeys(col for rule in RULES for col in rule.columns(config)))
+
+
 def _flag_rules(
     pairs: pd.DataFrame, config: DedupConfig, within: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Which rules fire for each pair; ``within`` marks pairs inside the query set, which
-    use the ``within_ratio_*`` limits of the ratio rule."""
-    fired: list[tuple[str, np.ndarray]] = []
-    for m, r in config.hash_radii.items():
-        fired.append((m, pairs[f"hamming_{m}"].to_numpy() <= r))
-    if config.l2_rms_max is not None:
-        fired.append(("l2", pairs["l2_rms"].to_numpy() <= config.l2_rms_max))
-    if config.aligned_max is not None:
-        fired.append(("aligned", pairs["aligned"].to_numpy() <= config.aligned_max))
-        if "aligned_mirror" in pairs:
-            fired.append(("mirror", pairs["aligned_mirror"].to_numpy() <= config.aligned_max))
-    if "aligned_ratio" in pairs:
-        ratio = np.nan_to_num(pairs["aligned_ratio"].to_numpy(dtype=float), nan=np.inf)
-        aligned = pairs["aligned"].to_numpy()
-        inside = np.zeros(len(pairs), bool) if within is None else np.asarray(within, bool)
-        if config.ratio_max is not None:
-            fires = ~inside & (aligned <= config.ratio_aligned_max) & (ratio <= config.ratio_max)
-            if config.within_ratio_max is None:  # inside the set too, with the same limits
-                fires |= inside & (aligned <= config.ratio_aligned_max) & (ratio <= config.ratio_max)
-            else:
-                fires |= inside & (aligned <= config.within_ratio_aligned_max) & (ratio <= config.within_ratio_max)
-            fired.append(("ratio", fires))
-    if config.tiny_max is not None:
-        fired.append(("tiny", pairs["tiny"].to_numpy() <= config.tiny_max))
-    if config.feature_max is not None and "feature" in pairs:
-        fired.append(("feature", pairs["feature"].to_numpy() <= config.feature_max))
-    if config.edge_max is not None:
-        if "edge" not in pairs:
-            raise fail("config.edge_max", config.edge_max, "None for a candidate table without an 'edge' column",
-                       "Search again with edge_max set to compute it.")
-        edge = np.nan_to_num(pairs["edge"].to_numpy(dtype=float), nan=np.inf)
-        limit = np.full(len(pairs), config.edge_max)
-        if within is not None and config.within_edge_max is not None:
-            limit[np.asarray(within, bool)] = config.within_edge_max
-        if config.window_edge_max is not None and "aligned_rank" in pairs:
-            only = _window_only(pairs, config)
-            limit[only] = np.minimum(limit[only], config.window_edge_max)
-        fires = edge <= limit
-        if config.edge_ratio_max is not None:
-            if "edge_ratio" not in pairs:
-                raise fail("config.edge_ratio_max", config.edge_ratio_max, "None for a candidate table without an "
-                           "'edge_ratio' column", "Search again to compute it.")
-            ratio = np.nan_to_num(pairs["edge_ratio"].to_numpy(dtype=float), nan=np.inf)
-            outside = np.ones(len(pairs), bool) if within is None else ~np.asarray(within, bool)
-            fires |= outside & (edge <= config.edge_ratio_edge_max) & (ratio <= config.edge_ratio_max)
-        fired.append(("edge", (pairs["aligned"].to_numpy() <= config.edge_aligned_max) & fires))
+    use the ``within_*`` limits."""
     n = len(pairs)
+    inside = np.zeros(n, bool) if within is None else np.asarray(within, bool)
     flagged = np.zeros(n, dtype=bool)
     labels = np.full(n, "", dtype=object)
-    for name, mask in fired:
-        flagged |= mask
-        labels[mask] = [f"{x},{name}" if x else name for x in labels[mask]]
+    for rule in RULES:
+        for name, mask in rule.predicate(pairs, config, inside).items():
+            flagged |= mask
+            labels[mask] = [f"{x},{name}" if x else name for x in labels[mask]]
     return flagged, labels.astype(str) if n else np.array([], dtype=str)
 
 
 def _rules_text(config: DedupConfig) -> str:
-    parts = [f"{m} <= {r}" for m, r in config.hash_radii.items()]
-    if config.l2_rms_max is not None:
-        parts.append(f"l2_rms <= {config.l2_rms_max:g} (among {config.l2_k} nearest)")
-    if config.aligned_max is not None:
-        flips = ", flips too" if config.flips else ""
-        parts.append(f"aligned <= {config.aligned_max:g} (shift <= {config.max_shift}, zoom {min(config.scales):g}-{max(config.scales):g}{flips})")
-    if config.ratio_max is not None:
-        parts.append(f"aligned <= {config.ratio_aligned_max:g} with aligned_ratio <= {config.ratio_max:g}")
-        if config.within_query and config.within_ratio_max is not None:
-            parts[-1] += (f" (inside the set: aligned <= {config.within_ratio_aligned_max:g} with aligned_ratio"
-                          f" <= {config.within_ratio_max:g})")
-    if config.tiny_max is not None:
-        parts.append(f"tiny <= {config.tiny_max:g}")
-    if config.feature_model is not None and config.feature_max is not None:
-        parts.append(f"{config.feature_model} feature <= {config.feature_max:g}")
-    if config.edge_max is not None:
-        parts.append(f"aligned <= {config.edge_aligned_max:g} with edge <= {config.edge_max:g} "
-                     f"(shift <= {config.edge_max_shift}, zoom {min(config.edge_scales):g}-{max(config.edge_scales):g}")
-        if config.within_query and config.within_edge_max is not None:
-            parts[-1] += f"; inside the set: edge <= {config.within_edge_max:g}"
-        if config.aligned_k and config.window_edge_max is not None and config.window_edge_max < config.edge_max:
-            parts[-1] += f"; coarse-window candidates: edge <= {config.window_edge_max:g}"
-        parts[-1] += ")"
-        if config.edge_ratio_max is not None:
-            parts[-1] += (f" or aligned <= {config.edge_aligned_max:g} with edge <= {config.edge_ratio_edge_max:g} and "
-                          f"edge_ratio <= {config.edge_ratio_max:g}")
-            if config.within_query:
-                parts[-1] += " (not inside the set)"
+    parts = [part for rule in RULES for part in rule.text(config)]
     return " or ".join(parts) if parts else "(none)"
