@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 import pandas as pd
@@ -56,6 +55,7 @@ from replicate.dedup.candidates import (  # noqa: F401
 from replicate.dedup.gallery import dedup_gallery
 from replicate.dedup.result import DedupResult, append_blacklist, decide, read_blacklist
 from replicate.dedup.rules import (  # noqa: F401
+    PRESETS,
     RULES,
     DedupConfig,
     Rule,
@@ -63,6 +63,7 @@ from replicate.dedup.rules import (  # noqa: F401
     _flag_rules,
     _rules_text,
     _window_only,
+    _with_overrides,
 )
 from replicate.dedup.signatures import (  # noqa: F401
     _aligned_query,
@@ -84,6 +85,7 @@ __all__ = [
     "DedupResult",
     "Rule",
     "RULES",
+    "PRESETS",
     "PreparedSet",
     "find_near_duplicates",
     "prepare",
@@ -111,7 +113,7 @@ def find_near_duplicates(
     query: ImageSet,
     references: Mapping[str, ImageSet] | Sequence[ImageSet] | ImageSet | None = None,
     *,
-    config: DedupConfig | None = None,
+    config: DedupConfig | str | None = None,
     blacklist: str | os.PathLike[str] | Iterable[str] | None = None,
     chunk_size: int = 4096,
     **overrides: Any,
@@ -126,8 +128,10 @@ def find_near_duplicates(
         the original sets, ``{"cifar10-train": train, "cifar10-test": test}`` or a list
         (named by ``ImageSet.name``); ``None`` checks only within ``query``.
     config
-        signals and thresholds (:class:`DedupConfig`); keyword ``overrides`` replace
-        single fields, e.g. ``aligned_max=0.3`` or ``feature_model="resnet56"``.
+        signals and thresholds (:class:`DedupConfig`), or the name of a preset
+        (``"recall"``, the default; ``"balanced"``; ``"fast"``: :meth:`DedupConfig.preset`);
+        keyword ``overrides`` replace single fields, e.g. ``aligned_max=0.3`` or
+        ``feature_model="resnet56"``.
     blacklist
         a blacklist file (one id per line, appended by review) or an iterable of ids;
         listed query images are dropped.
@@ -143,13 +147,9 @@ def find_near_duplicates(
         raise fail("query", type(query).__name__, "an ImageSet", "Wrap arrays with ImageSet(images).", error=TypeError)
     if len(query) == 0:
         raise fail("query", "an empty set", "at least one image")
-    base = config if config is not None else DedupConfig()
-    unknown = sorted(set(overrides) - set(DedupConfig.__dataclass_fields__))
-    if unknown:
-        from replicate._validation import check_choice
-
-        check_choice("keyword argument", unknown[0], sorted(DedupConfig.__dataclass_fields__))
-    cfg = _check_config(replace(base, **overrides))
+    if isinstance(config, str):
+        config = DedupConfig.preset(config)
+    cfg = _check_config(_with_overrides(config if config is not None else DedupConfig(), overrides))
     chunk_size = check_int("chunk_size", chunk_size, minimum=1)
     refs = _as_references(references, query)
     if isinstance(blacklist, (str, os.PathLike)):

@@ -13,7 +13,7 @@ import torch
 
 from replicate._l2 import l2_knn, l2_sq_distances_at
 from replicate._validation import check_int, fail
-from replicate.dedup.rules import DedupConfig, _distance_columns
+from replicate.dedup.rules import RANK_COLUMNS, DedupConfig, _distance_columns
 from replicate.dedup.signatures import (
     _aligned_query,
     _aligned_reference,
@@ -179,7 +179,7 @@ def candidate_pairs(
         if not keys:
             continue
         cand = pd.concat(keys, ignore_index=True)
-        for col in ("l2_rank", "tiny_rank", "feature_rank", "aligned_rank"):
+        for col in RANK_COLUMNS:
             if col not in cand:
                 cand[col] = np.nan
         if is_within:
@@ -352,7 +352,7 @@ def _distances(
             raise RuntimeError("prepared sets have no model features; prepare() them with feature_model set")
         out["feature"] = _row_distance(qsrc.features[qloc], ref.features[rpos])
         out["feature_rank"] = cand.feature_rank.to_numpy()
-    for col in ("l2_rank", "tiny_rank", "feature_rank", "aligned_rank"):
+    for col in RANK_COLUMNS:
         if col in out:
             out[col] = out[col].astype("Int64")
     return out

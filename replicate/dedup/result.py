@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from replicate._validation import fail
-from replicate.dedup.rules import DedupConfig, _flag_rules, _rules_text
+from replicate.dedup.rules import RANK_COLUMNS, DedupConfig, _flag_rules, _rules_text
 from replicate.imageset import ImageSet
 
 # --------------------------------------------------------------------------------------
@@ -190,7 +190,7 @@ class DedupResult:
         meta = json.loads((p / "result.json").read_text())
         str_cols = {"query_id": str, "reference_set": str, "reference_id": str, "id": str, "set": str, "matches": str}
         pairs = pd.read_csv(p / "pairs.csv", dtype={**str_cols, "flagged_by": str}, keep_default_na=False, na_values=[""])
-        for col in ("l2_rank", "tiny_rank", "feature_rank"):
+        for col in RANK_COLUMNS:
             if col in pairs:
                 pairs[col] = pairs[col].astype("Int64")
         if "flagged_by" in pairs:
