@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import io
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from replicate._html import png_data_uri
 from replicate._validation import check_int, fail
 from replicate.dedup.candidates import _as_references
 from replicate.dedup.result import DedupResult
@@ -16,17 +15,6 @@ from replicate.imageset import ImageSet
 
 # --------------------------------------------------------------------------------------
 # review gallery
-
-
-def _png_b64(image: np.ndarray) -> str:
-    """The image as a base64 PNG at its own resolution (the page scales it up)."""
-    from PIL import Image
-
-    arr = np.asarray(image)
-    img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=True)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 _GALLERY = """<!DOCTYPE html>
@@ -51,8 +39,8 @@ append its id to the blacklist file (one id per line).</p>
 {% for row in rows %}
 <tr>
 <td>{{ loop.index }}</td>
-<td><img alt="{{ row.query_id }}" width="{{ width }}" height="{{ height }}" src="data:image/png;base64,{{ row.q_png }}"></td>
-<td><img alt="{{ row.reference_id }}" width="{{ width }}" height="{{ height }}" src="data:image/png;base64,{{ row.r_png }}"></td>
+<td><img alt="{{ row.query_id }}" width="{{ width }}" height="{{ height }}" src="{{ row.q_src }}"></td>
+<td><img alt="{{ row.reference_id }}" width="{{ width }}" height="{{ height }}" src="{{ row.r_src }}"></td>
 <td class="ids">{{ row.query_id }}<br>{{ row.reference_set }}:{{ row.reference_id }}<br>flagged by {{ row.flagged_by }}</td>
 <td class="dist">{{ row.dist }}</td>
 </tr>
@@ -109,8 +97,9 @@ def dedup_gallery(
                 "reference_set": r.reference_set,
                 "reference_id": r.reference_id,
                 "flagged_by": r.flagged_by,
-                "q_png": _png_b64(query.images[qp]),
-                "r_png": _png_b64(refs[r.reference_set].images[rp]),
+                # at its own resolution, the page scales it up
+                "q_src": png_data_uri(query.images[qp], optimize=True),
+                "r_src": png_data_uri(refs[r.reference_set].images[rp], optimize=True),
                 "dist": "\n".join(parts),
             }
         )
