@@ -12,13 +12,14 @@ Line" draw them: positions are ``Phi^-1(accuracy)`` and ticks are labelled in pe
 
 from __future__ import annotations
 
-import base64
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+
+from replicate._html import data_uri
 
 __all__ = [
     "Figure",
@@ -61,7 +62,7 @@ class Figure:
 
     def data_uri(self) -> str:
         """``data:`` URI for embedding in HTML (no network access needed)."""
-        return f"data:{self.mime};base64,{base64.b64encode(self.data).decode('ascii')}"
+        return data_uri(self.data, self.mime)
 
     def to_dict(self) -> dict[str, Any]:
         """Name, title, alt text, caption and file name (not the image bytes)."""

@@ -45,9 +45,7 @@ effect sizes.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +53,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from replicate._html import png_data_uri
 from replicate._json import json_safe as _json_safe
 from replicate._validation import check_choice, check_fraction, check_int, fail, short_repr
 from replicate.imageset import ImageSet
@@ -755,17 +754,6 @@ class ShiftResult:
 # =========================================================================== gallery
 
 
-def _thumb(img: np.ndarray, scale: int = 3) -> str:
-    from PIL import Image
-
-    arr = np.asarray(img)
-    pil = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr[..., :3])
-    pil = pil.resize((pil.width * scale, pil.height * scale), Image.Resampling.NEAREST)
-    buf = io.BytesIO()
-    pil.save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def _gallery(title: str, rows: Sequence[tuple[str, ImageSet, Sequence[str], Sequence[float]]]) -> str:
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
@@ -784,7 +772,7 @@ def _gallery(title: str, rows: Sequence[tuple[str, ImageSet, Sequence[str], Sequ
                 cls = _stratum_name(s, int(s.labels[p]))
                 parts.append(
                     f"<figure><img alt='{html.escape(i)}' title='{html.escape(i)}' "
-                    f"src='data:image/png;base64,{_thumb(s.images[p])}'>"
+                    f"src='{png_data_uri(s.images[p][..., :3], 3)}'>"
                     f"<figcaption>{html.escape(cls)}<br>{prob:.3f}</figcaption></figure>"
                 )
         parts.append("</div>")

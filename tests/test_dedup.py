@@ -464,9 +464,9 @@ def test_result_summary_dict_save_load(tmp_path, sets):
     assert d["counts"]["flagged"] == 7 and d["config"]["aligned_max"] == res.config.aligned_max
     assert {f["query_id"] for f in d["flagged"]} == set(res.flagged_ids)
     back = DedupResult.load(res.save(tmp_path / "out"))
-    pd.testing.assert_frame_equal(back.pairs, res.pairs, check_dtype=False)
-    pd.testing.assert_frame_equal(back.flagged, res.flagged, check_dtype=False)
-    pd.testing.assert_frame_equal(back.groups, res.groups, check_dtype=False)
+    pd.testing.assert_frame_equal(back.pairs, res.pairs)
+    pd.testing.assert_frame_equal(back.flagged, res.flagged)
+    pd.testing.assert_frame_equal(back.groups, res.groups)
     np.testing.assert_array_equal(back.kept_ids, res.kept_ids)
     assert back.config == res.config
     assert (tmp_path / "out/flagged_ids.txt").read_text().split() == list(res.flagged_ids)
@@ -843,3 +843,37 @@ def test_ratio_rule_has_its_own_limits_inside_the_query_set():
         find_near_duplicates(make_imageset(5), None, within_ratio_max=2)
     with pytest.raises(TypeError, match=r"within_ratio_aligned_max == None; must be a number in \[0, 2\]"):
         find_near_duplicates(make_imageset(5), None, within_ratio_aligned_max=None)
+
+
+def test_rules_own_every_setting_and_the_columns_the_search_computes(sets):
+    """A rule is data: each DedupConfig field is checked by exactly one rule (within_query
+    by the search), and the columns the rules declare are the ones a search computes."""
+    from replicate.dedup.rules import RULES, _check_config, _distance_columns
+
+    owned = [name for rule in RULES for name in rule.settings]
+    assert len(owned) == len(set(owned)) and set(owned) | {"within_query"} == set(DedupConfig.__dataclass_fields__)
+    assert [r.name for r in RULES] == ["hash", "l2", "aligned", "mirror", "ratio", "tiny", "feature", "edge"]
+    query, ref = sets
+    for cfg in (DedupConfig(), DedupConfig(aligned_k=0, edge_max=None, flips=True), DedupConfig(hash_radii={})):
+        res = find_near_duplicates(query, {"ref": ref}, config=cfg)
+        computed = set(res.pairs.columns) - {"query_id", "reference_set", "reference_id", "flagged", "flagged_by"}
+        assert set(_distance_columns(_check_config(cfg))) == computed
+
+
+def test_presets_name_the_measured_settings(sets):
+    from replicate.dedup import PRESETS
+
+    assert DedupConfig.preset("recall") == DedupConfig()  # the defaults: docs/dedup.md
+    assert DedupConfig.preset("balanced") == DedupConfig(edge_max=1.0, edge_ratio_max=0.9)  # the edge ratio guard
+    assert DedupConfig.preset("fast") == DedupConfig(aligned_k=0)
+    assert DedupConfig.preset("balanced", within_query=False).within_query is False
+    assert sorted(PRESETS) == ["balanced", "fast", "recall"]
+    query, ref = sets
+    by_name = find_near_duplicates(query, {"ref": ref}, config="fast", within_query=False)
+    by_field = find_near_duplicates(query, {"ref": ref}, aligned_k=0, within_query=False)
+    pd.testing.assert_frame_equal(by_name.pairs, by_field.pairs)
+    with pytest.raises(ValueError, match=r"preset == 'balance'; must be one of: 'recall', 'balanced', 'fast'. "
+                                         r"Did you mean 'balanced'\?"):
+        DedupConfig.preset("balance")
+    with pytest.raises(ValueError, match=r"keyword argument == 'edge_maxx'; must be one of"):
+        DedupConfig.preset("fast", edge_maxx=1.0)

@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _expand(patterns: list[str], allow_remote_code: bool = False) -> list[str]:
-    from replicate.evaluate import _check_remote_code
+    from replicate.evaluation import _check_remote_code
     from replicate.models import get_card, list_models
 
     names: list[str] = []

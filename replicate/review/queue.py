@@ -11,13 +11,12 @@ held in memory.
 
 from __future__ import annotations
 
-import base64
-import io
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from replicate._html import data_uri, png_bytes
 from replicate._validation import check_int, fail
 from replicate.imageset import ImageSet
 
@@ -31,21 +30,12 @@ PAIR_KEY_COLUMNS = ("query_id", "reference_set", "reference_id")
 
 def encode_png(image: np.ndarray, scale: int = 1) -> bytes:
     """PNG bytes of one HWC uint8 image, upscaled ``scale`` times by nearest neighbour."""
-    from PIL import Image
-
-    arr = np.asarray(image)
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
-    if scale > 1:
-        arr = np.repeat(np.repeat(arr, scale, axis=0), scale, axis=1)
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+    return png_bytes(image, scale, compress_level=1)  # fast: encoded on request
 
 
 def data_url(png: bytes) -> str:
     """A ``data:`` URL for PNG bytes (a page's images arrive in one response)."""
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return data_uri(png)
 
 
 class ReviewQueue:
