@@ -260,7 +260,7 @@ def test_york_fit_matches_scipy_odr():
     X = np.linspace(0, 3, 30) + rng.normal(0, 0.1, 30)
     Y = 0.3 + 1.2 * X + rng.normal(0, 0.2, 30)
     sx, sy = rng.uniform(0.05, 0.2, 30), rng.uniform(0.05, 0.3, 30)
-    a, b, cov, _ = stats._york(X, Y, sx, sy)
+    a, b, cov, _ = stats.fit._york(X, Y, sx, sy)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         out = odr.ODR(odr.RealData(X, Y, sx=sx, sy=sy), odr.unilinear, beta0=[1.0, 0.0]).run()

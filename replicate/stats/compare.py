@@ -1,0 +1,408 @@
+"""Many models on an original and a new test set at once: :func:`compare` -> :class:`Comparison`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from replicate._json import json_safe as _json
+from replicate._validation import check_choice, check_int, fail
+from replicate.stats._common import (
+    ADJUST_METHODS,
+    FIT_METHODS,
+    GAP_METHODS,
+    INTERVAL_METHODS,
+    SCALES,
+    AdjustMethod,
+    FitMethod,
+    GapMethod,
+    IntervalMethod,
+    Scale,
+    _boot_pairs,
+    _check_alpha,
+    _check_counts,
+    _pct,
+)
+from replicate.stats.diagnose import Diagnosis, diagnose
+from replicate.stats.fit import EffectiveRobustness, LinearFit, effective_robustness, linear_fit
+from replicate.stats.intervals import AccuracyCI, GapCI, accuracy_ci, gap_ci
+from replicate.stats.ranks import RankStability, rank_stability
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+
+# --------------------------------------------------------------------------- comparison of many models
+
+
+@dataclass(frozen=True)
+class _Record:
+    name: str
+    n: int
+    n_correct: int
+    correct: np.ndarray | None = None
+    top5_correct: np.ndarray | None = None
+    n_top5_correct: int | None = None
+    class_names: tuple[str, ...] | None = None
+    class_n: tuple[int, ...] | None = None
+    class_correct: tuple[int, ...] | None = None
+    flags: tuple[str, ...] = ()
+    dataset: str | None = None
+
+
+def _record(name: Any, item: Any, arg: str) -> _Record:
+    """One model's counts from an EvalResult-like object, a JSON dict or an (n_correct, n) pair."""
+    if isinstance(item, Mapping):
+        get: Callable[[str], Any] = item.get
+    elif isinstance(item, (tuple, list)) and len(item) == 2:
+        c, m = _check_counts(item[0], item[1], f"{arg}[{name!r}] n_correct", f"{arg}[{name!r}] n")
+        return _Record(str(name), int(m), int(c))
+    else:
+        def get(key: str) -> Any:
+            return getattr(item, key, None)
+    if name is None:
+        name = get("model")
+    if name is None or get("n") is None or get("n_correct") is None:
+        raise fail(arg, item, "evaluation results with .model, .n and .n_correct, or a mapping "
+                   "model -> (n_correct, n)", "Pass EvalResult objects or counts.", error=TypeError)
+    c, m = _check_counts(get("n_correct"), get("n"), f"{arg}[{name!r}].n_correct", f"{arg}[{name!r}].n")
+    correct = get("correct")
+    if correct is not None:
+        correct = np.asarray(correct)
+        if correct.dtype != bool or correct.shape != (int(m),) or int(correct.sum()) != int(c):
+            raise fail(f"{arg}[{name!r}].correct", correct,
+                       f"a bool array of {int(m)} images with {int(c)} True (matching n and n_correct)")
+    top5 = get("top5_correct")
+    top5 = None if top5 is None else np.asarray(top5, dtype=bool)
+    n5 = get("n_top5_correct")
+    if n5 is None and top5 is not None:
+        n5 = int(top5.sum())
+    cn, cc, cls = get("class_n"), get("class_correct"), get("class_names")
+    flags = get("flags")
+    return _Record(str(name), int(m), int(c), correct, top5, None if n5 is None else int(n5),
+                   None if cls is None else tuple(str(v) for v in cls),
+                   None if cn is None else tuple(int(v) for v in cn),
+                   None if cc is None else tuple(int(v) for v in cc),
+                   tuple(str(f) for f in flags) if flags else (),
+                   None if get("dataset") is None else str(get("dataset")))
+
+
+def _collect(results: Any, arg: str) -> dict[str, _Record]:
+    out: dict[str, _Record] = {}
+    if isinstance(results, Mapping):
+        items: Iterable[tuple[Any, Any]] = results.items()
+    else:
+        if isinstance(results, (str, bytes)) or not isinstance(results, Iterable):
+            raise fail(arg, results, "a sequence of evaluation results or a mapping model -> (n_correct, n)",
+                       error=TypeError)
+        items = ((None, r) for r in results)
+    for key, item in items:
+        rec = _record(key, item, arg)
+        if rec.name in out:
+            raise fail(arg, rec.name, "unique model names", "Each model may appear once per test set.")
+        out[rec.name] = rec
+    if not out:
+        raise fail(arg, "no results", "at least one model's results")
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class Comparison:
+    """Original vs new test set for many models: everything the drop statistics say.
+
+    ``names`` are the models found in both inputs (in the original's order);
+    ``unmatched_original`` / ``unmatched_new`` those found in only one (reported, not used).
+    ``original`` / ``new``: accuracies with intervals; ``gap``: drops with intervals and
+    adjusted p-values; ``fit``: the line on ``fit.scale`` (``None`` with fewer than 3 models);
+    ``effective_robustness``: distance above that line per model; ``ranks``: rank
+    stability; ``diagnosis``: the overfitting verdict in words; ``top5``: the same comparison
+    for top-5 accuracy where every model has it; ``class_drops``: per-model per-class drops
+    where class counts are known. ``fit_excluded`` lists models left out of the fit (their
+    effective robustness is still reported).
+    """
+
+    names: tuple[str, ...]
+    original: AccuracyCI
+    new: AccuracyCI
+    gap: GapCI
+    fit: LinearFit | None
+    effective_robustness: EffectiveRobustness | None
+    ranks: RankStability | None
+    diagnosis: Diagnosis | None
+    unmatched_original: tuple[str, ...] = ()
+    unmatched_new: tuple[str, ...] = ()
+    fit_excluded: tuple[str, ...] = ()
+    top5: Comparison | None = None
+    class_drops: Mapping[str, GapCI] = field(default_factory=dict)
+    original_name: str = "original"
+    new_name: str = "new"
+    metric: str = "top-1"
+    alpha: float = 0.05
+    flags: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One JSON-safe dict per model (the columns of :meth:`to_dataframe`)."""
+        er = self.effective_robustness
+        rk = self.ranks
+        out = []
+        for i, name in enumerate(self.names):
+            row = {
+                "model": name,
+                "n_orig": int(self.original.n[i]), "correct_orig": int(self.original.correct[i]),
+                "acc_orig": float(self.original.accuracy[i]),
+                "acc_orig_lower": float(self.original.lower[i]), "acc_orig_upper": float(self.original.upper[i]),
+                "n_new": int(self.new.n[i]), "correct_new": int(self.new.correct[i]),
+                "acc_new": float(self.new.accuracy[i]),
+                "acc_new_lower": float(self.new.lower[i]), "acc_new_upper": float(self.new.upper[i]),
+                "gap": float(self.gap.gap[i]), "gap_lower": float(self.gap.lower[i]),
+                "gap_upper": float(self.gap.upper[i]),
+                "p_value": _json(self.gap.p_value[i]), "p_adjusted": _json(self.gap.p_adjusted[i]),
+                "effective_robustness": None if er is None else _json(er.effective_robustness[i]),
+                "effective_robustness_lower": None if er is None else _json(er.lower[i]),
+                "effective_robustness_upper": None if er is None else _json(er.upper[i]),
+                "rank_orig": None if rk is None else float(rk.rank_orig[i]),
+                "rank_new": None if rk is None else float(rk.rank_new[i]),
+                "in_fit": self.fit is not None and name not in self.fit_excluded,
+                "flags": list(self.flags.get(name, ())),
+            }
+            out.append(row)
+        return out
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per model: counts, accuracies, bounds, gap, p-values, effective robustness, ranks."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows()).set_index("model")
+
+    def summary(self) -> str:
+        """A text table per model, then the fit, rank stability and the diagnosis."""
+        level = f"{100 * (1 - self.alpha):g}%"
+        width = max([len("model")] + [len(x) for x in self.names])
+        head = (f"{self.original_name} vs {self.new_name} ({self.metric}, {len(self.names)} models; "
+                f"{level} {self.original.method} intervals, {self.gap.method} gap intervals, "
+                f"{self.gap.adjust}-adjusted p)")
+        lines = [head, f"{'model':<{width}}  {'orig %':>7} {level + ' CI':>17}  {'new %':>7} {level + ' CI':>17}  "
+                 f"{'gap pp':>7} {level + ' CI':>17}  {'p adj':>8}  {'ER pp':>6}  {'rank':>9}"]
+        for r in self.rows():
+            er = "" if r["effective_robustness"] is None else f"{100 * r['effective_robustness']:6.2f}"
+            rank = "" if r["rank_orig"] is None else f"{r['rank_orig']:g}->{r['rank_new']:g}"
+            p = r["p_adjusted"]
+            lines.append(
+                f"{r['model']:<{width}}  {_pct(r['acc_orig']):>7} [{_pct(r['acc_orig_lower']):>6}, "
+                f"{_pct(r['acc_orig_upper']):>6}]  {_pct(r['acc_new']):>7} [{_pct(r['acc_new_lower']):>6}, "
+                f"{_pct(r['acc_new_upper']):>6}]  {_pct(r['gap']):>7} [{_pct(r['gap_lower']):>6}, "
+                f"{_pct(r['gap_upper']):>6}]  {'nan' if p is None else f'{p:.2g}':>8}  {er:>6}  {rank:>9}")
+        if self.fit is not None:
+            lines.append(self.fit.summary())
+            if self.fit_excluded:
+                lines.append(f"  left out of the fit: {', '.join(self.fit_excluded)}")
+        else:
+            lines.append("No fit: fewer than 3 models.")
+        if self.ranks is not None:
+            lines.append(self.ranks.summary())
+        if self.diagnosis is not None:
+            lines.append(self.diagnosis.summary())
+        for name, fl in self.flags.items():
+            for f in fl:
+                lines.append(f"WARNING {name}: {f}")
+        if self.unmatched_original or self.unmatched_new:
+            lines.append(f"Not compared (in one set only): original only: "
+                         f"{', '.join(self.unmatched_original) or '-'}; new only: {', '.join(self.unmatched_new) or '-'}")
+        if self.top5 is not None:
+            lines.append("")
+            lines.append(self.top5.summary())
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict: per-model rows plus every component result and the settings."""
+        return {
+            "original_name": self.original_name, "new_name": self.new_name, "metric": self.metric,
+            "alpha": self.alpha, "interval_method": self.original.method, "gap_method": self.gap.method,
+            "test": self.gap.test, "adjust": self.gap.adjust,
+            "models": self.rows(),
+            "unmatched_original": list(self.unmatched_original), "unmatched_new": list(self.unmatched_new),
+            "fit_excluded": list(self.fit_excluded),
+            "fit": None if self.fit is None else self.fit.to_dict(),
+            "effective_robustness": None if self.effective_robustness is None else self.effective_robustness.to_dict(),
+            "ranks": None if self.ranks is None else self.ranks.to_dict(),
+            "diagnosis": None if self.diagnosis is None else self.diagnosis.to_dict(),
+            "top5": None if self.top5 is None else self.top5.to_dict(),
+            "class_drops": {k: v.to_dict() for k, v in self.class_drops.items()},
+            "flags": {k: list(v) for k, v in self.flags.items()},
+        }
+
+
+def compare(
+    original_results: Any,
+    new_results: Any,
+    *,
+    alpha: float = 0.05,
+    interval: IntervalMethod = "clopper-pearson",
+    gap_method: GapMethod = "newcombe",
+    adjust: AdjustMethod = "holm",
+    scale: Scale = "probit",
+    fit_method: FitMethod = "ols",
+    bootstrap: Literal["auto", "none", "models", "images"] = "auto",
+    n_bootstrap: int = 1000,
+    exclude_from_fit: Sequence[str] = (),
+    exclude_flagged: bool = False,
+    top_k: int | None = None,
+    seed: int | None = 0,
+    original_name: str | None = None,
+    new_name: str | None = None,
+    metric: str = "top-1",
+    _with_top5: bool = True,
+) -> Comparison:
+    """Compare many models' accuracy on an original and a new test set.
+
+    Parameters
+    ----------
+    original_results, new_results
+        sequences of evaluation results (objects with ``.model``, ``.n``, ``.n_correct`` and
+        optionally ``.correct`` (per-image bool), ``.top5_correct``, ``.class_n`` /
+        ``.class_correct`` / ``.class_names``; e.g. :class:`replicate.evaluate.EvalResult` or
+        the dicts ``replicate evaluate --json`` writes), or mappings model -> ``(n_correct, n)``.
+        Models are matched by name; names found in only one input are reported in
+        ``unmatched_original`` / ``unmatched_new``.
+    alpha, interval, gap_method, adjust
+        interval level and methods (see :func:`accuracy_ci`, :func:`gap_ci`).
+    scale, fit_method
+        the line of :func:`linear_fit` used for effective robustness.
+    bootstrap, n_bootstrap, seed
+        bootstrap of slope/intercept and rank correlations: ``'images'`` when every model has
+        per-image correctness (``'auto'``), else ``'models'``; ``'none'`` skips the fit's
+        bootstrap (rank intervals then resample models).
+    exclude_from_fit
+        model names left out of the fit (e.g. flagged prediction files); they are still
+        compared and get an effective robustness.
+    exclude_flagged
+        also leave out of the fit every model whose results carry ``flags`` (e.g. an
+        implausible gap flagged when a prediction file was read).
+
+    original_name, new_name
+        the test sets' names; default: the results' common ``.dataset``, else
+        ``'original'`` / ``'new'``.
+
+    Per-model warnings are collected in ``Comparison.flags``: the inputs' own ``flags`` and
+    models far off the fitted line (``LinearFit.outliers``).
+    """
+    alpha = _check_alpha(alpha)
+    interval = check_choice("interval", interval, INTERVAL_METHODS)  # type: ignore[assignment]
+    gap_method = check_choice("gap_method", gap_method, GAP_METHODS)  # type: ignore[assignment]
+    adjust = check_choice("adjust", adjust, ADJUST_METHODS)  # type: ignore[assignment]
+    scale = check_choice("scale", scale, SCALES)  # type: ignore[assignment]
+    fit_method = check_choice("fit_method", fit_method, FIT_METHODS)  # type: ignore[assignment]
+    bootstrap = check_choice("bootstrap", bootstrap, ("auto", "none", "models", "images"))  # type: ignore[assignment]
+    orig = _collect(original_results, "original_results")
+    new = _collect(new_results, "new_results")
+    names = tuple(n for n in orig if n in new)
+    un_o = tuple(n for n in orig if n not in new)
+    un_n = tuple(n for n in new if n not in orig)
+    if not names:
+        raise fail("new_results", f"models {list(new)[:5]}", f"sharing model names with original_results "
+                   f"({list(orig)[:5]})", "Models are matched by name; check the names.")
+    excluded = tuple(str(e) for e in exclude_from_fit)
+    unknown = [e for e in excluded if e not in names]
+    if unknown:
+        raise fail("exclude_from_fit", unknown, "names of compared models",
+                   f"Compared models include: {', '.join(names[:8])}...")
+
+    ro = [orig[n] for n in names]
+    rn = [new[n] for n in names]
+
+    def common_dataset(rs: list[_Record], default: str) -> str:
+        found = {r.dataset for r in rs}
+        return found.pop() or default if len(found) == 1 else default  # type: ignore[return-value]
+
+    original_name = original_name if original_name is not None else common_dataset(ro, "original")
+    new_name = new_name if new_name is not None else common_dataset(rn, "new")
+    flags: dict[str, tuple[str, ...]] = {}
+    for a, b in zip(ro, rn):
+        fl = tuple(dict.fromkeys(a.flags + b.flags))
+        if fl:
+            flags[a.name] = fl
+    if exclude_flagged:
+        excluded = excluded + tuple(n for n in flags if n not in excluded)
+    c_o = np.array([r.n_correct for r in ro], dtype=np.int64)
+    n_o = np.array([r.n for r in ro], dtype=np.int64)
+    c_n = np.array([r.n_correct for r in rn], dtype=np.int64)
+    n_n = np.array([r.n for r in rn], dtype=np.int64)
+    acc_o = accuracy_ci(c_o, n_o, alpha=alpha, method=interval, names=names)
+    acc_n = accuracy_ci(c_n, n_n, alpha=alpha, method=interval, names=names)
+    gap = gap_ci(c_o, n_o, c_n, n_n, alpha=alpha, method=gap_method, adjust=adjust, names=names)
+
+    per_image = all(r.correct is not None for r in ro + rn) and len({r.n for r in ro}) == 1 \
+        and len({r.n for r in rn}) == 1
+    if bootstrap == "auto":
+        bootstrap = "images" if per_image else "models"
+    if bootstrap == "images" and not per_image:
+        raise fail("bootstrap", "images", "'models' or 'none' here",
+                   "Resampling images needs per-image correctness (.correct) for every model on one set each.")
+    co_mat = np.stack([r.correct for r in ro]) if per_image else None  # type: ignore[misc]
+    cn_mat = np.stack([r.correct for r in rn]) if per_image else None  # type: ignore[misc]
+
+    n_bootstrap = check_int("n_bootstrap", n_bootstrap, minimum=10)
+    boot = _boot_pairs(co_mat, cn_mat, n_bootstrap, seed) if bootstrap == "images" and len(names) >= 3 else None  # type: ignore[arg-type]
+
+    fit = er = ranks = diag = None
+    in_fit = np.array([n not in excluded for n in names])
+    if int(in_fit.sum()) >= 3:
+        idx = np.flatnonzero(in_fit)
+        fit = linear_fit(
+            acc_o.accuracy[idx], acc_n.accuracy[idx], n_orig=n_o[idx], n_new=n_n[idx], scale=scale,
+            method=fit_method, alpha=alpha, names=[names[i] for i in idx], bootstrap=bootstrap,
+            n_bootstrap=n_bootstrap, correct_orig=None if co_mat is None else co_mat[idx],
+            correct_new=None if cn_mat is None else cn_mat[idx], seed=seed,
+            boot_accuracies=None if boot is None else (boot[0][:, idx], boot[1][:, idx]),
+        )
+        er = effective_robustness(acc_o.accuracy, acc_n.accuracy, fit, n_orig=n_o, n_new=n_n, names=names,
+                                  alpha=alpha)
+        diag = diagnose(acc_o.accuracy[idx], acc_n.accuracy[idx],
+                        gap_ci(c_o[idx], n_o[idx], c_n[idx], n_n[idx], alpha=alpha, method=gap_method,
+                               adjust=adjust),
+                        names=[names[i] for i in idx], top_k=top_k, alpha=alpha,
+                        excess_scale=scale, n_orig=n_o[idx], n_new=n_n[idx],
+                        boot_accuracies=None if boot is None else (boot[0][:, idx], boot[1][:, idx])) \
+            if idx.size >= 4 else None
+    if len(names) >= 3:
+        ranks = rank_stability(acc_o.accuracy, acc_n.accuracy, names=names, correct_orig=co_mat,
+                               correct_new=cn_mat, bootstrap="images" if bootstrap == "images" else "models",
+                               n_bootstrap=n_bootstrap, alpha=alpha, seed=seed, boot_accuracies=boot)
+
+    class_drops: dict[str, GapCI] = {}
+    for a, b in zip(ro, rn):
+        if a.class_n and b.class_n and a.class_names == b.class_names and a.class_correct and b.class_correct:
+            keep = [i for i, (m1, m2) in enumerate(zip(a.class_n, b.class_n)) if m1 > 0 and m2 > 0]
+            if keep:
+                class_drops[a.name] = gap_ci(
+                    [a.class_correct[i] for i in keep], [a.class_n[i] for i in keep],
+                    [b.class_correct[i] for i in keep], [b.class_n[i] for i in keep],
+                    alpha=alpha, method=gap_method, adjust=adjust,
+                    names=[a.class_names[i] for i in keep])  # type: ignore[index]
+
+    top5 = None
+    if _with_top5 and all(r.n_top5_correct is not None for r in ro + rn):
+        def t5(rs: list[_Record]) -> list[dict[str, Any]]:
+            return [{"model": r.name, "n": r.n, "n_correct": r.n_top5_correct, "correct": r.top5_correct,
+                     "flags": r.flags} for r in rs]
+        have_arrays = all(r.top5_correct is not None for r in ro + rn)
+        top5 = compare(t5(ro), t5(rn), alpha=alpha, interval=interval, gap_method=gap_method, adjust=adjust,
+                       scale=scale, fit_method=fit_method,
+                       bootstrap=bootstrap if (have_arrays or bootstrap in ("none", "models")) else "models",
+                       n_bootstrap=n_bootstrap, exclude_from_fit=excluded, top_k=top_k, seed=seed,
+                       exclude_flagged=False,
+                       original_name=original_name, new_name=new_name, metric="top-5", _with_top5=False)
+
+    if fit is not None:
+        for o in fit.outliers:
+            flags[o] = flags.get(o, ()) + (
+                f"far off the {fit.scale} line (|studentized residual| > 4); kept in the fit",)
+    return Comparison(names, acc_o, acc_n, gap, fit, er, ranks, diag, un_o, un_n,
+                      tuple(e for e in names if e in excluded), top5, class_drops,
+                      original_name, new_name, metric, alpha, flags)
