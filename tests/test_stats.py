@@ -409,6 +409,37 @@ def test_compare_class_drops_from_class_counts():
     assert "fewer than 3 models" in c.summary()
 
 
+
+def test_comparison_from_dict_round_trips_to_dict_exactly():
+    """Comparison.from_dict(json) rebuilds every component: its to_dict equals the original's."""
+    rng = np.random.default_rng(5)
+
+    def results(n, shift):
+        out = []
+        for i, a in enumerate(np.linspace(0.7, 0.95, 6)):
+            corr = rng.random(n) < a - shift
+            out.append(SimpleNamespace(model=f"m{i}", n=n, n_correct=int(corr.sum()), correct=corr,
+                                       top5_correct=corr | (rng.random(n) < 0.5), class_names=("x", "y"),
+                                       class_n=(n // 2, n - n // 2),
+                                       class_correct=(int(corr[: n // 2].sum()), int(corr[n // 2:].sum()))))
+        return out
+
+    c = compare(results(3000, 0), results(1000, 0.1), n_bootstrap=50, exclude_from_fit=["m0"])
+    d = json.loads(json.dumps(c.to_dict(), allow_nan=False))
+    back = stats.Comparison.from_dict(d)
+    assert back.to_dict() == c.to_dict()
+    assert back.top5 is not None and back.class_drops.keys() == c.class_drops.keys()
+    assert back.summary() == c.summary()
+    np.testing.assert_array_equal(back.gap.statistic, c.gap.statistic)
+    assert not back.original.accuracy.flags.writeable
+    # the components round-trip on their own too (NaN p-values come back as NaN, not None)
+    for part in (c.fit, c.effective_robustness, c.ranks, c.diagnosis, c.original, c.gap):
+        assert type(part).from_dict(json.loads(json.dumps(part.to_dict()))).to_dict() == part.to_dict()
+    with pytest.raises(TypeError, match="data == .*must be the to_dict\\(\\) of a Comparison"):
+        stats.Comparison.from_dict({"original_name": "a"})
+    with pytest.raises(ValueError, match="must be a LinearFit dict with the fields method, alpha, n_models"):
+        stats.LinearFit.from_dict({"scale": "probit"})
+
 # --------------------------------------------------------------------------- bad input
 
 

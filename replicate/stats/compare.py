@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from replicate._json import json_safe as _json
+from replicate._results import Result
+from replicate._results import json_safe as _json
 from replicate._validation import check_choice, check_int, fail
 from replicate.stats._common import (
     ADJUST_METHODS,
@@ -110,7 +111,7 @@ def _collect(results: Any, arg: str) -> dict[str, _Record]:
 
 
 @dataclass(frozen=True, eq=False)
-class Comparison:
+class Comparison(Result):
     """Original vs new test set for many models: everything the drop statistics say.
 
     ``names`` are the models found in both inputs (in the original's order);
@@ -161,7 +162,7 @@ class Comparison:
                 "acc_new": float(self.new.accuracy[i]),
                 "acc_new_lower": float(self.new.lower[i]), "acc_new_upper": float(self.new.upper[i]),
                 "gap": float(self.gap.gap[i]), "gap_lower": float(self.gap.lower[i]),
-                "gap_upper": float(self.gap.upper[i]),
+                "gap_upper": float(self.gap.upper[i]), "gap_statistic": _json(self.gap.statistic[i]),
                 "p_value": _json(self.gap.p_value[i]), "p_adjusted": _json(self.gap.p_adjusted[i]),
                 "effective_robustness": None if er is None else _json(er.effective_robustness[i]),
                 "effective_robustness_lower": None if er is None else _json(er.lower[i]),
@@ -173,6 +174,47 @@ class Comparison:
             }
             out.append(row)
         return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Comparison:
+        """Rebuild a comparison from :meth:`to_dict` (or its JSON read back): ``to_dict`` round-trips exactly.
+
+        The per-model rows give the accuracies and the gaps; every other component is rebuilt
+        by its own ``from_dict``. Nothing is recomputed.
+        """
+        if not isinstance(data, Mapping) or not isinstance(data.get("models"), list):
+            raise fail("data", data, "the to_dict() of a Comparison (a mapping with a 'models' list)",
+                       error=TypeError)
+        rows = data["models"]
+        names = tuple(str(r["model"]) for r in rows)
+        alpha = float(data["alpha"])
+
+        def col(key: str, dtype: type = float) -> np.ndarray:
+            arr: np.ndarray = np.array([np.nan if r.get(key) is None else r[key] for r in rows], dtype=dtype)
+            arr.flags.writeable = False
+            return arr
+
+        def accuracies(s: str) -> AccuracyCI:
+            return AccuracyCI(col(f"correct_{s}", np.int64), col(f"n_{s}", np.int64), col(f"acc_{s}"),
+                              col(f"acc_{s}_lower"), col(f"acc_{s}_upper"), data["interval_method"], alpha, names)
+
+        gap = GapCI(col("correct_orig", np.int64), col("n_orig", np.int64), col("correct_new", np.int64),
+                    col("n_new", np.int64), col("acc_orig"), col("acc_new"), col("gap"), col("gap_lower"),
+                    col("gap_upper"), col("gap_statistic"), col("p_value"), col("p_adjusted"),
+                    data["gap_method"], data["test"], data["adjust"], alpha, names)
+
+        def part(kind: type[Any], key: str) -> Any:
+            return None if data.get(key) is None else kind.from_dict(data[key])
+
+        return cls(
+            names, accuracies("orig"), accuracies("new"), gap, part(LinearFit, "fit"),
+            part(EffectiveRobustness, "effective_robustness"), part(RankStability, "ranks"),
+            part(Diagnosis, "diagnosis"), tuple(data.get("unmatched_original", ())),
+            tuple(data.get("unmatched_new", ())), tuple(data.get("fit_excluded", ())), part(Comparison, "top5"),
+            {k: GapCI.from_dict(v) for k, v in data.get("class_drops", {}).items()},
+            data["original_name"], data["new_name"], data["metric"], alpha,
+            {k: tuple(v) for k, v in data.get("flags", {}).items()},
+        )
 
     def to_dataframe(self) -> pd.DataFrame:
         """One row per model: counts, accuracies, bounds, gap, p-values, effective robustness, ranks."""

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import stats as sps
 
-from replicate._json import json_safe as _json
+from replicate._results import Result
 from replicate._validation import check_choice, check_int, fail
 from replicate.stats._common import SCALES, Scale, _check_alpha, _names
 from replicate.stats.fit import _clip, _derivative, _ols, inverse_transform, linear_fit, transform
@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 @dataclass(frozen=True, eq=False)
-class Diagnosis:
+class Diagnosis(Result):
     """What the numbers support about adaptive overfitting vs distribution shift.
 
     Adaptive overfitting to the original test set predicts diminishing returns: the models
@@ -60,9 +60,6 @@ class Diagnosis:
 
     def summary(self) -> str:
         return f"Diagnosis: {self.verdict}.\n{self.text}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: _json(getattr(self, k)) for k in self.__dataclass_fields__}
 
 
 def diagnose(

@@ -10,7 +10,7 @@ import numpy as np
 from scipy import stats as sps
 from scipy.special import expit, logit
 
-from replicate._json import json_safe as _json
+from replicate._results import Result
 from replicate._validation import check_choice, check_int, fail
 from replicate.stats._common import (
     BOOTSTRAPS,
@@ -82,7 +82,7 @@ def _clip(p: np.ndarray, n: np.ndarray | None, scale: str, arg: str) -> tuple[np
 
 
 @dataclass(frozen=True, eq=False)
-class LinearFit:
+class LinearFit(Result):
     """Line through (original, new) accuracies of many models on a transformed scale.
 
     On the ``scale`` (probit, logit or linear) the fit is ``f(new) = intercept + slope * f(orig)``
@@ -175,9 +175,6 @@ class LinearFit:
         if self.outliers:
             lines.append(f"  outliers (|studentized residual| > 4; kept in the fit): {', '.join(self.outliers)}")
         return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: _json(getattr(self, k)) for k in self.__dataclass_fields__}
 
 
 def _ols(z: np.ndarray, w: np.ndarray) -> tuple[float, float]:
@@ -425,7 +422,7 @@ def linear_fit(
 
 
 @dataclass(frozen=True, eq=False)
-class EffectiveRobustness:
+class EffectiveRobustness(Result):
     """Distance of each model above the line fitted to (original, new) accuracies.
 
     ``effective_robustness = acc_new - predicted`` in accuracy units, where ``predicted`` is the
@@ -461,9 +458,6 @@ class EffectiveRobustness:
                          f"{_pct(self.predicted[i]):>7}  {_pct(self.effective_robustness[i]):>7}  "
                          f"[{_pct(self.lower[i]):>6}, {_pct(self.upper[i]):>6}]")
         return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: _json(getattr(self, k)) for k in self.__dataclass_fields__}
 
 
 def effective_robustness(

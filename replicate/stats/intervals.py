@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import stats as sps
 
-from replicate._json import json_safe as _json
+from replicate._results import Result
+from replicate._results import json_safe as _json
 from replicate._validation import check_choice, check_int, fail
 from replicate.stats._common import (
     _STATSMODELS_ADJUST,
@@ -37,7 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 @dataclass(frozen=True, eq=False)
-class AccuracyCI:
+class AccuracyCI(Result):
     """Accuracy with a binomial confidence interval, per model (arrays in the input's shape).
 
     Attributes: ``correct``, ``n`` (int64 counts), ``accuracy`` (= correct / n), ``lower``,
@@ -188,7 +189,7 @@ def adjust_pvalues(p_values: Any, method: AdjustMethod = "holm", alpha: float = 
 
 
 @dataclass(frozen=True, eq=False)
-class GapCI:
+class GapCI(Result):
     """Drop in accuracy between two independent test sets, per model (or per group).
 
     ``gap = acc_orig - acc_new`` (positive: lower accuracy on the new set) with a ``1 - alpha``
@@ -300,7 +301,7 @@ def gap_ci(
 
 
 @dataclass(frozen=True, eq=False)
-class McNemarResult:
+class McNemarResult(Result):
     """Exact McNemar test of two models (or two sets of predictions) on the same images.
 
     ``both`` / ``neither``: images both / neither got right; ``only_a`` / ``only_b``: images only
@@ -326,9 +327,6 @@ class McNemarResult:
         return (f"McNemar ({'exact' if self.exact else 'chi-square'}) {a} vs {b} on {self.n} images: "
                 f"{_pct(self.acc_a)}% vs {_pct(self.acc_b)}% (diff {_pct(self.diff)} pp); "
                 f"only {a} right: {self.only_a}, only {b} right: {self.only_b}; p = {self.p_value:.3g}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: _json(getattr(self, k)) for k in self.__dataclass_fields__}
 
 
 def mcnemar_test(correct_a: Any, correct_b: Any, exact: bool = True,

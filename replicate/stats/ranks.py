@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from scipy import stats as sps
 
-from replicate._json import json_safe as _json
+from replicate._results import Result
 from replicate._validation import check_choice, check_int, fail
 from replicate.stats._common import (
     _accuracy_matrix,
@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 @dataclass(frozen=True, eq=False)
-class RankStability:
+class RankStability(Result):
     """How well the ranking of models on the original set carries over to the new set.
 
     Ranks are 1 = most accurate (ties get the average rank). ``kendall_tau`` (tau-b) and
@@ -67,9 +67,6 @@ class RankStability:
             lines.append("  largest rank changes: " + "; ".join(
                 f"{n} {ro:g} -> {rn:g}" for n, ro, rn in self.largest_changes))
         return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: _json(getattr(self, k)) for k in self.__dataclass_fields__}
 
 
 def _ranks(acc: np.ndarray) -> np.ndarray:
