@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from replicate._validation import check_fraction, fail
+from replicate._validation import check_choice, check_fraction, fail
 
-if TYPE_CHECKING:  # pragma: no cover
-    pass
-
+L = TypeVar("L", bound=str)
 
 IntervalMethod = Literal["clopper-pearson", "wilson", "jeffreys"]
 GapMethod = Literal["newcombe", "agresti-caffo"]
@@ -19,13 +17,17 @@ AdjustMethod = Literal["holm", "bh", "bonferroni", "none"]
 Scale = Literal["probit", "logit", "linear"]
 FitMethod = Literal["ols", "odr"]
 Bootstrap = Literal["none", "models", "images"]
+RankBootstrap = Literal["auto", "models", "images"]
+CompareBootstrap = Literal["auto", "none", "models", "images"]
 
-INTERVAL_METHODS: tuple[str, ...] = ("clopper-pearson", "wilson", "jeffreys")
-GAP_METHODS: tuple[str, ...] = ("newcombe", "agresti-caffo")
-ADJUST_METHODS: tuple[str, ...] = ("holm", "bh", "bonferroni", "none")
-SCALES: tuple[str, ...] = ("probit", "logit", "linear")
-FIT_METHODS: tuple[str, ...] = ("ols", "odr")
-BOOTSTRAPS: tuple[str, ...] = ("none", "models", "images")
+INTERVAL_METHODS: tuple[IntervalMethod, ...] = ("clopper-pearson", "wilson", "jeffreys")
+GAP_METHODS: tuple[GapMethod, ...] = ("newcombe", "agresti-caffo")
+ADJUST_METHODS: tuple[AdjustMethod, ...] = ("holm", "bh", "bonferroni", "none")
+SCALES: tuple[Scale, ...] = ("probit", "logit", "linear")
+FIT_METHODS: tuple[FitMethod, ...] = ("ols", "odr")
+BOOTSTRAPS: tuple[Bootstrap, ...] = ("none", "models", "images")
+RANK_BOOTSTRAPS: tuple[RankBootstrap, ...] = ("auto", "models", "images")
+COMPARE_BOOTSTRAPS: tuple[CompareBootstrap, ...] = ("auto", "none", "models", "images")
 
 _STATSMODELS_INTERVAL = {"clopper-pearson": "beta", "wilson": "wilson", "jeffreys": "jeffreys"}
 _STATSMODELS_GAP = {"newcombe": "newcomb", "agresti-caffo": "agresti-caffo"}
@@ -47,6 +49,22 @@ def _names(names: Sequence[str] | None, size: int, arg: str = "names") -> tuple[
     if len(out) != size:
         raise fail(arg, f"{len(out)} names", f"one name per entry ({size})", "Pass as many names as counts.")
     return out
+
+
+def choice(name: str, value: Any, choices: tuple[L, ...]) -> L:
+    """:func:`~replicate._validation.check_choice` typed by its choices: the member (a Literal) equal to ``value``."""
+    return choices[choices.index(check_choice(name, value, choices))]
+
+
+def clip_accuracy(p: Any, n: Any) -> Any:
+    """The boundary rule (:data:`BOUNDARY_RULE`): accuracies clipped to ``[0.5/n, 1 - 0.5/n]``.
+
+    ``n`` is the test set's size (a number or one per accuracy); ``None`` leaves ``p`` as it is.
+    """
+    if n is None:
+        return p
+    n = np.asarray(n, dtype=float)
+    return np.clip(p, 0.5 / n, 1.0 - 0.5 / n)
 
 
 def _check_alpha(alpha: Any) -> float:

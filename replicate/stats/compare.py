@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from replicate._results import Result
 from replicate._results import json_safe as _json
-from replicate._validation import check_choice, check_int, fail
+from replicate._validation import check_int, fail
 from replicate.stats._common import (
     ADJUST_METHODS,
+    COMPARE_BOOTSTRAPS,
     FIT_METHODS,
     GAP_METHODS,
     INTERVAL_METHODS,
     SCALES,
     AdjustMethod,
+    Bootstrap,
+    CompareBootstrap,
     FitMethod,
     GapMethod,
     IntervalMethod,
@@ -26,6 +29,7 @@ from replicate.stats._common import (
     _check_alpha,
     _check_counts,
     _pct,
+    choice,
 )
 from replicate.stats.diagnose import Diagnosis, diagnose
 from replicate.stats.fit import EffectiveRobustness, LinearFit, effective_robustness, linear_fit
@@ -280,6 +284,147 @@ class Comparison(Result):
         }
 
 
+@dataclass(frozen=True)
+class _Settings:
+    """The validated settings of one :func:`compare` call (passed on to its top-5 twin)."""
+
+    alpha: float
+    interval: IntervalMethod
+    gap_method: GapMethod
+    adjust: AdjustMethod
+    scale: Scale
+    fit_method: FitMethod
+    n_bootstrap: int
+    top_k: int | None
+    seed: int | None
+
+
+@dataclass(frozen=True)
+class _Counts:
+    """Counts of the matched models on both sets, as int64 arrays."""
+
+    correct_orig: np.ndarray
+    n_orig: np.ndarray
+    correct_new: np.ndarray
+    n_new: np.ndarray
+
+    @classmethod
+    def of(cls, ro: list[_Record], rn: list[_Record]) -> _Counts:
+        def arr(values: Iterable[int]) -> np.ndarray:
+            return np.array(list(values), dtype=np.int64)
+
+        return cls(arr(r.n_correct for r in ro), arr(r.n for r in ro), arr(r.n_correct for r in rn),
+                   arr(r.n for r in rn))
+
+
+def _match(orig: dict[str, _Record], new: dict[str, _Record], exclude_from_fit: Sequence[str]
+           ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """Models in both inputs, in only one of each, and the validated names left out of the fit."""
+    names = tuple(n for n in orig if n in new)
+    if not names:
+        raise fail("new_results", f"models {list(new)[:5]}", f"sharing model names with original_results "
+                   f"({list(orig)[:5]})", "Models are matched by name; check the names.")
+    excluded = tuple(str(e) for e in exclude_from_fit)
+    unknown = [e for e in excluded if e not in names]
+    if unknown:
+        raise fail("exclude_from_fit", unknown, "names of compared models",
+                   f"Compared models include: {', '.join(names[:8])}...")
+    return names, tuple(n for n in orig if n not in new), tuple(n for n in new if n not in orig), excluded
+
+
+def _common_dataset(rs: list[_Record], default: str) -> str:
+    found = {r.dataset for r in rs}
+    return (found.pop() or default) if len(found) == 1 else default
+
+
+def _input_flags(ro: list[_Record], rn: list[_Record]) -> dict[str, tuple[str, ...]]:
+    flags: dict[str, tuple[str, ...]] = {}
+    for a, b in zip(ro, rn):
+        fl = tuple(dict.fromkeys(a.flags + b.flags))
+        if fl:
+            flags[a.name] = fl
+    return flags
+
+
+def _correct_matrices(ro: list[_Record], rn: list[_Record], bootstrap: CompareBootstrap
+                      ) -> tuple[Bootstrap, np.ndarray | None, np.ndarray | None]:
+    """The bootstrap ``'auto'`` resolves to, and the (models, images) correctness on each set if known."""
+    per_image = all(r.correct is not None for r in ro + rn) and len({r.n for r in ro}) == 1 \
+        and len({r.n for r in rn}) == 1
+    resolved: Bootstrap = ("images" if per_image else "models") if bootstrap == "auto" else bootstrap
+    if resolved == "images" and not per_image:
+        raise fail("bootstrap", "images", "'models' or 'none' here",
+                   "Resampling images needs per-image correctness (.correct) for every model on one set each.")
+    if not per_image:
+        return resolved, None, None
+    return (resolved, np.stack([r.correct for r in ro if r.correct is not None]),
+            np.stack([r.correct for r in rn if r.correct is not None]))
+
+
+def _line(acc_o: AccuracyCI, acc_n: AccuracyCI, k: _Counts, names: tuple[str, ...], excluded: tuple[str, ...],
+          s: _Settings, bootstrap: Bootstrap, co_mat: np.ndarray | None, cn_mat: np.ndarray | None,
+          boot: tuple[np.ndarray, np.ndarray] | None
+          ) -> tuple[LinearFit | None, EffectiveRobustness | None, Diagnosis | None]:
+    """The fit on the models not excluded, every model's effective robustness, and the diagnosis."""
+    idx = np.flatnonzero(np.array([n not in excluded for n in names]))
+    if idx.size < 3:
+        return None, None, None
+    fit_names = [names[i] for i in idx]
+    boot_fit = None if boot is None else (boot[0][:, idx], boot[1][:, idx])
+    fit = linear_fit(
+        acc_o.accuracy[idx], acc_n.accuracy[idx], n_orig=k.n_orig[idx], n_new=k.n_new[idx], scale=s.scale,
+        method=s.fit_method, alpha=s.alpha, names=fit_names, bootstrap=bootstrap,
+        n_bootstrap=s.n_bootstrap, correct_orig=None if co_mat is None else co_mat[idx],
+        correct_new=None if cn_mat is None else cn_mat[idx], seed=s.seed, boot_accuracies=boot_fit,
+    )
+    er = effective_robustness(acc_o.accuracy, acc_n.accuracy, fit, n_orig=k.n_orig, n_new=k.n_new, names=names,
+                              alpha=s.alpha)
+    if idx.size < 4:
+        return fit, er, None
+    gap = gap_ci(k.correct_orig[idx], k.n_orig[idx], k.correct_new[idx], k.n_new[idx], alpha=s.alpha,
+                 method=s.gap_method, adjust=s.adjust)
+    diag = diagnose(acc_o.accuracy[idx], acc_n.accuracy[idx], gap, names=fit_names, top_k=s.top_k, alpha=s.alpha,
+                    excess_scale=s.scale, n_orig=k.n_orig[idx], n_new=k.n_new[idx], boot_accuracies=boot_fit)
+    return fit, er, diag
+
+
+def _class_drops(ro: list[_Record], rn: list[_Record], s: _Settings) -> dict[str, GapCI]:
+    """Per-class drops of each model whose class counts are known on both sets (same classes)."""
+    out: dict[str, GapCI] = {}
+    for a, b in zip(ro, rn):
+        if not (a.class_n and b.class_n and a.class_names == b.class_names and a.class_correct and b.class_correct):
+            continue
+        if a.class_names is None:
+            raise fail(f"original_results[{a.name!r}].class_names", None,
+                       "the class names that class_n and class_correct count")
+        keep = [i for i, (m1, m2) in enumerate(zip(a.class_n, b.class_n)) if m1 > 0 and m2 > 0]
+        if keep:
+            out[a.name] = gap_ci(
+                [a.class_correct[i] for i in keep], [a.class_n[i] for i in keep],
+                [b.class_correct[i] for i in keep], [b.class_n[i] for i in keep],
+                alpha=s.alpha, method=s.gap_method, adjust=s.adjust, names=[a.class_names[i] for i in keep])
+    return out
+
+
+def _top5(ro: list[_Record], rn: list[_Record], s: _Settings, bootstrap: Bootstrap, excluded: tuple[str, ...],
+          original_name: str, new_name: str) -> Comparison | None:
+    """The same comparison for top-5 accuracy, where every model has it."""
+    if not all(r.n_top5_correct is not None for r in ro + rn):
+        return None
+
+    def t5(rs: list[_Record]) -> list[dict[str, Any]]:
+        return [{"model": r.name, "n": r.n, "n_correct": r.n_top5_correct, "correct": r.top5_correct,
+                 "flags": r.flags} for r in rs]
+
+    have_arrays = all(r.top5_correct is not None for r in ro + rn)
+    return compare(t5(ro), t5(rn), alpha=s.alpha, interval=s.interval, gap_method=s.gap_method, adjust=s.adjust,
+                   scale=s.scale, fit_method=s.fit_method,
+                   bootstrap=bootstrap if (have_arrays or bootstrap in ("none", "models")) else "models",
+                   n_bootstrap=s.n_bootstrap, exclude_from_fit=excluded, top_k=s.top_k, seed=s.seed,
+                   exclude_flagged=False, original_name=original_name, new_name=new_name, metric="top-5",
+                   _with_top5=False)
+
+
 def compare(
     original_results: Any,
     new_results: Any,
@@ -290,7 +435,7 @@ def compare(
     adjust: AdjustMethod = "holm",
     scale: Scale = "probit",
     fit_method: FitMethod = "ols",
-    bootstrap: Literal["auto", "none", "models", "images"] = "auto",
+    bootstrap: CompareBootstrap = "auto",
     n_bootstrap: int = 1000,
     exclude_from_fit: Sequence[str] = (),
     exclude_flagged: bool = False,
@@ -326,121 +471,46 @@ def compare(
     exclude_flagged
         also leave out of the fit every model whose results carry ``flags`` (e.g. an
         implausible gap flagged when a prediction file was read).
-
+    top_k
+        the number of top models the diagnosis tests against the others (see :func:`diagnose`).
     original_name, new_name
         the test sets' names; default: the results' common ``.dataset``, else
         ``'original'`` / ``'new'``.
+    metric
+        what the counts count (``'top-1'``; the top-5 twin says ``'top-5'``).
 
     Per-model warnings are collected in ``Comparison.flags``: the inputs' own ``flags`` and
     models far off the fitted line (``LinearFit.outliers``).
     """
     alpha = _check_alpha(alpha)
-    interval = check_choice("interval", interval, INTERVAL_METHODS)  # type: ignore[assignment]
-    gap_method = check_choice("gap_method", gap_method, GAP_METHODS)  # type: ignore[assignment]
-    adjust = check_choice("adjust", adjust, ADJUST_METHODS)  # type: ignore[assignment]
-    scale = check_choice("scale", scale, SCALES)  # type: ignore[assignment]
-    fit_method = check_choice("fit_method", fit_method, FIT_METHODS)  # type: ignore[assignment]
-    bootstrap = check_choice("bootstrap", bootstrap, ("auto", "none", "models", "images"))  # type: ignore[assignment]
+    s = _Settings(alpha, choice("interval", interval, INTERVAL_METHODS),
+                  choice("gap_method", gap_method, GAP_METHODS), choice("adjust", adjust, ADJUST_METHODS),
+                  choice("scale", scale, SCALES), choice("fit_method", fit_method, FIT_METHODS), 0, top_k, seed)
+    requested = choice("bootstrap", bootstrap, COMPARE_BOOTSTRAPS)
     orig = _collect(original_results, "original_results")
     new = _collect(new_results, "new_results")
-    names = tuple(n for n in orig if n in new)
-    un_o = tuple(n for n in orig if n not in new)
-    un_n = tuple(n for n in new if n not in orig)
-    if not names:
-        raise fail("new_results", f"models {list(new)[:5]}", f"sharing model names with original_results "
-                   f"({list(orig)[:5]})", "Models are matched by name; check the names.")
-    excluded = tuple(str(e) for e in exclude_from_fit)
-    unknown = [e for e in excluded if e not in names]
-    if unknown:
-        raise fail("exclude_from_fit", unknown, "names of compared models",
-                   f"Compared models include: {', '.join(names[:8])}...")
-
-    ro = [orig[n] for n in names]
-    rn = [new[n] for n in names]
-
-    def common_dataset(rs: list[_Record], default: str) -> str:
-        found = {r.dataset for r in rs}
-        return found.pop() or default if len(found) == 1 else default  # type: ignore[return-value]
-
-    original_name = original_name if original_name is not None else common_dataset(ro, "original")
-    new_name = new_name if new_name is not None else common_dataset(rn, "new")
-    flags: dict[str, tuple[str, ...]] = {}
-    for a, b in zip(ro, rn):
-        fl = tuple(dict.fromkeys(a.flags + b.flags))
-        if fl:
-            flags[a.name] = fl
+    names, un_o, un_n, excluded = _match(orig, new, exclude_from_fit)
+    ro, rn = [orig[n] for n in names], [new[n] for n in names]
+    original_name = original_name if original_name is not None else _common_dataset(ro, "original")
+    new_name = new_name if new_name is not None else _common_dataset(rn, "new")
+    flags = _input_flags(ro, rn)
     if exclude_flagged:
         excluded = excluded + tuple(n for n in flags if n not in excluded)
-    c_o = np.array([r.n_correct for r in ro], dtype=np.int64)
-    n_o = np.array([r.n for r in ro], dtype=np.int64)
-    c_n = np.array([r.n_correct for r in rn], dtype=np.int64)
-    n_n = np.array([r.n for r in rn], dtype=np.int64)
-    acc_o = accuracy_ci(c_o, n_o, alpha=alpha, method=interval, names=names)
-    acc_n = accuracy_ci(c_n, n_n, alpha=alpha, method=interval, names=names)
-    gap = gap_ci(c_o, n_o, c_n, n_n, alpha=alpha, method=gap_method, adjust=adjust, names=names)
-
-    per_image = all(r.correct is not None for r in ro + rn) and len({r.n for r in ro}) == 1 \
-        and len({r.n for r in rn}) == 1
-    if bootstrap == "auto":
-        bootstrap = "images" if per_image else "models"
-    if bootstrap == "images" and not per_image:
-        raise fail("bootstrap", "images", "'models' or 'none' here",
-                   "Resampling images needs per-image correctness (.correct) for every model on one set each.")
-    co_mat = np.stack([r.correct for r in ro]) if per_image else None  # type: ignore[misc]
-    cn_mat = np.stack([r.correct for r in rn]) if per_image else None  # type: ignore[misc]
-
-    n_bootstrap = check_int("n_bootstrap", n_bootstrap, minimum=10)
-    boot = _boot_pairs(co_mat, cn_mat, n_bootstrap, seed) if bootstrap == "images" and len(names) >= 3 else None  # type: ignore[arg-type]
-
-    fit = er = ranks = diag = None
-    in_fit = np.array([n not in excluded for n in names])
-    if int(in_fit.sum()) >= 3:
-        idx = np.flatnonzero(in_fit)
-        fit = linear_fit(
-            acc_o.accuracy[idx], acc_n.accuracy[idx], n_orig=n_o[idx], n_new=n_n[idx], scale=scale,
-            method=fit_method, alpha=alpha, names=[names[i] for i in idx], bootstrap=bootstrap,
-            n_bootstrap=n_bootstrap, correct_orig=None if co_mat is None else co_mat[idx],
-            correct_new=None if cn_mat is None else cn_mat[idx], seed=seed,
-            boot_accuracies=None if boot is None else (boot[0][:, idx], boot[1][:, idx]),
-        )
-        er = effective_robustness(acc_o.accuracy, acc_n.accuracy, fit, n_orig=n_o, n_new=n_n, names=names,
-                                  alpha=alpha)
-        diag = diagnose(acc_o.accuracy[idx], acc_n.accuracy[idx],
-                        gap_ci(c_o[idx], n_o[idx], c_n[idx], n_n[idx], alpha=alpha, method=gap_method,
-                               adjust=adjust),
-                        names=[names[i] for i in idx], top_k=top_k, alpha=alpha,
-                        excess_scale=scale, n_orig=n_o[idx], n_new=n_n[idx],
-                        boot_accuracies=None if boot is None else (boot[0][:, idx], boot[1][:, idx])) \
-            if idx.size >= 4 else None
-    if len(names) >= 3:
-        ranks = rank_stability(acc_o.accuracy, acc_n.accuracy, names=names, correct_orig=co_mat,
-                               correct_new=cn_mat, bootstrap="images" if bootstrap == "images" else "models",
-                               n_bootstrap=n_bootstrap, alpha=alpha, seed=seed, boot_accuracies=boot)
-
-    class_drops: dict[str, GapCI] = {}
-    for a, b in zip(ro, rn):
-        if a.class_n and b.class_n and a.class_names == b.class_names and a.class_correct and b.class_correct:
-            keep = [i for i, (m1, m2) in enumerate(zip(a.class_n, b.class_n)) if m1 > 0 and m2 > 0]
-            if keep:
-                class_drops[a.name] = gap_ci(
-                    [a.class_correct[i] for i in keep], [a.class_n[i] for i in keep],
-                    [b.class_correct[i] for i in keep], [b.class_n[i] for i in keep],
-                    alpha=alpha, method=gap_method, adjust=adjust,
-                    names=[a.class_names[i] for i in keep])  # type: ignore[index]
-
-    top5 = None
-    if _with_top5 and all(r.n_top5_correct is not None for r in ro + rn):
-        def t5(rs: list[_Record]) -> list[dict[str, Any]]:
-            return [{"model": r.name, "n": r.n, "n_correct": r.n_top5_correct, "correct": r.top5_correct,
-                     "flags": r.flags} for r in rs]
-        have_arrays = all(r.top5_correct is not None for r in ro + rn)
-        top5 = compare(t5(ro), t5(rn), alpha=alpha, interval=interval, gap_method=gap_method, adjust=adjust,
-                       scale=scale, fit_method=fit_method,
-                       bootstrap=bootstrap if (have_arrays or bootstrap in ("none", "models")) else "models",
-                       n_bootstrap=n_bootstrap, exclude_from_fit=excluded, top_k=top_k, seed=seed,
-                       exclude_flagged=False,
-                       original_name=original_name, new_name=new_name, metric="top-5", _with_top5=False)
-
+    k = _Counts.of(ro, rn)
+    acc_o = accuracy_ci(k.correct_orig, k.n_orig, alpha=alpha, method=s.interval, names=names)
+    acc_n = accuracy_ci(k.correct_new, k.n_new, alpha=alpha, method=s.interval, names=names)
+    gap = gap_ci(k.correct_orig, k.n_orig, k.correct_new, k.n_new, alpha=alpha, method=s.gap_method,
+                 adjust=s.adjust, names=names)
+    resolved, co_mat, cn_mat = _correct_matrices(ro, rn, requested)
+    s = replace(s, n_bootstrap=check_int("n_bootstrap", n_bootstrap, minimum=10))
+    boot = _boot_pairs(co_mat, cn_mat, s.n_bootstrap, seed) \
+        if resolved == "images" and co_mat is not None and cn_mat is not None and len(names) >= 3 else None
+    fit, er, diag = _line(acc_o, acc_n, k, names, excluded, s, resolved, co_mat, cn_mat, boot)
+    ranks = rank_stability(acc_o.accuracy, acc_n.accuracy, names=names, correct_orig=co_mat, correct_new=cn_mat,
+                           bootstrap="images" if resolved == "images" else "models", n_bootstrap=s.n_bootstrap,
+                           alpha=alpha, seed=seed, boot_accuracies=boot) if len(names) >= 3 else None
+    class_drops = _class_drops(ro, rn, s)
+    top5 = _top5(ro, rn, s, resolved, excluded, original_name, new_name) if _with_top5 else None
     if fit is not None:
         for o in fit.outliers:
             flags[o] = flags.get(o, ()) + (

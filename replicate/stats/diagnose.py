@@ -10,8 +10,8 @@ import numpy as np
 from scipy import stats as sps
 
 from replicate._results import Result
-from replicate._validation import check_choice, check_int, fail
-from replicate.stats._common import SCALES, Scale, _check_alpha, _names
+from replicate._validation import check_int, fail
+from replicate.stats._common import SCALES, Scale, _check_alpha, _names, choice, clip_accuracy
 from replicate.stats.fit import _clip, _derivative, _ols, inverse_transform, linear_fit, transform
 from replicate.stats.intervals import GapCI
 
@@ -96,7 +96,7 @@ def diagnose(
     which carries the correlation of the top models' errors on shared images.
     """
     alpha = gap.alpha if alpha is None else _check_alpha(alpha)
-    excess_scale = check_choice("excess_scale", excess_scale, SCALES)  # type: ignore[assignment]
+    excess_scale = choice("excess_scale", excess_scale, SCALES)
     x = np.asarray(orig_acc, dtype=float).ravel()
     y = np.asarray(new_acc, dtype=float).ravel()
     k = x.size
@@ -131,8 +131,7 @@ def diagnose(
             for r in range(ao.shape[0]):
                 xb, yb = ao[r], an[r]
                 if excess_scale != "linear":
-                    xb = np.clip(xb, 0.5 / no, 1 - 0.5 / no) if no is not None else xb
-                    yb = np.clip(yb, 0.5 / nn, 1 - 0.5 / nn) if nn is not None else yb
+                    xb, yb = clip_accuracy(xb, no), clip_accuracy(yb, nn)
                 with np.errstate(all="ignore"):
                     zb, wb = transform(xb, excess_scale), transform(yb, excess_scale)
                     a_, b_ = _ols(zb[rest], wb[rest])

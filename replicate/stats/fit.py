@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 from scipy import stats as sps
 from scipy.special import expit, logit
 
 from replicate._results import Result
-from replicate._validation import check_choice, check_int, fail
+from replicate._validation import check_int, fail
 from replicate.stats._common import (
     BOOTSTRAPS,
     BOUNDARY_RULE,
@@ -28,15 +28,15 @@ from replicate.stats._common import (
     _pct,
     _percentile_ci,
     _readonly,
+    choice,
+    clip_accuracy,
 )
 
-if TYPE_CHECKING:  # pragma: no cover
-    pass
-
+_BANDS: tuple[Literal["confidence", "prediction"], ...] = ("confidence", "prediction")
 
 def transform(p: Any, scale: Scale = "probit") -> np.ndarray:
     """Map accuracies to the fit scale (probit: ``norm.ppf``, logit, or identity)."""
-    scale = check_choice("scale", scale, SCALES)  # type: ignore[assignment]
+    scale = choice("scale", scale, SCALES)
     p = np.asarray(p, dtype=float)
     if scale == "probit":
         return sps.norm.ppf(p)
@@ -47,7 +47,7 @@ def transform(p: Any, scale: Scale = "probit") -> np.ndarray:
 
 def inverse_transform(z: Any, scale: Scale = "probit") -> np.ndarray:
     """Map values on the fit scale back to accuracies."""
-    scale = check_choice("scale", scale, SCALES)  # type: ignore[assignment]
+    scale = choice("scale", scale, SCALES)
     z = np.asarray(z, dtype=float)
     if scale == "probit":
         return sps.norm.cdf(z)
@@ -75,8 +75,7 @@ def _clip(p: np.ndarray, n: np.ndarray | None, scale: str, arg: str) -> tuple[np
         raise fail(arg, float(p[at_edge][0]), f"strictly between 0 and 1 on the {scale} scale",
                    "Pass the test-set sizes (n_orig/n_new) so such points are clipped to "
                    "[0.5/n, 1 - 0.5/n], or use scale='linear'.")
-    n = np.broadcast_to(np.asarray(n, dtype=float), p.shape)
-    return np.clip(p, 0.5 / n, 1.0 - 0.5 / n), at_edge
+    return clip_accuracy(p, np.broadcast_to(np.asarray(n, dtype=float), p.shape)), at_edge
 
 # --------------------------------------------------------------------------- linear fit
 
@@ -97,8 +96,8 @@ class LinearFit(Result):
     studentized residual exceeds 4 in absolute value (reported, never dropped).
     """
 
-    scale: str
-    method: str
+    scale: Scale
+    method: FitMethod
     alpha: float
     n_models: int
     names: tuple[str, ...]
@@ -134,26 +133,26 @@ class LinearFit(Result):
 
     def predict(self, orig_acc: Any) -> np.ndarray:
         """The line's new accuracy at the given original accuracies."""
-        z = transform(np.asarray(orig_acc, dtype=float), self.scale)  # type: ignore[arg-type]
-        return inverse_transform(self.intercept + self.slope * z, self.scale)  # type: ignore[arg-type]
+        z = transform(np.asarray(orig_acc, dtype=float), self.scale)
+        return inverse_transform(self.intercept + self.slope * z, self.scale)
 
     def mean_var(self, orig_acc: Any) -> np.ndarray:
         """Variance of the fitted line at ``orig_acc`` on the scale (from the parameter covariance)."""
-        z = transform(np.asarray(orig_acc, dtype=float), self.scale)  # type: ignore[arg-type]
+        z = transform(np.asarray(orig_acc, dtype=float), self.scale)
         c = self.cov
         return c[0, 0] + 2 * z * c[0, 1] + z * z * c[1, 1]
 
     def band(self, orig_acc: Any, kind: Literal["confidence", "prediction"] = "confidence"
              ) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper ``1 - alpha`` band at ``orig_acc``, mapped back to accuracy."""
-        kind = check_choice("kind", kind, ("confidence", "prediction"))  # type: ignore[assignment]
-        z = transform(np.asarray(orig_acc, dtype=float), self.scale)  # type: ignore[arg-type]
+        kind = choice("kind", kind, _BANDS)
+        z = transform(np.asarray(orig_acc, dtype=float), self.scale)
         var = self.mean_var(orig_acc) + (self.residual_std**2 if kind == "prediction" else 0.0)
         t = sps.t.ppf(1 - self.alpha / 2, max(self.df, 1))
         mid = self.intercept + self.slope * z
         half = t * np.sqrt(var)
-        return (inverse_transform(mid - half, self.scale),  # type: ignore[arg-type]
-                inverse_transform(mid + half, self.scale))  # type: ignore[arg-type]
+        return (inverse_transform(mid - half, self.scale),
+                inverse_transform(mid + half, self.scale))
 
     def summary(self) -> str:
         level = f"{100 * (1 - self.alpha):g}%"
@@ -251,6 +250,107 @@ def _prepare_xy(orig_acc: Any, new_acc: Any, n_orig: Any, n_new: Any, scale: str
     return x, y, no, nn, cx | cy
 
 
+@dataclass(frozen=True)
+class _Point:
+    """The point fit on the scale: parameters, their covariance, residuals, R^2, studentized residuals."""
+
+    intercept: float
+    slope: float
+    cov: np.ndarray
+    resid: np.ndarray
+    r2: float
+    stud: np.ndarray
+
+
+def _fit_ols(z: np.ndarray, w: np.ndarray) -> _Point:
+    import statsmodels.api as sm
+
+    res = sm.OLS(w, sm.add_constant(z)).fit()
+    intercept, slope = (float(v) for v in res.params)
+    infl = res.get_influence()
+    with np.errstate(all="ignore"):
+        stud = np.asarray(infl.resid_studentized_external, dtype=float)
+    return _Point(intercept, slope, np.asarray(res.cov_params(), dtype=float), np.asarray(res.resid, dtype=float),
+                  float(res.rsquared), stud)
+
+
+def _fit_odr(z: np.ndarray, w: np.ndarray, x: np.ndarray, y: np.ndarray, no: np.ndarray, nn: np.ndarray,
+             scale: Scale) -> _Point:
+    sx = _binomial_se_on_scale(x, no, scale)
+    sy = _binomial_se_on_scale(y, nn, scale)
+    intercept, slope, cov, _ = _york(z, w, sx, sy)
+    resid = w - (intercept + slope * z)
+    k = z.size
+    r2 = float(1 - np.sum(resid**2) / np.sum((w - w.mean()) ** 2))
+    s_all = np.sqrt(np.sum(resid**2) / (k - 2)) if k > 2 else np.nan
+    stud = resid / s_all if s_all > 0 else np.zeros_like(resid)
+    return _Point(intercept, slope, cov, resid, r2, stud)
+
+
+def _bands(grid: Any, x: np.ndarray, scale: Scale, pt: _Point, resid_std: float, t: float
+           ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """The grid, the fitted line there and its confidence and prediction bands, in accuracy."""
+    if grid is None:
+        grid_arr = np.linspace(x.min(), x.max(), 101)
+    else:
+        grid_arr = np.asarray(grid, dtype=float).ravel()
+        if np.any((grid_arr <= 0) | (grid_arr >= 1)) and scale != "linear":
+            raise fail("grid", grid, "accuracies strictly between 0 and 1 on the probit/logit scale")
+    gz = transform(grid_arr, scale)
+    cov = pt.cov
+    mid = pt.intercept + pt.slope * gz
+    mvar = cov[0, 0] + 2 * gz * cov[0, 1] + gz * gz * cov[1, 1]
+    conf = t * np.sqrt(mvar)
+    pred = t * np.sqrt(mvar + resid_std**2)
+    inv = inverse_transform
+    bands = (inv(mid - conf, scale), inv(mid + conf, scale), inv(mid - pred, scale), inv(mid + pred, scale))
+    return grid_arr, inv(mid, scale), bands
+
+
+def _refit(xb: np.ndarray, yb: np.ndarray, nob: Any, nnb: Any, scale: Scale, method: FitMethod
+           ) -> tuple[float, float]:
+    """(intercept, slope) of one bootstrap replicate (NaN where the replicate has no line)."""
+    if scale != "linear":
+        xb, yb = clip_accuracy(xb, nob), clip_accuracy(yb, nnb)
+    zb, wb = transform(xb, scale), transform(yb, scale)
+    if not (np.all(np.isfinite(zb)) and np.all(np.isfinite(wb))) or np.ptp(zb) == 0:
+        return (np.nan, np.nan)
+    if method == "ols":
+        return _ols(zb, wb)
+    a_, b_, _, _ = _york(zb, wb, _binomial_se_on_scale(xb, nob, scale), _binomial_se_on_scale(yb, nnb, scale))
+    return (a_, b_)
+
+
+def _bootstrap_line(x: np.ndarray, y: np.ndarray, no: np.ndarray | None, nn: np.ndarray | None, *,
+                    scale: Scale, method: FitMethod, bootstrap: Bootstrap, n_boot: int, seed: int | None,
+                    correct_orig: Any, correct_new: Any,
+                    boot_accuracies: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """(n_boot, 2) replicates of (intercept, slope), resampling models or images."""
+    k = x.size
+    params = np.full((n_boot, 2), np.nan)
+    if bootstrap == "models":
+        rng = np.random.default_rng(seed)
+        for r in range(n_boot):
+            i = rng.integers(0, k, size=k)
+            params[r] = _refit(x[i], y[i], None if no is None else no[i], None if nn is None else nn[i], scale, method)
+        return params
+    if correct_orig is None or correct_new is None:
+        raise fail("correct_orig" if correct_orig is None else "correct_new", None,
+                   "per-image correctness (bool, models x images) for bootstrap='images'",
+                   "Pass correct_orig and correct_new, or use bootstrap='models'.")
+    co = _accuracy_matrix("correct_orig", correct_orig, k)
+    cn = _accuracy_matrix("correct_new", correct_new, k)
+    bo, bn = float(co.shape[1]), float(cn.shape[1])
+    if boot_accuracies is None:
+        boot_accuracies = _boot_pairs(co, cn, n_boot, seed)
+    ao, an = boot_accuracies
+    if ao.shape != (n_boot, k) or an.shape != (n_boot, k):
+        raise fail("boot_accuracies", f"shapes {ao.shape}, {an.shape}", f"({n_boot}, {k}) each")
+    for r in range(n_boot):
+        params[r] = _refit(ao[r], an[r], bo, bn, scale, method)
+    return params
+
+
 def linear_fit(
     orig_acc: Any,
     new_acc: Any,
@@ -285,11 +385,20 @@ def linear_fit(
         ``'ols'`` (statsmodels OLS; regresses new on original) or ``'odr'`` (York's
         errors-in-variables fit with the binomial variance of each accuracy on both axes,
         delta method on the scale; standard errors scaled by the reduced chi-square).
+    alpha
+        in (0, 1); intervals and bands are ``1 - alpha``.
+    names
+        one name per model (default ``model0``, ``model1``, ...).
     bootstrap
         ``'none'``, ``'models'`` (resample models with replacement) or ``'images'`` (resample
         the images of each test set, the same indices for all models; needs ``correct_orig``
-        and ``correct_new``, bool arrays of shape (models, images)). ``n_bootstrap`` replicates,
-        percentile intervals, ``seed`` for the generator.
+        and ``correct_new``).
+    n_bootstrap
+        number of bootstrap replicates (at least 10); percentile intervals.
+    correct_orig, correct_new
+        per-image correctness, bool arrays of shape (models, images), for ``bootstrap='images'``.
+    seed
+        seed of the bootstrap's random generator.
     grid
         original accuracies at which to tabulate the bands (default: 101 points spanning the
         models' range).
@@ -297,11 +406,9 @@ def linear_fit(
         precomputed ``(n_bootstrap, models)`` accuracies on each set from resampling images
         (as :func:`compare` shares them with :func:`rank_stability`); default: drawn here.
     """
-    import statsmodels.api as sm
-
-    scale = check_choice("scale", scale, SCALES)  # type: ignore[assignment]
-    method = check_choice("method", method, FIT_METHODS)  # type: ignore[assignment]
-    bootstrap = check_choice("bootstrap", bootstrap, BOOTSTRAPS)  # type: ignore[assignment]
+    scale = choice("scale", scale, SCALES)
+    method = choice("method", method, FIT_METHODS)
+    bootstrap = choice("bootstrap", bootstrap, BOOTSTRAPS)
     alpha = _check_alpha(alpha)
     x, y, no, nn, clipped = _prepare_xy(orig_acc, new_acc, n_orig, n_new, scale)
     k = x.size
@@ -315,106 +422,37 @@ def linear_fit(
     z, w = transform(x, scale), transform(y, scale)
     if np.ptp(z) == 0:
         raise fail("orig_acc", "all equal", "at least two distinct original accuracies")
-
-    # --- point fit, covariance, residual scatter
-    if method == "ols":
-        res = sm.OLS(w, sm.add_constant(z)).fit()
-        intercept, slope = (float(v) for v in res.params)
-        cov = np.asarray(res.cov_params(), dtype=float)
-        resid = np.asarray(res.resid, dtype=float)
-        r2 = float(res.rsquared)
-        infl = res.get_influence()
-        with np.errstate(all="ignore"):
-            stud = np.asarray(infl.resid_studentized_external, dtype=float)
-    else:
-        sx = _binomial_se_on_scale(x, no, scale)  # type: ignore[arg-type]
-        sy = _binomial_se_on_scale(y, nn, scale)  # type: ignore[arg-type]
-        intercept, slope, cov, _ = _york(z, w, sx, sy)
-        resid = w - (intercept + slope * z)
-        r2 = float(1 - np.sum(resid**2) / np.sum((w - w.mean()) ** 2))
-        s_all = np.sqrt(np.sum(resid**2) / (k - 2)) if k > 2 else np.nan
-        stud = resid / s_all if s_all > 0 else np.zeros_like(resid)
+    # method == 'odr' has both sizes (checked above)
+    pt = _fit_odr(z, w, x, y, no, nn, scale) if method == "odr" and no is not None and nn is not None \
+        else _fit_ols(z, w)
     df = k - 2
-    resid_std = float(np.sqrt(np.sum(resid**2) / df))
+    resid_std = float(np.sqrt(np.sum(pt.resid**2) / df))
     t = sps.t.ppf(1 - alpha / 2, df)
-    se_a, se_b = float(np.sqrt(cov[0, 0])), float(np.sqrt(cov[1, 1]))
-    slope_ci = (slope - t * se_b, slope + t * se_b)
-    intercept_ci = (intercept - t * se_a, intercept + t * se_a)
-
-    # --- bands on a grid, mapped back to accuracy
-    if grid is None:
-        lo_g, hi_g = x.min(), x.max()
-        grid_arr = np.linspace(lo_g, hi_g, 101)
-    else:
-        grid_arr = np.asarray(grid, dtype=float).ravel()
-        if np.any((grid_arr <= 0) | (grid_arr >= 1)) and scale != "linear":
-            raise fail("grid", grid, "accuracies strictly between 0 and 1 on the probit/logit scale")
-    gz = transform(grid_arr, scale)
-    mid = intercept + slope * gz
-    mvar = cov[0, 0] + 2 * gz * cov[0, 1] + gz * gz * cov[1, 1]
-    conf = t * np.sqrt(mvar)
-    pred = t * np.sqrt(mvar + resid_std**2)
-    inv = inverse_transform
-    fitted = inv(mid, scale)
-    bands = (inv(mid - conf, scale), inv(mid + conf, scale), inv(mid - pred, scale), inv(mid + pred, scale))
-
-    # --- bootstrap
+    se_a, se_b = float(np.sqrt(pt.cov[0, 0])), float(np.sqrt(pt.cov[1, 1]))
+    grid_arr, fitted, bands = _bands(grid, x, scale, pt, resid_std, t)
     slope_boot = intercept_boot = None
     n_boot = 0
     if bootstrap != "none":
         n_boot = check_int("n_bootstrap", n_bootstrap, minimum=10)
-        rng = np.random.default_rng(seed)
-        params = np.full((n_boot, 2), np.nan)
-
-        def fit_one(xb: np.ndarray, yb: np.ndarray, nob: Any, nnb: Any) -> tuple[float, float]:
-            if scale != "linear":
-                xb = np.clip(xb, 0.5 / nob, 1 - 0.5 / nob) if nob is not None else xb
-                yb = np.clip(yb, 0.5 / nnb, 1 - 0.5 / nnb) if nnb is not None else yb
-            zb, wb = transform(xb, scale), transform(yb, scale)
-            if not (np.all(np.isfinite(zb)) and np.all(np.isfinite(wb))) or np.ptp(zb) == 0:
-                return (np.nan, np.nan)
-            if method == "ols":
-                return _ols(zb, wb)
-            a_, b_, _, _ = _york(zb, wb, _binomial_se_on_scale(xb, nob, scale), _binomial_se_on_scale(yb, nnb, scale))
-            return (a_, b_)
-
-        if bootstrap == "models":
-            for r in range(n_boot):
-                i = rng.integers(0, k, size=k)
-                params[r] = fit_one(x[i], y[i], None if no is None else no[i], None if nn is None else nn[i])
-        else:
-            if correct_orig is None or correct_new is None:
-                raise fail("correct_orig" if correct_orig is None else "correct_new", None,
-                           "per-image correctness (bool, models x images) for bootstrap='images'",
-                           "Pass correct_orig and correct_new, or use bootstrap='models'.")
-            co = _accuracy_matrix("correct_orig", correct_orig, k)
-            cn = _accuracy_matrix("correct_new", correct_new, k)
-            bo, bn = float(co.shape[1]), float(cn.shape[1])
-            if boot_accuracies is None:
-                boot_accuracies = _boot_pairs(co, cn, n_boot, seed)
-            ao, an = boot_accuracies
-            if ao.shape != (n_boot, k) or an.shape != (n_boot, k):
-                raise fail("boot_accuracies", f"shapes {ao.shape}, {an.shape}", f"({n_boot}, {k}) each")
-            for r in range(n_boot):
-                params[r] = fit_one(ao[r], an[r], bo, bn)
-        intercept_boot = _percentile_ci(params[:, 0], alpha)
-        slope_boot = _percentile_ci(params[:, 1], alpha)
-
-    outliers = tuple(nm[i] for i in np.flatnonzero(np.abs(np.nan_to_num(stud)) > 4))
+        params = _bootstrap_line(x, y, no, nn, scale=scale, method=method, bootstrap=bootstrap, n_boot=n_boot,
+                                 seed=seed, correct_orig=correct_orig, correct_new=correct_new,
+                                 boot_accuracies=boot_accuracies)
+        intercept_boot, slope_boot = _percentile_ci(params[:, 0], alpha), _percentile_ci(params[:, 1], alpha)
     x_r, y_r = x.copy(), y.copy()
-    _readonly(x_r, y_r, resid, grid_arr, fitted, *bands, cov)
+    _readonly(x_r, y_r, pt.resid, grid_arr, fitted, *bands, pt.cov)
     return LinearFit(
         scale=scale, method=method, alpha=alpha, n_models=k, names=nm, x=x_r, y=y_r,
         n_orig=None if no is None else np.asarray(no, dtype=np.int64),
         n_new=None if nn is None else np.asarray(nn, dtype=np.int64),
-        slope=slope, intercept=intercept, slope_se=se_b, intercept_se=se_a, cov=cov,
-        slope_ci=(float(slope_ci[0]), float(slope_ci[1])),
-        intercept_ci=(float(intercept_ci[0]), float(intercept_ci[1])),
-        r2=r2, residual_std=resid_std, residuals=resid, df=df, grid=grid_arr, fitted=fitted,
+        slope=pt.slope, intercept=pt.intercept, slope_se=se_b, intercept_se=se_a, cov=pt.cov,
+        slope_ci=(float(pt.slope - t * se_b), float(pt.slope + t * se_b)),
+        intercept_ci=(float(pt.intercept - t * se_a), float(pt.intercept + t * se_a)),
+        r2=pt.r2, residual_std=resid_std, residuals=pt.resid, df=df, grid=grid_arr, fitted=fitted,
         conf_lower=bands[0], conf_upper=bands[1], pred_lower=bands[2], pred_upper=bands[3],
         bootstrap=bootstrap, n_bootstrap=n_boot, slope_boot_ci=slope_boot, intercept_boot_ci=intercept_boot,
         boundary_rule=BOUNDARY_RULE, clipped=tuple(nm[i] for i in np.flatnonzero(clipped)),
-        outliers=outliers, seed=seed if bootstrap != "none" else None,
+        outliers=tuple(nm[i] for i in np.flatnonzero(np.abs(np.nan_to_num(pt.stud)) > 4)),
+        seed=seed if bootstrap != "none" else None,
     )
 
 
@@ -442,7 +480,7 @@ class EffectiveRobustness(Result):
     lower: np.ndarray
     upper: np.ndarray
     on_scale: np.ndarray
-    scale: str
+    scale: Scale
     alpha: float
     fit_models: tuple[str, ...]
     interval: str = "delta method on the fit scale: binomial variance of both accuracies + variance of the line"
@@ -482,7 +520,7 @@ def effective_robustness(
         fit = linear_fit(orig_acc, new_acc, n_orig=n_orig, n_new=n_new, scale=scale, names=names,
                          alpha=0.05 if alpha is None else alpha)
     alpha = fit.alpha if alpha is None else _check_alpha(alpha)
-    sc: Scale = fit.scale  # type: ignore[assignment]
+    sc = fit.scale
     x, y, no, nn, _ = _prepare_xy(orig_acc, new_acc, n_orig, n_new, sc)
     nm = _names(names, x.size)
     z, w = transform(x, sc), transform(y, sc)

@@ -12,7 +12,7 @@ from scipy import stats as sps
 
 from replicate._results import Result
 from replicate._results import json_safe as _json
-from replicate._validation import check_choice, check_int, fail
+from replicate._validation import check_int, fail
 from replicate.stats._common import (
     _STATSMODELS_ADJUST,
     _STATSMODELS_GAP,
@@ -28,6 +28,7 @@ from replicate.stats._common import (
     _names,
     _pct,
     _readonly,
+    choice,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -110,7 +111,7 @@ def accuracy_ci(
     from statsmodels.stats.proportion import proportion_confint
 
     alpha = _check_alpha(alpha)
-    method = check_choice("method", method, INTERVAL_METHODS)  # type: ignore[assignment]
+    method = choice("method", method, INTERVAL_METHODS)
     c, m = _check_counts(correct, n)
     lo, hi = proportion_confint(c, m, alpha=alpha, method=_STATSMODELS_INTERVAL[method])
     lo = np.clip(np.asarray(lo, dtype=float), 0.0, 1.0)
@@ -164,7 +165,7 @@ def adjust_pvalues(p_values: Any, method: AdjustMethod = "holm", alpha: float = 
     """
     from statsmodels.stats.multitest import multipletests
 
-    method = check_choice("adjust", method, ADJUST_METHODS)  # type: ignore[assignment]
+    method = choice("adjust", method, ADJUST_METHODS)
     alpha = _check_alpha(alpha)
     p = np.asarray(p_values, dtype=float)
     out = np.full(p.shape, np.nan)
@@ -272,8 +273,8 @@ def gap_ci(
     from statsmodels.stats.proportion import confint_proportions_2indep, test_proportions_2indep
 
     alpha = _check_alpha(alpha)
-    method = check_choice("method", method, GAP_METHODS)  # type: ignore[assignment]
-    adjust = check_choice("adjust", adjust, ADJUST_METHODS)  # type: ignore[assignment]
+    method = choice("method", method, GAP_METHODS)
+    adjust = choice("adjust", adjust, ADJUST_METHODS)
     c1, m1 = _check_counts(correct_orig, n_orig, "correct_orig", "n_orig")
     c2, m2 = _check_counts(correct_new, n_new, "correct_new", "n_new")
     try:

@@ -11,14 +11,16 @@ import numpy as np
 from scipy import stats as sps
 
 from replicate._results import Result
-from replicate._validation import check_choice, check_int, fail
+from replicate._validation import check_int, fail
 from replicate.stats._common import (
+    RANK_BOOTSTRAPS,
     _accuracy_matrix,
     _boot_pairs,
     _check_alpha,
     _names,
     _percentile_ci,
     _readonly,
+    choice,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -96,7 +98,7 @@ def rank_stability(
     replicate's tau-b as ties). ``'auto'`` picks images when per-image correctness is given.
     """
     alpha = _check_alpha(alpha)
-    bootstrap = check_choice("bootstrap", bootstrap, ("auto", "models", "images"))  # type: ignore[assignment]
+    bootstrap = choice("bootstrap", bootstrap, RANK_BOOTSTRAPS)
     x = np.asarray(orig_acc, dtype=float).ravel()
     y = np.asarray(new_acc, dtype=float).ravel()
     if x.shape != y.shape:
