@@ -72,6 +72,7 @@ _LAZY: dict[str, str] = {
     "effective_robustness": "stats",
     "rank_stability": "stats",
     "compare": "stats",
+    "compare_predictions": "stats",
     "Comparison": "stats",
     # dataset test
     "dataset_test": "shift",

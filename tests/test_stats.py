@@ -602,6 +602,41 @@ def test_cli_compare_errors(tmp_path, capsys):
     assert "--new == 'b'; must be a set in the prediction file: a" in capsys.readouterr().err
 
 
+def test_compare_predictions_one_comparison_per_new_set(tmp_path):
+    from replicate.models import load_predictions
+    from replicate.stats import compare_predictions
+
+    rng = np.random.default_rng(8)
+    y = {k: rng.integers(0, 10, size=n) for k, n in (("a", 600), ("b", 300), ("c", 200))}
+    acc = np.linspace(0.6, 0.9, 5)
+
+    def preds(labels, shift):
+        keep = rng.random((5, labels.size)) < (acc - shift)[:, None]
+        return np.where(keep, labels, (labels + 1) % 10).astype(np.int8)
+
+    path = tmp_path / "p.npz"
+    np.savez(path, model_names=np.array([f"net{i}" for i in range(5)]), pred_a=preds(y["a"], 0), labels_a=y["a"],
+             pred_b=preds(y["b"], 0.05), labels_b=y["b"], pred_c=preds(y["c"], 0.1), labels_c=y["c"])
+    ps = load_predictions(path)
+    # defaults: the file's reference set against every other set, compare()'s own settings
+    out = compare_predictions(path, n_bootstrap=30)
+    assert [(c.original_name, c.new_name) for c in out] == [("a", "b"), ("a", "c")]
+    direct = compare(ps.results("a"), ps.results("c"), original_name="a", new_name="c", n_bootstrap=30)
+    assert out[1].to_dict() == direct.to_dict()
+    (only,) = compare_predictions(ps, "c", original="a", bootstrap="none", n_bootstrap=30)
+    assert only.fit.bootstrap == "none" and only.to_dict()["models"] == direct.to_dict()["models"]
+    # labels replace a set's labels in its results: a wrong prediction is label + 1, so the
+    # shifted labels count exactly the other images as correct
+    (relabelled,) = compare_predictions(ps, ["c"], labels={"c": (y["c"] + 1) % 10}, n_bootstrap=30)
+    np.testing.assert_array_equal(relabelled.new.correct, relabelled.new.n - out[1].new.correct)
+    with pytest.raises(ValueError, match=r"new == 'd'; must be a set in the prediction file: a, b, c"):
+        compare_predictions(ps, "d")
+    with pytest.raises(ValueError, match=r"original == 'x'; must be a set in the prediction file"):
+        compare_predictions(ps, "b", original="x")
+    with pytest.raises(TypeError, match=r"new_name == 'v'; must be left out here"):
+        compare_predictions(ps, "b", new_name="v")
+
+
 @pytest.mark.shared
 def test_cli_compare_prediction_file(shared, capsys):
     from replicate.cli import main

@@ -18,7 +18,8 @@ per-image correctness, and wraps statsmodels and scipy:
 - :func:`effective_robustness` — distance of each model above the fitted line.
 - :func:`rank_stability` — Kendall's tau and Spearman's rho with bootstrap intervals.
 - :func:`diagnose` — what the numbers say about adaptive overfitting, in words.
-- :func:`compare` — all of the above for many models at once, as one :class:`Comparison`.
+- :func:`compare` — all of the above for many models at once, as one :class:`Comparison`;
+  :func:`compare_predictions` — the same from a published prediction file, per new set.
 
 Modules: :mod:`~replicate.stats.intervals` (accuracy and gap intervals, McNemar, p-value
 adjustment), :mod:`~replicate.stats.fit` (the scale transform, the line, effective
@@ -50,7 +51,7 @@ from replicate.stats._common import (
     IntervalMethod,
     Scale,
 )
-from replicate.stats.compare import Comparison, compare
+from replicate.stats.compare import Comparison, compare, compare_predictions, prediction_set_name
 from replicate.stats.diagnose import Diagnosis, diagnose
 from replicate.stats.fit import (
     EffectiveRobustness,
@@ -93,6 +94,8 @@ __all__ = [
     "rank_stability",
     "diagnose",
     "compare",
+    "compare_predictions",
+    "prediction_set_name",
     "transform",
     "inverse_transform",
     "INTERVAL_METHODS",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,8 @@ from replicate.stats.ranks import RankStability, rank_stability
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
+
+    from replicate.models.predictions import PredictionSet
 
 
 # --------------------------------------------------------------------------- comparison of many models
@@ -518,3 +521,73 @@ def compare(
     return Comparison(names, acc_o, acc_n, gap, fit, er, ranks, diag, un_o, un_n,
                       tuple(e for e in names if e in excluded), top5, class_drops,
                       original_name, new_name, metric, alpha, flags)
+
+
+# --------------------------------------------------------------------------- published prediction files
+
+
+def prediction_set_name(predictions: PredictionSet, name: str, arg: str = "dataset") -> str:
+    """The canonical name of a set of a prediction file given by name, file key or alias.
+
+    Fails naming ``arg`` and listing the file's sets (with their keys) when there is none such.
+    """
+    try:
+        return predictions.dataset_name(name)
+    except ValueError:
+        sets = ", ".join(f"{k} ({b.key})" if b.key != k else k for k, b in predictions.datasets.items())
+        raise fail(arg, name, f"a set in the prediction file: {sets}") from None
+
+
+def compare_predictions(
+    predictions: str | os.PathLike[str] | PredictionSet,
+    new: str | Sequence[str] | None = None,
+    *,
+    original: str | None = None,
+    labels: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> list[Comparison]:
+    """Reanalyse a published prediction file: one :func:`compare` per new set against the original.
+
+    Parameters
+    ----------
+    predictions
+        a prediction file in the CIFAR-10.1 or ImageNetV2 release layout (read with
+        :func:`replicate.models.load_predictions`), or the :class:`PredictionSet` already read
+        (e.g. ``load_predictions(path, labels=...)``, whose labels the alignment check also uses).
+    new
+        the new set(s), by canonical name, file key or alias; default: every set of the file
+        other than the original, in file order.
+    original
+        the original test set; default: the file's reference set (its original test set,
+        ``PredictionSet.reference``).
+    labels
+        set name -> labels (an array or an ImageSet) replacing the file's labels of that set
+        in the results (``PredictionSet.results(name, labels)``).
+    **options
+        keyword arguments of :func:`compare` (``alpha``, ``bootstrap``, ``n_bootstrap``,
+        ``exclude_flagged``, ``seed``, ...), with its defaults. The sets' canonical names become
+        ``original_name`` / ``new_name``.
+
+    Returns
+    -------
+    list of Comparison
+        one per new set, in the order given. Models the loader flagged (e.g. a mismatched
+        file) carry the reason in ``Comparison.flags``.
+    """
+    from replicate.models.predictions import PredictionSet, load_predictions
+
+    for key in ("original_name", "new_name"):
+        if key in options:
+            raise fail(key, options[key], "left out here (the sets' canonical names are used)", error=TypeError)
+    ps = predictions if isinstance(predictions, PredictionSet) else load_predictions(predictions)
+    o = ps.reference if original is None else prediction_set_name(ps, original, "original")
+    if new is None:
+        names = [d for d in ps.datasets if d != o]
+    else:
+        names = [prediction_set_name(ps, n, "new") for n in ([new] if isinstance(new, str) else new)]
+    if not names:
+        raise fail("new", new, f"at least one set other than the original {o!r}",
+                   f"The file holds: {', '.join(ps.datasets)}.")
+    by_set = {prediction_set_name(ps, k, "labels"): v for k, v in (labels or {}).items()}
+    orig = ps.results(o, by_set.get(o))
+    return [compare(orig, ps.results(n, by_set.get(n)), original_name=o, new_name=n, **options) for n in names]
