@@ -515,6 +515,21 @@ def effective_robustness(
     default an OLS line is fitted on the given models themselves on ``scale``. ``n_orig`` /
     ``n_new`` (test-set sizes) add the binomial uncertainty of each model's accuracies to the
     interval, and allow accuracies of 0 or 1 (clipped as in :func:`linear_fit`).
+
+    Parameters
+    ----------
+    orig_acc, new_acc
+        accuracies in [0, 1], one per model.
+    fit
+        the line to measure against (default: OLS on these models on ``scale``).
+    n_orig, n_new
+        test-set sizes (int or one per model).
+    names
+        one name per model.
+    scale
+        the scale of the default fit (a given ``fit`` brings its own).
+    alpha
+        in (0, 1); default: the fit's.
     """
     if fit is None:
         fit = linear_fit(orig_acc, new_acc, n_orig=n_orig, n_new=n_new, scale=scale, names=names,

@@ -269,6 +269,22 @@ def gap_ci(
     p-values are adjusted with ``adjust`` (Holm by default, ``'bh'``, ``'bonferroni'``, ``'none'``).
     When both accuracies are 0 or both are 1 the score statistic is undefined; it is reported
     as 0 with p = 1 (the observed accuracies are identical).
+
+    Parameters
+    ----------
+    correct_orig, n_orig
+        correct predictions and images on the original set (ints or one per model).
+    correct_new, n_new
+        the same on the new set (broadcast with the original's counts).
+    alpha
+        in (0, 1); 0.05 gives 95% intervals.
+    method
+        ``'newcombe'`` (default) or ``'agresti-caffo'``.
+    adjust
+        multiple-comparison adjustment over the entries: ``'holm'`` (default), ``'bh'``,
+        ``'bonferroni'`` or ``'none'``.
+    names
+        one name per entry (models, or groups as :func:`group_drops` passes).
     """
     from statsmodels.stats.proportion import confint_proportions_2indep, test_proportions_2indep
 
@@ -379,6 +395,17 @@ def group_drops(
     ``correct_*`` are per-image correctness (bool) and ``groups_*`` the per-image group (class
     name, label or keyword) on each set. ``groups`` fixes the order (default: sorted union).
     A group present on only one set has no gap and is an error (pass ``groups`` to restrict).
+
+    Parameters
+    ----------
+    correct_orig, groups_orig
+        per-image correctness (1-D bool) and group on the original set.
+    correct_new, groups_new
+        the same on the new set.
+    alpha, method, adjust
+        as in :func:`gap_ci`; the adjustment runs over the groups.
+    groups
+        the groups to report, in this order (default: the sorted union of both sets' groups).
     """
     co, go = np.asarray(correct_orig), np.asarray(groups_orig)
     cn, gn = np.asarray(correct_new), np.asarray(groups_new)

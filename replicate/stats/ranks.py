@@ -96,6 +96,26 @@ def rank_stability(
     ``correct_new``, bool (models, images)): the interval then reflects the test sets'
     finite size. ``'models'`` resamples models (pairs with identical ranks drop out of a
     replicate's tau-b as ties). ``'auto'`` picks images when per-image correctness is given.
+
+    Parameters
+    ----------
+    orig_acc, new_acc
+        accuracies, one per model (at least 3 models).
+    names
+        one name per model.
+    correct_orig, correct_new
+        per-image correctness, bool arrays of shape (models, images), for ``'images'``.
+    bootstrap
+        ``'auto'`` (default), ``'models'`` or ``'images'``.
+    n_bootstrap, seed
+        replicates (at least 10) and the generator's seed.
+    alpha
+        in (0, 1); percentile intervals at ``1 - alpha``.
+    top
+        how many of the largest rank changes to list.
+    boot_accuracies
+        precomputed ``(n_bootstrap, models)`` accuracies from resampling images (as
+        :func:`compare` shares them with the fit); default: drawn here.
     """
     alpha = _check_alpha(alpha)
     bootstrap = choice("bootstrap", bootstrap, RANK_BOOTSTRAPS)
