@@ -210,6 +210,12 @@ class Comparison(Result):
                     col("gap_upper"), col("gap_statistic"), col("p_value"), col("p_adjusted"),
                     data["gap_method"], data["test"], data["adjust"], alpha, names)
 
+        # per-model warnings: the comparison's own, and any a row carries (e.g. added to its JSON)
+        flags = {str(k): tuple(str(f) for f in v) for k, v in data.get("flags", {}).items()}
+        for name, r in zip(names, rows):
+            if r.get("flags"):
+                flags[name] = tuple(dict.fromkeys([*flags.get(name, ()), *(str(f) for f in r["flags"])]))
+
         def part(kind: type[Any], key: str) -> Any:
             return None if data.get(key) is None else kind.from_dict(data[key])
 
@@ -219,8 +225,7 @@ class Comparison(Result):
             part(Diagnosis, "diagnosis"), tuple(data.get("unmatched_original", ())),
             tuple(data.get("unmatched_new", ())), tuple(data.get("fit_excluded", ())), part(Comparison, "top5"),
             {k: GapCI.from_dict(v) for k, v in data.get("class_drops", {}).items()},
-            data["original_name"], data["new_name"], data["metric"], alpha,
-            {k: tuple(v) for k, v in data.get("flags", {}).items()},
+            data["original_name"], data["new_name"], data["metric"], alpha, flags,
         )
 
     def to_dataframe(self) -> pd.DataFrame:
