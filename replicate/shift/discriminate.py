@@ -427,6 +427,129 @@ def _gallery(title: str, rows: Sequence[tuple[str, ImageSet, Sequence[str], Sequ
 
 # =========================================================================== the test
 
+@dataclass(frozen=True)
+class _Settings:
+    """The validated arguments of one :func:`dataset_test` call."""
+
+    folds: int
+    permutations: int
+    seed: int
+    top: int
+    max_iter: int
+    alpha: float
+    max_per_set: int | None
+    C: float
+    tol: float
+
+
+def _check_settings(folds: Any, permutations: Any, seed: Any, top: Any, max_iter: Any, alpha: Any,
+                    max_per_set: Any, C: Any, tol: float) -> _Settings:
+    folds = check_int("folds", folds, minimum=2)
+    permutations = check_int("permutations", permutations, minimum=0)
+    seed = check_int("seed", seed, minimum=0)
+    top = check_int("top", top, minimum=0)
+    max_iter = check_int("max_iter", max_iter, minimum=1)
+    alpha = check_fraction("alpha", alpha)
+    if max_per_set is not None:
+        max_per_set = check_int("max_per_set", max_per_set, minimum=folds)
+    try:
+        C = float(C)
+    except (TypeError, ValueError):
+        raise fail("C", C, "a positive number", error=TypeError) from None
+    if not C > 0 or not np.isfinite(C):
+        raise fail("C", C, "a positive finite number", "Larger C means weaker regularisation (default 1.0).")
+    return _Settings(folds, permutations, seed, top, max_iter, alpha, max_per_set, C, tol)
+
+
+def _standardised_features(a: ImageSet, b: ImageSet, sa: ImageSet, sb: ImageSet, features: FeatureSpec
+                           ) -> np.ndarray:
+    """The features of the sampled images of both sets, standardised over the pooled sample."""
+    if isinstance(features, str) and features not in BUILTIN_FEATURES:
+        # zoo features of the whole input sets: cached on disk by the sets' pixels, so
+        # another seed, sample size or fold count reuses them
+        xa = compute_features(a, features)[a.positions(sa.ids)]
+        xb = compute_features(b, features)[b.positions(sb.ids)]
+    else:
+        xa = compute_features(sa, features)
+        xb = compute_features(sb, features)
+    x = np.concatenate([xa, xb]).astype(np.float64)
+    # standardise over the pooled sample: label-free, so it cannot leak set membership
+    mu = x.mean(axis=0)
+    sd = x.std(axis=0)
+    return (x - mu) / np.where(sd > 1e-12, sd, 1.0)
+
+
+@dataclass(frozen=True)
+class _HeldOut:
+    """The held-out scores' accuracy, AUC and permutation test."""
+
+    n_correct: int
+    accuracy_ci: tuple[float, float]
+    auc: float
+    auc_se: float
+    auc_ci: tuple[float, float]
+    p_value: float
+    null_auc: np.ndarray
+    null_accuracy: np.ndarray
+
+
+def _held_out(scores: np.ndarray, y: np.ndarray, is_b: np.ndarray, s: _Settings) -> _HeldOut:
+    from scipy.stats import norm
+    from statsmodels.stats.proportion import proportion_confint
+
+    s0 = scores[:, 0]
+    n_correct = int(((s0 > 0) == is_b).sum())
+    lo, hi = proportion_confint(n_correct, is_b.size, alpha=s.alpha, method="beta")
+    auc, var = delong_auc(s0, is_b)
+    z = norm.ppf(1 - s.alpha / 2)
+    se = float(np.sqrt(max(var, 0.0)))
+    auc_ci = (max(0.0, auc - z * se), min(1.0, auc + z * se))
+    if s.permutations:
+        null_auc = _auc_columns(scores[:, 1:], y[:, 1:])
+        null_acc = ((scores[:, 1:] > 0) == (y[:, 1:] > 0.5)).mean(axis=0)
+        p_value = float((1 + np.sum(null_auc >= auc - 1e-12)) / (1 + s.permutations))
+    else:
+        null_auc = null_acc = np.zeros(0)
+        p_value = float("nan")
+    return _HeldOut(n_correct, (float(lo), float(hi)), auc, se, auc_ci, p_value, null_auc, null_acc)
+
+
+def _most_typical(s0: np.ndarray, sa: ImageSet, sb: ImageSet, top: int
+                  ) -> tuple[tuple[str, ...], tuple[float, ...], tuple[str, ...], tuple[float, ...]]:
+    """The ``top`` images of each set the classifier scored as most typical of it, with their probabilities."""
+    n = len(sa)
+    prob_b = 1.0 / (1.0 + np.exp(-s0))
+    order_a = np.argsort(prob_b[:n], kind="stable")[: min(top, n)]
+    order_b = np.argsort(-prob_b[n:], kind="stable")[: min(top, n)]
+    return (tuple(sa.ids[order_a].tolist()), tuple(float(1 - prob_b[i]) for i in order_a),
+            tuple(sb.ids[order_b].tolist()), tuple(float(prob_b[n + i]) for i in order_b))
+
+
+def _params(s: _Settings, a: ImageSet, b: ImageSet, dim: int, iters: list[int], seconds: Mapping[str, float]
+            ) -> dict[str, Any]:
+    return {
+        "folds": s.folds,
+        "permutations": s.permutations,
+        "seed": s.seed,
+        "max_per_set": s.max_per_set,
+        "C": s.C,
+        "alpha": s.alpha,
+        "top": s.top,
+        "max_iter": s.max_iter,
+        "tol": s.tol,
+        "n_a_input": len(a),
+        "n_b_input": len(b),
+        "feature_dim": dim,
+        "standardise": "pooled mean/std (label-free)",
+        "sampling": "equal per class, classes present in both sets",
+        "fold_assignment": "stratified by class and set; each image in exactly one test fold",
+        "solver": "Boehning-Lindsay quadratic bound with Nesterov acceleration, all label vectors batched",
+        "solver_iterations": iters,
+        "solver_converged": bool(max(iters) < s.max_iter),
+        "seconds": dict(seconds),
+    }
+
+
 def dataset_test(
     a: ImageSet,
     b: ImageSet,
@@ -479,93 +602,36 @@ def dataset_test(
     """
     _check_pair(a, b)
     features = _check_features(features)
-    folds = check_int("folds", folds, minimum=2)
-    permutations = check_int("permutations", permutations, minimum=0)
-    seed = check_int("seed", seed, minimum=0)
-    top = check_int("top", top, minimum=0)
-    max_iter = check_int("max_iter", max_iter, minimum=1)
-    alpha = check_fraction("alpha", alpha)
-    if max_per_set is not None:
-        max_per_set = check_int("max_per_set", max_per_set, minimum=folds)
-    try:
-        C = float(C)
-    except (TypeError, ValueError):
-        raise fail("C", C, "a positive number", error=TypeError) from None
-    if not C > 0 or not np.isfinite(C):
-        raise fail("C", C, "a positive finite number", "Larger C means weaker regularisation (default 1.0).")
-
+    s = _check_settings(folds, permutations, seed, top, max_iter, alpha, max_per_set, C, tol)
     t0 = time.perf_counter()
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(s.seed)
     a_clean, b_clean, dup = remove_cross_duplicates(a, b, near_duplicates)
-    sample = _stratified_sample(a_clean, b_clean, max_per_set, rng)
+    sample = _stratified_sample(a_clean, b_clean, s.max_per_set, rng)
     n = len(sample.pos_a)
-    if n < folds:
+    if n < s.folds:
         raise fail(
             "images per set after sampling",
             f"{n} (classes in both sets: {sample.used or 'none'}; only in one: {sample.dropped or 'none'})",
-            f">= folds ({folds}) so every test fold holds images of both sets",
+            f">= folds ({s.folds}) so every test fold holds images of both sets",
             "Use fewer folds, or larger sets that share classes.",
         )
     sa = a_clean.select(sample.pos_a)
     sb = b_clean.select(sample.pos_b)
     t_sample = time.perf_counter()
-    if isinstance(features, str) and features not in BUILTIN_FEATURES:
-        # zoo features of the whole input sets: cached on disk by the sets' pixels, so
-        # another seed, sample size or fold count reuses them
-        xa = compute_features(a, features)[a.positions(sa.ids)]
-        xb = compute_features(b, features)[b.positions(sb.ids)]
-    else:
-        xa = compute_features(sa, features)
-        xb = compute_features(sb, features)
-    x = np.concatenate([xa, xb]).astype(np.float64)
+    x = _standardised_features(a, b, sa, sb, features)
     t_feat = time.perf_counter()
-    # standardise over the pooled sample: label-free, so it cannot leak set membership
-    mu = x.mean(axis=0)
-    sd = x.std(axis=0)
-    x = (x - mu) / np.where(sd > 1e-12, sd, 1.0)
-
-    slot_folds = _assign_folds(sample.strata, folds, rng)
+    slot_folds = _assign_folds(sample.strata, s.folds, rng)
     fold_of = np.concatenate([slot_folds, slot_folds])
     strata = np.concatenate([sample.strata, sample.strata])
     is_b = np.concatenate([np.zeros(n, bool), np.ones(n, bool)])
-    cells = (strata - strata.min()) * folds + fold_of
-    y = _permuted_labels(cells, is_b, permutations, rng)
-    scores, iters = _cross_val_scores(x, y, fold_of, folds, C, max_iter, tol)
+    cells = (strata - strata.min()) * s.folds + fold_of
+    y = _permuted_labels(cells, is_b, s.permutations, rng)
+    scores, iters = _cross_val_scores(x, y, fold_of, s.folds, s.C, s.max_iter, s.tol)
     t_fit = time.perf_counter()
-
-    s0 = scores[:, 0]
-    correct = (s0 > 0) == is_b
-    n_correct = int(correct.sum())
-    from statsmodels.stats.proportion import proportion_confint
-
-    lo, hi = proportion_confint(n_correct, 2 * n, alpha=alpha, method="beta")
-    auc, var = delong_auc(s0, is_b)
-    from scipy.stats import norm
-
-    z = norm.ppf(1 - alpha / 2)
-    se = float(np.sqrt(max(var, 0.0)))
-    auc_ci = (max(0.0, auc - z * se), min(1.0, auc + z * se))
-    if permutations:
-        null_auc = _auc_columns(scores[:, 1:], y[:, 1:])
-        null_acc = ((scores[:, 1:] > 0) == (y[:, 1:] > 0.5)).mean(axis=0)
-        p_value = float((1 + np.sum(null_auc >= auc - 1e-12)) / (1 + permutations))
-    else:
-        null_auc = null_acc = np.zeros(0)
-        p_value = float("nan")
-
-    fold_correct = tuple(int(correct[fold_of == f].sum()) for f in range(folds))
-    fold_n = tuple(int((fold_of == f).sum()) for f in range(folds))
+    h = _held_out(scores, y, is_b, s)
+    correct = (scores[:, 0] > 0) == is_b
     names = {k: _stratum_name(a, int(k)) for k in np.unique(sample.strata)}
-    class_correct = {names[k]: int(correct[strata == k].sum()) for k in names}
-
-    ids = np.concatenate([sa.ids, sb.ids])
-    prob_b = 1.0 / (1.0 + np.exp(-s0))
-    order_a = np.argsort(prob_b[:n], kind="stable")[: min(top, n)]
-    order_b = np.argsort(-prob_b[n:], kind="stable")[: min(top, n)]
-    top_a = tuple(sa.ids[order_a].tolist())
-    top_b = tuple(sb.ids[order_b].tolist())
-    top_a_scores = tuple(float(1 - prob_b[i]) for i in order_a)
-    top_b_scores = tuple(float(prob_b[n + i]) for i in order_b)
+    top_a, top_a_scores, top_b, top_b_scores = _most_typical(scores[:, 0], sa, sb, s.top)
     feat_name = _feature_name(features)
     gallery = _gallery(
         f"Most distinguishing images: {a.name} vs {b.name} ({feat_name} features)",
@@ -574,64 +640,20 @@ def dataset_test(
             (f"most '{b.name}'-like images of {b.name}", sb, top_b, top_b_scores),
         ],
     )
-    params = {
-        "folds": folds,
-        "permutations": permutations,
-        "seed": seed,
-        "max_per_set": max_per_set,
-        "C": C,
-        "alpha": alpha,
-        "top": top,
-        "max_iter": max_iter,
-        "tol": tol,
-        "n_a_input": len(a),
-        "n_b_input": len(b),
-        "feature_dim": int(x.shape[1]),
-        "standardise": "pooled mean/std (label-free)",
-        "sampling": "equal per class, classes present in both sets",
-        "fold_assignment": "stratified by class and set; each image in exactly one test fold",
-        "solver": "Boehning-Lindsay quadratic bound with Nesterov acceleration, all label vectors batched",
-        "solver_iterations": iters,
-        "solver_converged": bool(max(iters) < max_iter),
-        "seconds": {
-            "sample": round(t_sample - t0, 4),
-            "features": round(t_feat - t_sample, 4),
-            "fit_and_permutations": round(t_fit - t_feat, 4),
-        },
-    }
+    seconds = {"sample": round(t_sample - t0, 4), "features": round(t_feat - t_sample, 4),
+               "fit_and_permutations": round(t_fit - t_feat, 4)}
     return ShiftResult(
-        name_a=a.name,
-        name_b=b.name,
-        features=feat_name,
-        classifier=f"L2 logistic regression (C={C:g})",
-        n_per_set=n,
-        class_n=dict(sample.used),
-        classes_dropped=dict(sample.dropped),
-        duplicates=dup,
-        n_correct=n_correct,
-        n_total=2 * n,
-        accuracy_ci=(float(lo), float(hi)),
-        auc=auc,
-        auc_se=se,
-        auc_ci=auc_ci,
-        p_value=p_value,
-        permutations=permutations,
-        null_auc=null_auc,
-        null_accuracy=null_acc,
-        fold_correct=fold_correct,
-        fold_n=fold_n,
-        class_correct=class_correct,
-        top_a=top_a,
-        top_a_scores=top_a_scores,
-        top_b=top_b,
-        top_b_scores=top_b_scores,
-        ids=ids,
-        is_b=is_b,
-        scores=s0,
-        folds=fold_of,
-        alpha=alpha,
-        params=params,
-        gallery_html=gallery,
+        name_a=a.name, name_b=b.name, features=feat_name, classifier=f"L2 logistic regression (C={s.C:g})",
+        n_per_set=n, class_n=dict(sample.used), classes_dropped=dict(sample.dropped), duplicates=dup,
+        n_correct=h.n_correct, n_total=2 * n, accuracy_ci=h.accuracy_ci, auc=h.auc, auc_se=h.auc_se,
+        auc_ci=h.auc_ci, p_value=h.p_value, permutations=s.permutations, null_auc=h.null_auc,
+        null_accuracy=h.null_accuracy,
+        fold_correct=tuple(int(correct[fold_of == f].sum()) for f in range(s.folds)),
+        fold_n=tuple(int((fold_of == f).sum()) for f in range(s.folds)),
+        class_correct={names[k]: int(correct[strata == k].sum()) for k in names},
+        top_a=top_a, top_a_scores=top_a_scores, top_b=top_b, top_b_scores=top_b_scores,
+        ids=np.concatenate([sa.ids, sb.ids]), is_b=is_b, scores=scores[:, 0], folds=fold_of, alpha=s.alpha,
+        params=_params(s, a, b, int(x.shape[1]), iters, seconds), gallery_html=gallery,
     )
 
 
