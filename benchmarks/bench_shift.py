@@ -80,7 +80,8 @@ def main() -> None:
 
     from replicate.evaluation import extract_features
     from replicate.io import load_npz
-    from replicate.shift import _cross_val_scores, _single_thread_blas, dataset_test
+    from replicate.shift import dataset_test
+    from replicate.shift.classifier import _cross_val_scores, _single_thread_blas
 
     n_cache = 2000 if args.quick else 10000
     perms = 50 if args.quick else 200
@@ -117,7 +118,9 @@ def main() -> None:
     t_test = time.perf_counter() - t
 
     # baseline: the same folds and label vectors, one fit per permutation
-    from replicate.shift import _assign_folds, _permuted_labels, _stratified_sample, compute_features
+    from replicate.shift import compute_features
+    from replicate.shift.classifier import _assign_folds, _permuted_labels
+    from replicate.shift.discriminate import _stratified_sample
 
     rng = np.random.default_rng(0)
     sample = _stratified_sample(test, pool, 2000, rng)

@@ -201,15 +201,15 @@ def test_json_schema_and_numbers_equal_stats(small_report: Report, small: stats.
     assert [m["model"] for m in comp["models"]] == list(small.names)
     for m in comp["models"]:
         r = rows[m["model"]]
-        assert m["original_acc"] == r["acc_orig"] and m["new_acc"] == r["acc_new"]
-        assert (m["original_low"], m["original_high"]) == (r["acc_orig_lower"], r["acc_orig_upper"])
-        assert (m["gap"], m["gap_low"], m["gap_high"]) == (r["gap"], r["gap_lower"], r["gap_upper"])
+        assert m["acc_orig"] == r["acc_orig"] and m["acc_new"] == r["acc_new"]
+        assert (m["acc_orig_lower"], m["acc_orig_upper"]) == (r["acc_orig_lower"], r["acc_orig_upper"])
+        assert (m["gap"], m["gap_lower"], m["gap_upper"]) == (r["gap"], r["gap_lower"], r["gap_upper"])
         assert m["p_adjusted"] == r["p_adjusted"]
         assert m["effective_robustness"] == r["effective_robustness"]
-        assert (m["rank_original"], m["rank_new"]) == (r["rank_orig"], r["rank_new"])
-        assert (m["original_correct"], m["original_n"]) == (r["correct_orig"], r["n_orig"])
+        assert (m["rank_orig"], m["rank_new"]) == (r["rank_orig"], r["rank_new"])
+        assert (m["correct_orig"], m["n_orig"]) == (r["correct_orig"], r["n_orig"])
     assert comp["fit"]["slope"] == small.fit.slope and comp["fit"]["intercept"] == small.fit.intercept
-    assert comp["fit"]["slope_low"] == small.fit.slope_ci[0]
+    assert comp["fit"]["slope_ci"][0] == small.fit.slope_ci[0]
     assert comp["diagnosis"].startswith(f"Diagnosis: {small.diagnosis.verdict}.")
     assert comp["rank_stability"]["kendall_tau"] == small.ranks.kendall_tau
     assert comp["drop"]["median"] == float(np.median(small.gap.gap))
@@ -222,11 +222,11 @@ def test_every_number_in_the_html_table_is_in_the_json(small_report: Report) -> 
     by_model = {m["model"]: m for m in data["comparisons"][0]["models"]}
     for row in table:
         m = by_model[row["model"]]
-        for field in ("original_acc", "new_acc", "gap", "p_adjusted", "effective_robustness", "rank_original", "rank_new"):
+        for field in ("acc_orig", "acc_new", "gap", "p_adjusted", "effective_robustness", "rank_orig", "rank_new"):
             assert float(row[field]) == pytest.approx(m[field], rel=1e-15), field
         bounds = [tuple(map(float, x.split(","))) for x in row["ci"].strip(";").split(";")]
-        assert bounds[0] == (m["original_low"], m["original_high"])
-        assert bounds[2] == (m["gap_low"], m["gap_high"])
+        assert bounds[0] == (m["acc_orig_lower"], m["acc_orig_upper"])
+        assert bounds[2] == (m["gap_lower"], m["gap_upper"])
 
 
 def test_csv_is_the_model_table(small_report: Report, small: stats.Comparison) -> None:
@@ -234,7 +234,7 @@ def test_csv_is_the_model_table(small_report: Report, small: stats.Comparison) -
     assert len(rows) == len(small.names)
     assert rows[0]["comparison"] == "orig-test vs new-test (top-1)"
     assert rows[0]["original_set"] == "orig-test" and rows[0]["new_set"] == "new-test"
-    assert float(rows[0]["original_acc"]) == small.rows()[0]["acc_orig"]  # repr round-trips floats exactly
+    assert float(rows[0]["acc_orig"]) == small.rows()[0]["acc_orig"]  # repr round-trips floats exactly
 
 
 def test_latex_is_a_booktabs_table(small: stats.Comparison) -> None:
@@ -347,7 +347,7 @@ def test_write_report_and_cli(tmp_path: Path, small: stats.Comparison) -> None:
     man.write_text(json.dumps(make_manifest("compare", fingerprint="abc123")))
     assert main(["report", str(src), str(man), "--out", str(tmp_path / "cli"), "--format", "html,json"]) == 0
     data = json.loads((tmp_path / "cli/report.json").read_text())
-    assert data["comparisons"][0]["models"][0]["original_acc"] == small.rows()[0]["acc_orig"]
+    assert data["comparisons"][0]["models"][0]["acc_orig"] == small.rows()[0]["acc_orig"]
     assert data["provenance"][0]["fingerprint"] == "abc123"
 
 
@@ -441,14 +441,14 @@ def test_cifar10_1_reanalysis_numbers_equal_stats(cifar10_1: list[stats.Comparis
     for comp, cmp in zip(data["comparisons"], cifar10_1, strict=True):
         assert len(comp["models"]) == 30
         for m, r in zip(comp["models"], cmp.rows(), strict=True):
-            assert (m["model"], m["original_acc"], m["new_acc"], m["gap"], m["p_adjusted"]) == (
+            assert (m["model"], m["acc_orig"], m["acc_new"], m["gap"], m["p_adjusted"]) == (
                 r["model"], r["acc_orig"], r["acc_new"], r["gap"], r["p_adjusted"])
-            assert (m["gap_low"], m["gap_high"], m["effective_robustness"]) == (
+            assert (m["gap_lower"], m["gap_upper"], m["effective_robustness"]) == (
                 r["gap_lower"], r["gap_upper"], r["effective_robustness"])
         assert comp["fit"]["slope"] == cmp.fit.slope
     # published CIFAR-10.1 value: shake_shake_26_2x64d_SSI_cutout16 scores 97.11% on CIFAR-10 test
     row = next(m for m in data["comparisons"][0]["models"] if m["model"] == "shake_shake_26_2x64d_SSI_cutout16")
-    assert row["original_correct"] == 9711
+    assert row["correct_orig"] == 9711
     page = parse(render(report, "html"))
     assert list(page.tables.values()) == [30, 30]
     assert len(page.imgs) == len(report.figures) == 4  # 2 scatters, v6 per-class drops, overview
@@ -482,7 +482,7 @@ def test_imagenetv2_reanalysis_renders(shared: Path) -> None:
     # published ImageNetV2 value: resnet50 76.13% on validation, 63.33% top-1 on MatchedFrequency
     mf = next(c for c in data["comparisons"] if c["new"]["name"] == "MatchedFrequency" and c["metric"] == "top-1")
     r50 = next(m for m in mf["models"] if m["model"] == "resnet50")
-    assert (r50["original_correct"], r50["new_correct"]) == (38065, 6333)
+    assert (r50["correct_orig"], r50["correct_new"]) == (38065, 6333)
 
 
 def test_cli_from_a_prediction_file(tmp_path: Path) -> None:

@@ -11,8 +11,6 @@ from conftest import make_imageset
 from replicate import ImageSet
 from replicate.shift import (
     ShiftResult,
-    _energy_permutation,
-    _fit_logistic,
     colour_stat_features,
     control_test,
     covariate_shift,
@@ -24,6 +22,8 @@ from replicate.shift import (
     remove_cross_duplicates,
     split_halves,
 )
+from replicate.shift.classifier import _fit_logistic
+from replicate.shift.covariate import _energy_permutation
 
 # --------------------------------------------------------------------------- helpers
 

@@ -40,12 +40,12 @@ def main() -> int:
                 "new": c["new"]["name"],
                 "metric": c.get("metric"),
                 "models": [
-                    {k: m.get(k) for k in ("model", "original_correct", "original_n", "original_acc", "new_correct",
-                                           "new_n", "new_acc", "gap", "gap_low", "gap_high", "p_adjusted")}
+                    {k: m.get(k) for k in ("model", "correct_orig", "n_orig", "acc_orig", "correct_new",
+                                           "n_new", "acc_new", "gap", "gap_lower", "gap_upper", "p_adjusted")}
                     for m in c["models"]
                 ],
-                "fit": {k: (c.get("fit") or {}).get(k) for k in ("scale", "method", "n_models", "slope", "slope_low",
-                                                                 "slope_high", "intercept", "r_squared")},
+                "fit": {k: (c.get("fit") or {}).get(k) for k in ("scale", "method", "n_models", "slope", "slope_ci",
+                                                                 "intercept", "r2")},
                 "verdict": c.get("verdict"),
                 "diagnosis": c.get("diagnosis"),
             }

@@ -74,7 +74,7 @@ def code_digest(modules: Sequence[str]) -> str:
 
 def stage_key(name: str, config: Any, inputs: dict[str, str], code: Sequence[str] = ()) -> str:
     """sha256 over the stage name, its config, its inputs' fingerprints, the version and the code."""
-    from replicate import __version__
+    from replicate._version import __version__
 
     payload = {"stage": name, "config": config, "inputs": inputs, "replicate": __version__}
     if code:
