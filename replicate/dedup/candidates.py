@@ -1,0 +1,420 @@
+"""Candidate pairs: prepared sets (signatures computed once), the candidate search of one
+query chunk against prepared references, and every distance of each pair."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from replicate._l2 import l2_knn, l2_sq_distances_at
+from replicate._validation import check_int, fail
+from replicate.dedup.rules import DedupConfig, _distance_columns
+from replicate.dedup.signatures import (
+    _aligned_query,
+    _aligned_reference,
+    _coarse_reference,
+    _cos_to_distance,
+    _cosine_knn,
+    _edge_centre,
+    _edge_windows,
+    _grouped_max_cos,
+    _unit_features,
+    tiny_signature,
+    window_knn,
+)
+from replicate.imageset import ImageSet
+
+_ALIGN_GROUP = 128  # query images whose aligned windows exist at once (about 20 MB in float64)
+_EDGE_GROUP = 16  # query images whose edge windows exist at once (about 25 MB in float64)
+
+
+# --------------------------------------------------------------------------------------
+# prepared sets and candidate pairs
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedSet:
+    """An image set with the signatures the detector compares (computed once)."""
+
+    name: str
+    images: ImageSet
+    hashes: dict[str, np.ndarray]
+    tiny: np.ndarray
+    tiny_flipped: np.ndarray | None
+    aligned: np.ndarray
+    features: np.ndarray | None
+    coarse: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def prepare(images: ImageSet, config: DedupConfig, name: str | None = None) -> PreparedSet:
+    """Hashes, tiny signatures, aligned windows (and features) of one set."""
+    from replicate.hashing import hash_images
+
+    hashes = {m: hash_images(images.images, m, hash_size=config.hash_size) for m in config.hash_radii}
+    feats = None
+    if config.feature_model is not None:
+        from replicate.evaluate import extract_features
+
+        feats = _unit_features(extract_features(config.feature_model, images))
+    return PreparedSet(
+        name=name or images.name,
+        images=images,
+        hashes=hashes,
+        tiny=tiny_signature(images.images, config.tiny_size),
+        tiny_flipped=tiny_signature(images.images[:, :, ::-1], config.tiny_size) if config.flips else None,
+        aligned=_aligned_reference(images.images, config.max_shift),
+        features=feats,
+        coarse=_coarse_reference(images.images, config.max_shift) if config.aligned_k else None,
+    )
+
+
+def hash_pairs(query: Any, reference: Any, radius: int) -> pd.DataFrame:
+    """All pairs of precomputed :class:`~replicate.hashing.Hashes` within ``radius``.
+
+    Both must come from the same hasher with the same parameters. Returns columns
+    ``query_id``, ``reference_id``, ``hamming``.
+    """
+    from replicate.hamming import radius_search
+    from replicate.hashing import Hashes, check_compatible
+
+    for name, h in (("query", query), ("reference", reference)):
+        if not isinstance(h, Hashes):
+            raise fail(name, type(h).__name__, "a replicate.hashing.Hashes", "Make it with hash_set().", error=TypeError)
+    check_compatible(query, reference, "reference")
+    radius = check_int("radius", radius, minimum=0, maximum=query.bits)
+    qi, ri, d = radius_search(query.values, reference.values, radius)
+    return pd.DataFrame({"query_id": query.ids[qi], "reference_id": reference.ids[ri], "hamming": d})
+
+
+def _knn_pairs(idx: np.ndarray, offset: int, within: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query position, reference position, 1-based rank) from a kNN index table.
+
+    Within the query set the search asked for one extra neighbour; each row drops its
+    own position (or, if absent, its last entry).
+    """
+    n, k = idx.shape
+    rows = np.repeat(np.arange(n), k).reshape(n, k)
+    if within:
+        own = idx == (rows + offset)
+        drop_last = ~own.any(axis=1)
+        own[drop_last, k - 1] = True
+        keep = ~own
+        idx = idx[keep].reshape(n, k - 1)
+        rows = rows[keep].reshape(n, k - 1)
+        k -= 1
+    ranks = np.tile(np.arange(1, k + 1), n)
+    return rows.ravel() + offset, idx.ravel(), ranks
+
+
+def candidate_pairs(
+    query: PreparedSet,
+    references: Sequence[PreparedSet],
+    config: DedupConfig,
+    *,
+    offset: int = 0,
+    within: PreparedSet | None = None,
+) -> pd.DataFrame:
+    """Candidate pairs of one query chunk against prepared references, with every distance.
+
+    ``offset`` is the chunk's first position in the whole query set; ``within`` is the
+    whole prepared query set (for pairs inside the query, reported once with the lower
+    position first). Returns positions (``query_pos``, ``reference_set``,
+    ``reference_pos``) plus the distance and rank columns; :func:`decide` turns the
+    joined tables of all chunks into a :class:`DedupResult`.
+    """
+    from replicate.hamming import radius_search
+
+    targets: list[tuple[PreparedSet, bool]] = [(r, False) for r in references]
+    if within is not None:
+        targets.append((within, True))
+    frames = []
+    for ref, is_within in targets:
+        keys: list[pd.DataFrame] = []
+        extra = 1 if is_within else 0
+        for method, radius in config.hash_radii.items():
+            qi, ri, _ = radius_search(query.hashes[method], ref.hashes[method], radius)
+            keys.append(pd.DataFrame({"query_pos": qi + offset, "reference_pos": ri}))
+        available = len(ref) - (1 if is_within else 0)
+        if config.l2_k and available > 0:
+            k = min(config.l2_k, available) + extra
+            nn = l2_knn(query.images.images, ref.images.images, k=k)
+            qp, rp, rk = _knn_pairs(nn.indices, offset, is_within)
+            keys.append(pd.DataFrame({"query_pos": qp, "reference_pos": rp, "l2_rank": rk}))
+        if config.tiny_k and available > 0:
+            idx, _ = _cosine_knn(query.tiny, ref.tiny, min(config.tiny_k, available) + extra)
+            qp, rp, rk = _knn_pairs(idx, offset, is_within)
+            keys.append(pd.DataFrame({"query_pos": qp, "reference_pos": rp, "tiny_rank": rk}))
+        if config.flips and config.tiny_k and available > 0:
+            if query.tiny_flipped is None:  # pragma: no cover - prepare() makes it when flips is on
+                raise RuntimeError("prepared query has no mirrored thumbnails; prepare() it with flips=True")
+            idx, _ = _cosine_knn(query.tiny_flipped, ref.tiny, min(config.tiny_k, available) + extra)
+            qp, rp, _ = _knn_pairs(idx, offset, is_within)
+            # NaN: the mirrored thumbnail leaves no rank in the table, so it does not make a
+            # coarse-window candidate any less window-only (as _window_only reads the table)
+            keys.append(pd.DataFrame({"query_pos": qp, "reference_pos": rp, "window_only": np.nan}))
+        if config.feature_model is not None and config.feature_k and available > 0:
+            if query.features is None or ref.features is None:  # pragma: no cover - made by prepare()
+                raise RuntimeError("prepared sets have no model features; prepare() them with feature_model set")
+            idx, _ = _cosine_knn(query.features, ref.features, min(config.feature_k, available) + extra)
+            qp, rp, rk = _knn_pairs(idx, offset, is_within)
+            keys.append(pd.DataFrame({"query_pos": qp, "reference_pos": rp, "feature_rank": rk}))
+        for key in keys:
+            if "window_only" not in key:
+                key["window_only"] = 0.0
+        if config.aligned_k and available > 0:
+            if ref.coarse is None:  # pragma: no cover - prepare() makes it when aligned_k is set
+                raise RuntimeError("prepared reference has no coarse windows; prepare() it with aligned_k set")
+            idx = window_knn(query.images.images, ref.coarse, min(config.aligned_k, available) + extra,
+                             config.max_shift, config.scales)
+            qp, rp, rk = _knn_pairs(idx, offset, is_within)
+            keys.append(pd.DataFrame({"query_pos": qp, "reference_pos": rp, "aligned_rank": rk, "window_only": 1.0}))
+        if not keys:
+            continue
+        cand = pd.concat(keys, ignore_index=True)
+        for col in ("l2_rank", "tiny_rank", "feature_rank", "aligned_rank"):
+            if col not in cand:
+                cand[col] = np.nan
+        if is_within:
+            cand = cand[cand.query_pos != cand.reference_pos]
+            lo = np.minimum(cand.query_pos, cand.reference_pos)
+            hi = np.maximum(cand.query_pos, cand.reference_pos)
+            cand = cand.assign(query_pos=lo, reference_pos=hi)
+        cand = cand.groupby(["query_pos", "reference_pos"], as_index=False, sort=True).min()
+        cand["window_only"] = cand.window_only.fillna(0.0).astype(bool)  # min skips NaN: window and mirror -> 1
+        frames.append(_distances(cand, query, ref, offset, within if is_within else None, config))
+    if not frames:
+        return _empty_pairs(config)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _empty_pairs(config: DedupConfig) -> pd.DataFrame:
+    cols = ["query_pos", "reference_set", "reference_pos"] + _distance_columns(config)
+    return pd.DataFrame({c: pd.Series(dtype="object" if c == "reference_set" else "float64") for c in cols})
+
+
+def _row_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distance of paired unit rows, ``sqrt(2 - 2 cos)``, from the difference (float64)."""
+    d = a.astype(np.float64) - b.astype(np.float64)
+    return np.sqrt(np.einsum("ij,ij->i", d, d))
+
+
+def _ratio_to_others(groups: np.ndarray, values: np.ndarray, counted: np.ndarray | None = None) -> np.ndarray:
+    """Each value over the median of the other values in its group (NaN when alone);
+    with ``counted``, only those values make up the median.
+
+    Vectorised: each group's counted values are sorted once, and the median of the
+    others is read from that order, skipping the value's own position.
+    """
+    groups = np.asarray(groups)
+    values = np.asarray(values, dtype=np.float64)
+    n = len(values)
+    out = np.full(n, np.nan)
+    if n == 0:
+        return out
+    c = np.ones(n, bool) if counted is None else np.asarray(counted, bool)
+    ci = np.flatnonzero(c)
+    order = ci[np.lexsort((values[ci], groups[ci]))]
+    cg, cv = groups[order], values[order]
+    ug, start, size = np.unique(cg, return_index=True, return_counts=True)
+    if len(ug) == 0:
+        return out
+    gi = np.minimum(np.searchsorted(ug, groups), len(ug) - 1)
+    has = ug[gi] == groups
+    first = np.where(has, start[gi], 0)
+    m = np.where(has, size[gi], 0)
+    pos = np.full(n, -1, dtype=np.int64)
+    pos[order] = np.arange(len(order)) - np.repeat(start, size)
+    others = m - c.astype(np.int64)  # how many values make up this value's median
+    ok = has & (others >= 1)
+
+    def at(k: np.ndarray) -> np.ndarray:  # k-th smallest of the others (own position skipped)
+        idx = first + k + (c & (k >= pos))
+        return cv[np.clip(idx, 0, len(cv) - 1)]
+
+    k1, k2 = (others - 1) // 2, others // 2
+    med = (at(k1) + at(k2)) / 2
+    good = ok & (med > 0)
+    out[good] = values[good] / med[good]
+    return out
+
+
+def _ratio_to_best_other(groups: np.ndarray, values: np.ndarray, counted: np.ndarray | None = None) -> np.ndarray:
+    """Each value over the smallest other value in its group; with ``counted``, only those
+    values are others. NaN values (not computed) count as infinitely far, so a value with
+    no finite other gets 0; ``0 / 0`` (two exact matches) is 1; NaN where the value is NaN."""
+    groups = np.asarray(groups)
+    v = np.asarray(values, dtype=np.float64)
+    n = len(v)
+    if n == 0:
+        return np.full(0, np.nan)
+    c = np.ones(n, bool) if counted is None else np.asarray(counted, bool)
+    w = np.where(np.isnan(v) | ~c, np.inf, v)  # what each row is as another row's other
+    order = np.lexsort((w, groups))
+    g, ws = groups[order], w[order]
+    first = np.r_[True, g[1:] != g[:-1]]
+    start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
+    after = np.r_[g[1:] == g[:-1], False]  # the next row is in the same group
+    second = np.where(after, np.r_[ws[1:], np.inf], np.inf)
+    # the group's smallest, or for the smallest itself the second smallest
+    best_other = np.where(first, second, ws[start])
+    other = np.empty(n)
+    other[order] = best_other
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = v / other
+    r[(v == 0) & (other == 0)] = 1.0
+    r[np.isinf(other) & ~np.isnan(v)] = 0.0
+    r[np.isnan(v)] = np.nan
+    return r
+
+
+def _distances(
+    cand: pd.DataFrame,
+    query: PreparedSet,
+    ref: PreparedSet,
+    offset: int,
+    whole_query: PreparedSet | None,
+    config: DedupConfig,
+) -> pd.DataFrame:
+    """All distances of candidate pairs (positions; ``whole_query`` for pairs within the query)."""
+    qpos = cand.query_pos.to_numpy(np.int64)
+    rpos = cand.reference_pos.to_numpy(np.int64)
+    # Within the query set both ends are query positions: read them from the whole set.
+    qsrc = whole_query if whole_query is not None else query
+    qloc = qpos if whole_query is not None else qpos - offset
+    out = pd.DataFrame({"query_pos": qpos, "reference_set": ref.name, "reference_pos": rpos})
+    from replicate.hamming import hamming_distance
+
+    for m in config.hash_radii:
+        out[f"hamming_{m}"] = hamming_distance(qsrc.hashes[m][qloc], ref.hashes[m][rpos])
+    qimg = qsrc.images.images
+    rimg = ref.images.images
+    sq = l2_sq_distances_at(qimg, rimg, qloc, rpos)
+    ms, zs = config.max_shift, config.scales
+
+    def aligned(side_img: np.ndarray, side: np.ndarray, other: PreparedSet, at: np.ndarray, flip: bool = False) -> np.ndarray:
+        # windows of side_img[side[p]] (mirrored with flip) against other's centre windows at at[p]
+        def windows(u: np.ndarray) -> torch.Tensor:
+            img = side_img[u]
+            return _aligned_query(img[:, :, ::-1] if flip else img, ms, zs)
+
+        cos = _grouped_max_cos(side, at, windows, lambda p: torch.from_numpy(other.aligned[p]), _ALIGN_GROUP)
+        return _cos_to_distance(cos)
+
+    al = aligned(qimg, qloc, ref, rpos)
+    if whole_query is not None:
+        # both ends are query images: the zoom range applies either way round
+        al = np.minimum(al, aligned(rimg, rpos, qsrc, qloc))
+    alf = aligned(qimg, qloc, ref, rpos, flip=True) if config.flips else np.full(len(qpos), np.inf)
+    values_per_image = int(np.prod(qimg.shape[1:]))
+    out["l2"] = np.sqrt(sq.astype(np.float64))
+    out["l2_rms"] = np.sqrt(sq / values_per_image)
+    out["l2_rank"] = cand.l2_rank.to_numpy()
+    out["tiny"] = _row_distance(qsrc.tiny[qloc], ref.tiny[rpos])
+    out["tiny_rank"] = cand.tiny_rank.to_numpy()
+    out["aligned"] = al
+    # candidates only the coarse-window search proposed are the query's nearest by design:
+    # they stay out of the median the ratio rule compares against, and have no ratio
+    window_only = cand.window_only.to_numpy(bool)
+    out["aligned_ratio"] = _ratio_to_others(qpos, al, ~window_only)
+    out.loc[window_only, "aligned_ratio"] = np.nan
+    if config.aligned_k:
+        out["aligned_rank"] = cand.aligned_rank.to_numpy()
+    if config.flips:
+        out["aligned_mirror"] = alf
+    if config.edge_max is not None:
+        edge = np.full(len(qpos), np.nan)
+        near = np.flatnonzero(al <= config.edge_aligned_max)
+        if len(near):
+            em = config.edge_max_shift
+            if min(qimg.shape[1:3]) - 2 * em < 1:
+                raise fail("edge_max_shift", em, f"< {min(qimg.shape[1:3]) / 2} (half the image side)")
+            cos = _grouped_max_cos(
+                qloc[near], rpos[near],
+                lambda u: _edge_windows(qimg[u], em, config.edge_scales),
+                lambda p: _edge_centre(rimg[p], em),
+                _EDGE_GROUP,
+            )
+            edge[near] = _cos_to_distance(cos)
+        out["edge"] = edge
+        # as for aligned_ratio, the coarse-window candidates are not others: switching
+        # them on only adds candidates and flags
+        out["edge_ratio"] = _ratio_to_best_other(qpos, edge, ~window_only)
+    if config.feature_model is not None:
+        if qsrc.features is None or ref.features is None:  # pragma: no cover - made by prepare()
+            raise RuntimeError("prepared sets have no model features; prepare() them with feature_model set")
+        out["feature"] = _row_distance(qsrc.features[qloc], ref.features[rpos])
+        out["feature_rank"] = cand.feature_rank.to_numpy()
+    for col in ("l2_rank", "tiny_rank", "feature_rank", "aligned_rank"):
+        if col in out:
+            out[col] = out[col].astype("Int64")
+    return out
+
+
+def _as_references(references: Any, query: ImageSet) -> list[tuple[str, ImageSet]]:
+    if references is None:
+        items: list[tuple[str, ImageSet]] = []
+    elif isinstance(references, ImageSet):
+        items = [(references.name, references)]
+    elif isinstance(references, Mapping):
+        items = [(str(k), v) for k, v in references.items()]
+    elif isinstance(references, Sequence) and not isinstance(references, (str, bytes)):
+        items = [(getattr(v, "name", f"reference{i}"), v) for i, v in enumerate(references)]
+    else:
+        raise fail("references", type(references).__name__, "a mapping name -> ImageSet, a list of ImageSets, or None", error=TypeError)
+    names = [n for n, _ in items]
+    for name, s in items:
+        if not isinstance(s, ImageSet):
+            raise fail(f"references[{name!r}]", type(s).__name__, "an ImageSet", error=TypeError)
+        if names.count(name) > 1:
+            raise fail("references", names, "sets with distinct names", "Pass a mapping {name: set} or rename with s.renamed().")
+        if name == query.name:
+            raise fail(
+                f"reference name {name!r}",
+                name,
+                f"different from the query's name ({query.name!r}), which labels pairs within the query",
+                "Rename one of them with s.renamed().",
+            )
+        if len(s) == 0:
+            raise fail(f"references[{name!r}]", "an empty set", "at least one image")
+        if s.image_shape != query.image_shape:
+            raise fail(
+                f"image shape of references[{name!r}]",
+                s.image_shape,
+                f"{query.image_shape} (the query's)",
+                "Resize both sets to one size before looking for near-duplicates.",
+            )
+    seen: dict[str, np.ndarray] = {}
+    for label, ids in [(f"query {query.name!r}", query.ids)] + [(f"reference {n!r}", s.ids) for n, s in items]:
+        for other_label, other_ids in seen.items():
+            clash = np.intersect1d(ids, other_ids)
+            if len(clash):
+                raise fail(
+                    f"ids of {label}",
+                    f"{len(clash)} ids shared with {other_label}, e.g. {clash[:3].tolist()}",
+                    "unique across the query and reference sets",
+                    "Give each set its own ids (the default ids are '<name>/<index>'), or pass a set only once.",
+                )
+        seen[label] = ids
+    return items
+
+
+def _slice_prepared(p: PreparedSet, start: int, stop: int) -> PreparedSet:
+    sl = slice(start, stop)
+    return PreparedSet(
+        name=p.name,
+        images=p.images.select(np.arange(start, stop)),
+        hashes={m: v[sl] for m, v in p.hashes.items()},
+        tiny=p.tiny[sl],
+        tiny_flipped=None if p.tiny_flipped is None else p.tiny_flipped[sl],
+        aligned=p.aligned[sl],
+        features=None if p.features is None else p.features[sl],
+        coarse=None if p.coarse is None else p.coarse[sl],
+    )
