@@ -749,6 +749,25 @@ class ImageSource:
         out._fingerprint = self._fingerprint
         return out
 
+    def select(self, positions: Sequence[int] | np.ndarray, *, name: str | None = None) -> ImageSource:
+        """The source restricted to the images at listing ``positions`` (in that order)."""
+        pos = np.asarray(positions, dtype=np.int64).reshape(-1)
+        if pos.size == 0:
+            raise fail("positions", [], "at least one position")
+        if pos.min() < 0 or pos.max() >= len(self):
+            raise fail("positions", f"range [{pos.min()}, {pos.max()}]", f"in [0, {len(self) - 1}]")
+        out = object.__new__(ImageSource)
+        out.__dict__.update(self.__dict__)
+        out.ids = self.ids[pos]
+        if len(np.unique(out.ids)) != len(out.ids):
+            raise fail("positions", "repeated positions", "each position at most once")
+        out.labels = self.labels[pos]
+        out.metadata = {k: v[pos] for k, v in self.metadata.items()}
+        out._locators = [self._locators[i] for i in pos.tolist()]
+        out.name = name or self.name
+        out._fingerprint = None
+        return out
+
     def metadata_set(self) -> Any:
         """An :class:`~replicate.ImageSet` of the listing only (labels, ids, metadata; 1x1 blank images).
 
