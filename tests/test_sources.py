@@ -383,3 +383,26 @@ def test_real_pool_three_ways(pool_sources, candidate_pool):
     decoded = pool_sources["jpg_decoded"]
     np.testing.assert_array_equal(jpg.images, decoded.images)
     assert not np.array_equal(jpg.images, candidate_pool.images)
+
+
+def test_load_and_load_pool_open_sources(tmp_path, toy):
+    import replicate
+
+    write_shards(toy, tmp_path / "tar", shard_size=15)
+    s = replicate.load(tmp_path / "tar")
+    assert isinstance(s, ImageSet) and np.array_equal(s.images, toy.images)
+    src = replicate.load_pool(tmp_path / "tar", stream=True)
+    assert isinstance(src, replicate.ImageSource) and len(src) == 40
+    pool = tmp_path / "mypool"
+    pool.mkdir()
+    (pool / "pool.toml").write_text('name = "mypool"\ndescription = "d"\nsource = "s"\nlicence = "l"\n'
+                                    f'data = "{(tmp_path / "tar").as_posix()}"\n[columns]\nkeyword = "k"\n')
+    streamed = replicate.load_pool(pool, stream=True)
+    assert streamed.name == "mypool" and list(streamed.ids) == list(toy.ids)
+    assert replicate.load_pool(pool).name == "mypool"
+    np.save(tmp_path / "x.npy", toy.images)
+    (pool / "pool.toml").write_text('name = "mypool"\ndescription = "d"\nsource = "s"\nlicence = "l"\n'
+                                    f'data = "{(tmp_path / "x.npy").as_posix()}"\n')
+    with pytest.raises(ValueError, match="stream == True; must be False for pool 'mypool', whose data 'x.npy' is an "
+                                         "in-memory format"):
+        replicate.load_pool(pool, stream=True)
