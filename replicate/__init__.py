@@ -42,6 +42,13 @@ _LAZY: dict[str, str] = {
     "DedupConfig": "dedup",
     "dedup_gallery": "dedup",
     "edge_distance": "dedup",
+    # pools read chunk by chunk
+    "ImageSource": "sources",
+    "DecodePolicy": "sources",
+    "open_source": "sources",
+    "scan_pool": "streaming",
+    "sample_source": "streaming",
+    "PoolScan": "streaming",
     # keywords and sampling
     "KeywordCounts": "keywords",
     "KeywordMatch": "keywords",
@@ -105,6 +112,8 @@ _SUBMODULES = (
     "pipeline",
     "manifest",
     "plots",
+    "sources",
+    "streaming",
 )
 
 

@@ -56,6 +56,8 @@ __all__ = [
     "hashes_to_hex",
     "hashes_from_hex",
     "check_compatible",
+    "hash_input_size",
+    "hash_pil",
 ]
 
 HashMethod = Literal["ahash", "dhash", "dhash_vertical", "phash", "phash_simple", "whash"]
@@ -857,6 +859,70 @@ def hash_images(
     for start in range(0, len(arr), chunk_size):
         part = hasher.func(arr[start : start + chunk_size], **full)
         out[start : start + len(part)] = part.reshape(len(part), words)
+    return _finish(out)
+
+
+def hash_input_size(
+    method: str, width: int, height: int, *, hash_size: int = 8, **params: Any
+) -> tuple[int, int]:
+    """The ``(width, height)`` imagehash resizes a ``width`` x ``height`` image to for ``method``.
+
+    imagehash's rules: ``ahash`` (s, s); ``dhash`` (s + 1, s); ``dhash_vertical`` (s, s + 1);
+    ``phash``/``phash_simple`` (s * highfreq_factor) squared; ``whash`` ``image_scale``
+    squared, by default the largest power of 2 not above the shorter side (at least s).
+    """
+    _, full = _resolve(method, hash_size, params)
+    s = full["hash_size"]
+    if method == "ahash":
+        return s, s
+    if method == "dhash":
+        return s + 1, s
+    if method == "dhash_vertical":
+        return s, s + 1
+    if method in ("phash", "phash_simple"):
+        side = s * int(full["highfreq_factor"])
+        return side, side
+    if method == "whash":
+        scale = full["image_scale"]
+        if scale is None:
+            scale = max(2 ** int(np.log2(min(int(width), int(height)))), s)
+        return int(scale), int(scale)
+    raise fail(  # a hasher registered later must say how it resizes
+        "method", method, "a hasher with a known input size (ahash, dhash, dhash_vertical, phash, phash_simple, whash)"
+    )
+
+
+def hash_pil(images: Iterable[Any], method: str = "phash", *, hash_size: int = 8, **params: Any) -> np.ndarray:
+    """Hashes of PIL images of any size and mode, bit-identical to imagehash on each image.
+
+    Each image goes through exactly imagehash's preprocessing, by PIL itself:
+    ``image.convert("L").resize(hash_input_size(...), LANCZOS)``; the batched hash rule
+    then runs on the small gray images (a gray image repeated to three channels converts
+    back to the same gray values, and a resize to its own size is skipped, so the rule
+    sees imagehash's pixels). Returns packed hashes as :func:`hash_images` does.
+    """
+    from PIL import Image
+
+    hasher, full = _resolve(method, hash_size, params)
+    extra = {k: v for k, v in full.items() if k != "hash_size"}
+    words = _words(int(hasher.bits(**full)))
+    small: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
+    n = 0
+    for i, im in enumerate(images):
+        if not isinstance(im, Image.Image):
+            raise fail(f"images[{i}]", type(im).__name__, "a PIL.Image.Image", error=TypeError)
+        size = hash_input_size(method, im.width, im.height, hash_size=full["hash_size"], **extra)
+        px = np.asarray(im.convert("L").resize(size, Image.Resampling.LANCZOS))
+        small.setdefault(size, []).append((i, px))
+        n = i + 1
+    if n == 0:
+        raise fail("images", [], "non-empty (at least one image)")
+    out = np.empty((n, words), dtype=np.uint64)
+    for group in small.values():
+        pos = np.array([i for i, _ in group], dtype=np.int64)
+        gray = np.stack([px for _, px in group])
+        rgb = np.repeat(gray[..., None], 3, axis=3)
+        out[pos] = hasher.func(rgb, **full).reshape(len(pos), words)
     return _finish(out)
 
 

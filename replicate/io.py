@@ -9,7 +9,11 @@
 - ``.npz`` archives (images, labels, and every other per-image array as metadata);
 - ``*_data.npy`` + ``*_labels.npy`` pairs (CIFAR-10.1, ImageNetV2 style);
 - a folder of PNG/JPEG images, by class subfolder or flat with ``metadata.csv`` /
-  ``metadata.jsonl``.
+  ``metadata.jsonl``;
+- WebDataset tar shards (a ``.tar`` file or a folder of them) and Parquet files, through
+  :func:`replicate.sources.open_source` and ``materialise()`` (images of any size become the
+  canonical 32x32 thumbnail). Pools too large for memory stay an
+  :class:`~replicate.sources.ImageSource`: ``load_pool(path, stream=True)``.
 """
 
 from __future__ import annotations
@@ -78,6 +82,10 @@ def load(path: str | os.PathLike[str], **kwargs: Any) -> ImageSet:
         return load_npz(p, **kwargs)
     if p.suffix == ".npy":
         return load_npy_pair(p, **kwargs)
+    if p.suffix in (".tar", ".parquet") or (p.is_dir() and any(f.suffix in (".tar", ".parquet") for f in p.iterdir())):
+        from replicate.sources import open_source
+
+        return open_source(p, **kwargs).materialise()
     if p.is_dir():
         return load_folder(p, **kwargs)
     raise fail(
@@ -693,8 +701,14 @@ def find_pool(name_or_path: str | os.PathLike[str]) -> Path:
     )
 
 
-def load_pool(name_or_path: str | os.PathLike[str], *, verify: bool = True) -> ImageSet:
+def load_pool(name_or_path: str | os.PathLike[str], *, verify: bool = True, stream: bool = False) -> Any:
     """A candidate pool: ``candidates/<pool>/pool.toml`` plus its images.
+
+    ``stream=True`` returns an :class:`~replicate.sources.ImageSource` instead of an
+    ImageSet, read chunk by chunk (for pools larger than memory): the pool's ``data`` (or
+    ``name_or_path`` itself, when it is not a pool folder) must then be tar shards, Parquet
+    files or an image folder. An ImageSet is what a pool that fits in memory, and every
+    new test set, is; a source is materialised into one with ``materialise()``.
 
     ``pool.toml`` holds ``name``, ``description``, ``source`` (where the images came
     from), ``licence``, ``collection`` (how they were collected), ``columns`` (the
@@ -703,6 +717,10 @@ def load_pool(name_or_path: str | os.PathLike[str], *, verify: bool = True) -> I
     checked. ``label_column`` names an integer column to use as labels when the data
     has none under the usual names.
     """
+    if stream and Path(name_or_path).exists() and not (Path(name_or_path) / "pool.toml").is_file():
+        from replicate.sources import open_source
+
+        return open_source(name_or_path)
     folder = find_pool(name_or_path)
     with open(folder / "pool.toml", "rb") as fh:
         try:
@@ -729,6 +747,18 @@ def load_pool(name_or_path: str | os.PathLike[str], *, verify: bool = True) -> I
                 f"sha256 of {data_path} == {found}; must be {desc['sha256']} as pool.toml says. "
                 "The file is not the pool's data: replace it."
             )
+    if stream:
+        from replicate.sources import detect_kind, open_source
+
+        if data_path.suffix in (".npz", ".npy") or is_saved_imageset(data_path):
+            raise fail("stream", True, f"False for pool {desc['name']!r}, whose data {data_path.name!r} is an "
+                       "in-memory format", "Open it with stream=False, or store it as tar shards or Parquet.")
+        src = open_source(data_path, kind=detect_kind(data_path), name=desc["name"])
+        missing_cols = [c for c in desc.get("columns", {}) if c not in src.metadata]
+        if missing_cols:
+            raise fail(f"columns of pool {desc['name']!r}", missing_cols,
+                       f"columns present in its data (it has {src.columns})", "Fix pool.toml or the data.")
+        return src
     kwargs: dict[str, Any] = {}
     if data_path.suffix == ".npz":
         kwargs = {k: desc[k] for k in ("image_key", "label_key") if k in desc}

@@ -71,3 +71,50 @@ def make_imageset(n: int = 40, seed: int = 0, size: int = 32, name: str = "toy",
 def toy() -> ImageSet:
     """40 labelled 32x32 images, 4 per CIFAR-10 class, with keyword/source/score columns."""
     return make_imageset()
+
+
+@pytest.fixture(scope="session")
+def pool_sources(candidate_pool: ImageSet, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The real pool written out three ways (PNG folder, JPEG-95 WebDataset shards, Parquet of
+    PNGs), opened as image sources, plus the in-memory set of the decoded JPEGs."""
+    import csv
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    from replicate.sources import open_source, write_parquet, write_shards
+
+    root = tmp_path_factory.mktemp("pool_sources")
+    png = root / "png"
+    png.mkdir()
+    names = [f"{i:05d}.png" for i in range(len(candidate_pool))]
+
+    def save(i: int) -> None:
+        Image.fromarray(candidate_pool.images[i]).save(png / names[i], compress_level=1)
+
+    with ThreadPoolExecutor(2) as ex:
+        list(ex.map(save, range(len(candidate_pool))))
+    with open(png / "metadata.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "id", "label", "keyword"])
+        for i, name in enumerate(names):
+            w.writerow([name, candidate_pool.ids[i], candidate_pool.class_names[candidate_pool.labels[i]],
+                        candidate_pool.metadata["keyword"][i]])
+    write_shards(candidate_pool, root / "jpg", shard_size=4000, format="jpg", quality=95)
+    out = {"png": open_source(png, class_names=candidate_pool.class_names), "jpg": open_source(root / "jpg")}
+    try:
+        write_parquet(candidate_pool, root / "parquet" / "pool.parquet")
+        out["parquet"] = open_source(root / "parquet")
+    except ImportError:  # pragma: no cover - pyarrow is a dev dependency
+        pass
+
+    def jpeg(x: np.ndarray) -> np.ndarray:
+        buf = io.BytesIO()
+        Image.fromarray(x).save(buf, format="JPEG", quality=95)
+        return np.asarray(Image.open(buf).convert("RGB"))
+
+    decoded = np.stack([jpeg(x) for x in candidate_pool.images])
+    out["jpg_decoded"] = ImageSet(decoded, candidate_pool.labels, candidate_pool.class_names, candidate_pool.ids,
+                                  candidate_pool.metadata, name=candidate_pool.name)
+    return out

@@ -1,0 +1,499 @@
+"""Pool stages over an :class:`~replicate.sources.ImageSource`, one chunk at a time.
+
+Every stage is a pure function of one decoded chunk plus a merge, so a distributed
+engine can map the per-chunk functions over a pool and merge on the driver:
+
+* hashing: :func:`~replicate.sources.read_chunk` hashes each image at its own size
+  (imagehash-exact); :func:`merge_hashes` joins the chunks into
+  :class:`~replicate.hashing.Hashes`;
+* near-duplicates against the original sets: :func:`prepare_references` once (the
+  reference index), then :func:`dedup_chunk` per chunk (the existing
+  :func:`replicate.dedup.candidate_pairs` on the chunk's thumbnails: every signal, the
+  hashes too, compares thumbnails with references of the same size), and
+  :func:`merge_dedup` (:func:`replicate.dedup.decide` on the joined candidate table);
+* duplicates within the pool: the chunk signatures are spilled to disk
+  (memory-mapped), and each chunk is searched against all of them with the Hamming
+  index and the blocked exact kNN of :func:`~replicate.dedup.candidate_pairs` (never an
+  all-pairs matrix in memory);
+* keyword counts: :func:`keyword_chunk` counts (class, keyword) cells, :func:`merge_keywords`
+  sums them into :class:`~replicate.keywords.KeywordCounts`;
+* sampling: :func:`sample_source` draws from the listing (ids, labels, keywords; no
+  pixels) with :func:`replicate.sampling.sample`, then materialises only the chosen images.
+
+:func:`scan_pool` runs hashing, near-duplicates and keyword counts in one pass over the
+source. Memory is bounded by the chunks in flight plus the reference index (and the
+pool's listing: ids, labels and metadata). On the same images the results equal the
+in-memory path's (``tests/test_streaming.py`` checks it on the real pool).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from replicate._validation import fail
+from replicate.imageset import ImageSet
+from replicate.sources import Chunk, HashSpec, ImageSource
+
+__all__ = [
+    "PoolScan",
+    "scan_pool",
+    "merge_hashes",
+    "prepare_references",
+    "dedup_chunk",
+    "merge_dedup",
+    "keyword_chunk",
+    "merge_keywords",
+    "sample_source",
+    "source_hashes",
+]
+
+
+def _check_source(source: Any) -> ImageSource:
+    if not isinstance(source, ImageSource):
+        raise fail("source", type(source).__name__, "an ImageSource", "Open one with replicate.open_source(path).",
+                   error=TypeError)
+    return source
+
+
+def _stub(ids: np.ndarray, labels: np.ndarray, class_names: Sequence[str], name: str,
+          metadata: Mapping[str, np.ndarray] | None = None, info: Mapping[str, Any] | None = None) -> ImageSet:
+    """An image set of ids, labels and metadata whose pixels are a zero-stride 1x1 view."""
+    blank = np.broadcast_to(np.zeros((1, 1, 1, 3), np.uint8), (len(ids), 1, 1, 3))
+    return ImageSet(blank, labels, tuple(class_names), ids, dict(metadata or {}), name=name, info=info,
+                    _validate=False)
+
+
+# --------------------------------------------------------------------------- hashing
+
+
+def merge_hashes(chunks: Iterable[tuple[np.ndarray, np.ndarray]], spec: HashSpec) -> Any:
+    """:class:`~replicate.hashing.Hashes` from per-chunk ``(ids, packed values)`` in chunk order."""
+    from replicate.hashing import Hashes, _resolve
+
+    _, full = _resolve(spec.method, spec.hash_size, dict(spec.params))
+    parts = list(chunks)
+    ids = np.concatenate([p[0] for p in parts]) if parts else np.array([], dtype=str)
+    values = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.uint64)
+    return Hashes(values, ids, spec.method, full)
+
+
+def source_hashes(source: ImageSource, method: str = "phash", *, hash_size: int = 8, workers: int | None = None,
+                  **params: Any) -> Any:
+    """Perceptual hashes of every image of a source, bit-identical to imagehash on each decoded image."""
+    spec = HashSpec(method, hash_size, tuple(sorted(params.items()))).check()
+    parts = ((c.ids, c.hashes[spec.key]) for c in _check_source(source).chunks([spec], workers=workers))
+    return merge_hashes(parts, spec)
+
+
+# --------------------------------------------------------------------------- near-duplicates
+
+
+def _dedup_config(config: Any, overrides: Mapping[str, Any]) -> Any:
+    from replicate import dedup
+
+    base = config if config is not None else dedup.DedupConfig()
+    unknown = sorted(set(overrides) - set(dedup.DedupConfig.__dataclass_fields__))
+    if unknown:
+        from replicate._validation import check_choice
+
+        check_choice("keyword argument", unknown[0], sorted(dedup.DedupConfig.__dataclass_fields__))
+    return dedup._check_config(replace(base, **overrides))
+
+
+def prepare_references(references: Any, config: Any, query_name: str, image_shape: tuple[int, int, int]) -> list[Any]:
+    """The reference index: each original set prepared once (:func:`replicate.dedup.prepare`)."""
+    from replicate import dedup
+
+    probe = ImageSet(np.zeros((1, *image_shape), np.uint8), name=query_name, ids=[f"{query_name}/\x00probe"])
+    refs = dedup._as_references(references, probe)
+    return [dedup.prepare(s, config, name) for name, s in refs]
+
+
+def _prepared_chunk(chunk: Chunk, config: Any, name: str) -> Any:
+    """The chunk's signatures, all on its thumbnails (its hash signal too: the references are
+    images of the thumbnail size, and both sides then go through the same resize)."""
+    from replicate import dedup
+
+    images = ImageSet(chunk.images, ids=chunk.ids, name=name, _validate=False)
+    return dedup.prepare(images, config, name)
+
+
+def _flagged_only(pairs: pd.DataFrame, config: Any, name: str) -> pd.DataFrame:
+    """The rows of a candidate table that a rule flags (each rule reads its own row only: the
+    ratio columns are computed per query inside :func:`replicate.dedup.candidate_pairs`)."""
+    from replicate import dedup
+
+    if not len(pairs):
+        return pairs
+    flagged, _ = dedup._flag_rules(pairs, config, within=pairs.reference_set.to_numpy(str) == name)
+    return pairs[flagged].reset_index(drop=True)
+
+
+def dedup_chunk(chunk: Chunk, references: Sequence[Any], config: Any, name: str, *,
+                keep_pairs: str = "all") -> pd.DataFrame:
+    """Candidate pairs of one chunk against the prepared references (chunk-local ``query_pos``);
+    ``keep_pairs="flagged"`` keeps only the pairs a rule flags."""
+    from replicate import dedup
+
+    if len(chunk) == 0 or not references:
+        return dedup._empty_pairs(config)
+    pairs = dedup.candidate_pairs(_prepared_chunk(chunk, config, name), references, config, offset=0)
+    return _flagged_only(pairs, config, name) if keep_pairs == "flagged" else pairs
+
+
+def merge_dedup(parts: Iterable[tuple[int, pd.DataFrame]], query: ImageSet, references: Mapping[str, ImageSet],
+                config: Any, *, blacklist: Iterable[str] = (), blacklist_path: str | None = None,
+                within: pd.DataFrame | None = None) -> Any:
+    """:func:`replicate.dedup.decide` on the joined tables; ``parts`` are ``(offset, pairs)``
+    with each chunk's first position among the decoded images; ``within`` the pairs inside the pool."""
+    from replicate import dedup
+
+    frames = []
+    for offset, pairs in parts:
+        if len(pairs):
+            frames.append(pairs.assign(query_pos=pairs.query_pos.to_numpy(np.int64) + offset))
+    if within is not None and len(within):
+        frames.append(within)
+    pairs = pd.concat(frames, ignore_index=True) if frames else dedup._empty_pairs(config)
+    if config.within_query and len(pairs):
+        # as find_near_duplicates: a pair inside the query found from both of its chunks keeps one row
+        inside = pairs.reference_set == query.name
+        dup = pairs[inside].duplicated(["query_pos", "reference_pos"])
+        pairs = pairs.drop(index=pairs[inside].index[dup.to_numpy()]).reset_index(drop=True)
+    return dedup.decide(pairs, query, dict(references), config, blacklist=list(blacklist),
+                        blacklist_path=blacklist_path)
+
+
+class _Spill:
+    """The pool's prepared signatures on disk (memory-mapped), for the search within the pool."""
+
+    def __init__(self, directory: Path, capacity: int) -> None:
+        self.dir = directory
+        self.capacity = capacity
+        self.arrays: dict[str, np.ndarray] = {}
+        self.hashes: dict[str, list[np.ndarray]] = {}
+        self.n = 0
+
+    def _array(self, key: str, row: np.ndarray) -> np.ndarray:
+        if key not in self.arrays:
+            self.arrays[key] = np.lib.format.open_memmap(self.dir / f"{key}.npy", mode="w+", dtype=row.dtype,
+                                                         shape=(self.capacity, *row.shape[1:]))
+        return self.arrays[key]
+
+    def add(self, prepared: Any) -> None:
+        n = len(prepared)
+        if n == 0:
+            return
+        rows = {"images": prepared.images.images, "tiny": prepared.tiny, "aligned": prepared.aligned}
+        for key in ("tiny_flipped", "coarse", "features"):
+            if getattr(prepared, key) is not None:
+                rows[key] = getattr(prepared, key)
+        for key, value in rows.items():
+            self._array(key, value)[self.n : self.n + n] = value
+        for m, v in prepared.hashes.items():
+            self.hashes.setdefault(m, []).append(v)
+        self.n += n
+
+    def prepared(self, ids: np.ndarray, name: str) -> Any:
+        from replicate import dedup
+
+        for a in self.arrays.values():
+            a.flush()
+        view = {k: v[: self.n] for k, v in self.arrays.items()}
+        images = ImageSet(view["images"], ids=ids, name=name, _validate=False)
+        return dedup.PreparedSet(
+            name=name, images=images, hashes={m: np.concatenate(v) for m, v in self.hashes.items()},
+            tiny=view["tiny"], tiny_flipped=view.get("tiny_flipped"), aligned=view["aligned"],
+            features=view.get("features"), coarse=view.get("coarse"))
+
+
+def _within_pairs(spill: _Spill, ids: np.ndarray, config: Any, name: str, chunk_size: int,
+                  keep_pairs: str) -> pd.DataFrame:
+    from replicate import dedup
+
+    whole = spill.prepared(ids, name)
+    frames = []
+    if len(whole) < 2:
+        return dedup._empty_pairs(config)
+    for start in range(0, len(whole), chunk_size):
+        stop = min(start + chunk_size, len(whole))
+        part = dedup._slice_prepared(whole, start, stop)
+        part = replace(part, images=ImageSet(np.ascontiguousarray(whole.images.images[start:stop]),
+                                             ids=ids[start:stop], name=name, _validate=False))
+        pairs = dedup.candidate_pairs(part, [], config, offset=start, within=whole)
+        frames.append(_flagged_only(pairs, config, name) if keep_pairs == "flagged" else pairs)
+    return pd.concat(frames, ignore_index=True) if frames else dedup._empty_pairs(config)
+
+
+# --------------------------------------------------------------------------- keywords
+
+
+def keyword_chunk(labels: np.ndarray, keywords: np.ndarray) -> dict[tuple[int, str], int]:
+    """(label, keyword) -> count over one chunk's images."""
+    labels = np.asarray(labels, np.int64)
+    kws = np.asarray(keywords).astype(str)
+    if len(labels) == 0:
+        return {}
+    frame = pd.DataFrame({"label": labels, "keyword": kws}).value_counts(sort=False)
+    return {(int(a), str(b)): int(c) for (a, b), c in frame.items()}
+
+
+def merge_keywords(parts: Iterable[Mapping[tuple[int, str], int]], class_names: Sequence[str], *, name: str,
+                   column: str = "keyword", normalize: bool = False, separator: str | None = None) -> Any:
+    """:class:`~replicate.keywords.KeywordCounts` from per-chunk cells, as
+    :func:`replicate.keywords.keyword_counts` counts them on the whole set."""
+    from replicate.keywords import KeywordCounts, normalize_keyword
+
+    cells: dict[tuple[int, str], int] = {}
+    for part in parts:
+        for key, count in part.items():
+            cells[key] = cells.get(key, 0) + count
+    unl = sum(c for (lab, _), c in cells.items() if lab < 0)
+    if unl:
+        raise fail(f"labels of {name!r}", f"{unl} of {sum(cells.values())} unlabelled (-1)",
+                   "all labelled to count keywords per class", "Label the images first.")
+    table: dict[str, dict[str, int]] = {c: {} for c in class_names}
+    for (lab, kw) in sorted(cells, key=lambda k: (k[1], k[0])):
+        shown = kw.split(separator)[0].strip() if separator else kw
+        if normalize:
+            shown = normalize_keyword(shown)
+        row = table[class_names[lab]]
+        row[shown] = row.get(shown, 0) + cells[(lab, kw)]
+    n = sum(cells.values())
+    return KeywordCounts.from_dict(
+        table, classes=tuple(class_names), source=f"imageset:{name}:{column}",
+        info={"imageset": name, "column": column, "normalize": normalize, "n_images": n})
+
+
+# --------------------------------------------------------------------------- the scan
+
+
+@dataclass(frozen=True, eq=False)
+class PoolScan:
+    """What one pass over a source found: hashes, near-duplicates, keyword counts.
+
+    ``kept_positions`` are the listing positions of the images that decoded (all, unless
+    ``on_error="skip"`` skipped some: ``skipped`` lists ``(id, where, reason)``);
+    ``timings`` the seconds spent decoding (with hashing), searching and merging.
+    """
+
+    source: dict[str, Any]
+    hashes: dict[str, Any]
+    dedup: Any
+    keywords: Any
+    kept_positions: np.ndarray
+    skipped: tuple[tuple[str, str, str], ...]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n_decoded(self) -> int:
+        return len(self.kept_positions)
+
+    def summary(self) -> str:
+        parts = [f"{self.n_decoded} of {self.source['n']} images of {self.source['name']!r} decoded"
+                 f" ({len(self.skipped)} skipped)"]
+        parts += [f"{len(h)} {k} hashes" for k, h in self.hashes.items()]
+        if self.dedup is not None:
+            parts.append(f"{self.dedup.n_flagged} near-duplicates flagged")
+        if self.keywords is not None:
+            parts.append(f"keyword counts over {self.keywords.total} images")
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe summary (hashes and dedup results save with their own ``save``)."""
+        return {
+            "source": self.source,
+            "n_decoded": self.n_decoded,
+            "skipped": {"n": len(self.skipped), "images": [list(s) for s in self.skipped]},
+            "hashes": {k: h.meta() for k, h in self.hashes.items()},
+            "dedup": None if self.dedup is None else {"n_flagged": self.dedup.n_flagged, "counts": self.dedup.counts()},
+            "keywords": None if self.keywords is None else self.keywords.to_dict(),
+            "timings": dict(self.timings),
+        }
+
+
+def scan_pool(
+    source: ImageSource,
+    references: Any = None,
+    *,
+    hashes: Iterable[str | HashSpec] = ("phash",),
+    dedup: bool = True,
+    config: Any = None,
+    blacklist: str | os.PathLike[str] | Iterable[str] | None = None,
+    keyword_column: str | None = "keyword",
+    keep_pairs: str = "all",
+    workers: int | None = None,
+    spill_dir: str | os.PathLike[str] | None = None,
+    **overrides: Any,
+) -> PoolScan:
+    """One pass over ``source``: hashes, near-duplicates against ``references`` (and, with
+    ``within_query``, inside the pool), keyword counts.
+
+    Parameters
+    ----------
+    source
+        the pool (:func:`replicate.open_source`).
+    references
+        the original sets, as for :func:`replicate.find_near_duplicates`; their images
+        must have the source's thumbnail size.
+    hashes
+        perceptual hashes to keep (besides those the near-duplicate search uses).
+    dedup
+        run the near-duplicate search (``config`` and keyword ``overrides`` as for
+        :func:`replicate.find_near_duplicates`).
+    keyword_column
+        metadata column to count per class (``None``: no counts).
+    keep_pairs
+        ``"all"``: every candidate pair in the result (as in memory); ``"flagged"``: only
+        the pairs a rule flags, dropped chunk by chunk, so that memory does not grow with
+        the unflagged candidates (groups, flags and kept ids are the same).
+    workers
+        decoder processes (``None``/1: decode in this process).
+    spill_dir
+        where the pool's signatures go for the search within the pool (a temporary
+        directory by default; removed afterwards).
+    """
+    source = _check_source(source)
+    from replicate._validation import check_choice
+
+    keep_pairs = check_choice("keep_pairs", keep_pairs, ("all", "flagged"))
+    cfg = _dedup_config(config, overrides) if dedup else None
+    if keyword_column is not None and keyword_column not in source.metadata:
+        raise fail("keyword_column", keyword_column, f"a metadata column of source {source.name!r} (columns: "
+                   f"{', '.join(source.columns) or 'none'})", "Pass keyword_column=None to skip keyword counts.",
+                   error=KeyError)
+    from replicate import dedup as dd
+
+    keep_specs = tuple(HashSpec(h) if isinstance(h, str) else h for h in hashes)
+    specs = tuple(dict.fromkeys(keep_specs))
+    shape = (*source.policy.size, 3)
+    timings = {"decode": 0.0, "search": 0.0, "within": 0.0, "keywords": 0.0, "merge": 0.0}
+    t0 = time.perf_counter()
+    refs_prepared = prepare_references(references, cfg, source.name, shape) if cfg is not None else []
+    ref_sets = dict(dd._as_references(references, ImageSet(np.zeros((1, *shape), np.uint8), name=source.name,
+                                                              ids=[f"{source.name}/\x00probe"]))) if cfg else {}
+    timings["references"] = time.perf_counter() - t0
+    within = cfg is not None and cfg.within_query
+    tmp = None
+    spill = None
+    if within:
+        tmp = tempfile.TemporaryDirectory(prefix="replicate-spill-", dir=spill_dir)
+        spill = _Spill(Path(tmp.name), len(source))
+    hash_parts: dict[HashSpec, list[tuple[np.ndarray, np.ndarray]]] = {s: [] for s in keep_specs}
+    pair_parts: list[tuple[int, pd.DataFrame]] = []
+    kw_parts: list[dict[tuple[int, str], int]] = []
+    kept: list[np.ndarray] = []
+    skipped: list[tuple[str, str, str]] = []
+    offset = 0
+    try:
+        t = time.perf_counter()
+        for chunk in source.chunks(specs, workers=workers):
+            timings["decode"] += time.perf_counter() - t
+            pos = chunk.positions
+            kept.append(pos)
+            skipped += chunk.skipped
+            for s in keep_specs:
+                hash_parts[s].append((chunk.ids, chunk.hashes[s.key]))
+            if cfg is not None and len(chunk):
+                t = time.perf_counter()
+                prepared = _prepared_chunk(chunk, cfg, source.name)
+                if refs_prepared:
+                    pairs = dd.candidate_pairs(prepared, refs_prepared, cfg, offset=0)
+                    if keep_pairs == "flagged":
+                        pairs = _flagged_only(pairs, cfg, source.name)
+                    pair_parts.append((offset, pairs))
+                if spill is not None:
+                    spill.add(prepared)
+                timings["search"] += time.perf_counter() - t
+            if keyword_column is not None:
+                t = time.perf_counter()
+                kw_parts.append(keyword_chunk(source.labels[pos], source.metadata[keyword_column][pos]))
+                timings["keywords"] += time.perf_counter() - t
+            offset += len(chunk)
+            t = time.perf_counter()
+        kept_pos = np.concatenate(kept) if kept else np.zeros(0, np.int64)
+        ids = source.ids[kept_pos]
+        result = None
+        if cfg is not None:
+            within_pairs = None
+            if spill is not None and len(kept_pos) > 1:
+                t = time.perf_counter()
+                within_pairs = _within_pairs(spill, ids, cfg, source.name, source.chunk_size, keep_pairs)
+                timings["within"] = time.perf_counter() - t
+            t = time.perf_counter()
+            if isinstance(blacklist, (str, os.PathLike)):
+                bl_ids, bl_path = dd.read_blacklist(blacklist), str(blacklist)
+            else:
+                bl_ids, bl_path = [str(i) for i in (blacklist or [])], None
+            query = _stub(ids, source.labels[kept_pos], source.class_names, source.name)
+            result = merge_dedup(pair_parts, query, ref_sets, cfg, blacklist=bl_ids, blacklist_path=bl_path,
+                                 within=within_pairs)
+            timings["merge"] += time.perf_counter() - t
+    finally:
+        if spill is not None:
+            spill.arrays.clear()
+        if tmp is not None:
+            tmp.cleanup()
+    t = time.perf_counter()
+    keywords = merge_keywords(kw_parts, source.class_names, name=source.name, column=keyword_column) \
+        if keyword_column is not None else None
+    timings["keywords"] += time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    info = {"name": source.name, "kind": source.kind, "n": len(source), "listing_fingerprint":
+            source.listing_fingerprint, "policy": source.policy.to_dict(), "chunk_size": source.chunk_size}
+    return PoolScan(
+        source=info,
+        hashes={s.key: merge_hashes(hash_parts[s], s) for s in keep_specs},
+        dedup=result,
+        keywords=keywords,
+        kept_positions=kept_pos,
+        skipped=tuple(skipped),
+        timings=timings,
+    )
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def sample_source(source: ImageSource, allocation: Any, *, positions: np.ndarray | None = None,
+                  workers: int | None = None, fingerprint: bool = False, **kwargs: Any) -> Any:
+    """:func:`replicate.sampling.sample` over a source: the draw reads only the listing (ids,
+    labels, keywords of the images at ``positions``, e.g. a scan's ``kept_positions``; all by
+    default), then only the chosen images are decoded into the new test set.
+
+    ``fingerprint=True`` records the source's content fingerprint (reads every byte once).
+    Other keyword arguments as for :func:`replicate.sampling.sample`.
+    """
+    from replicate.sampling import sample
+
+    source = _check_source(source)
+    pos = np.arange(len(source)) if positions is None else np.asarray(positions, np.int64)
+    meta = {k: v[pos] for k, v in source.metadata.items()}
+    stub = _stub(source.ids[pos], source.labels[pos], source.class_names, source.name, meta,
+                 info={"source": source.source_info()})
+    result = sample(stub, allocation, fingerprint=False, **kwargs)
+    chosen = stub.positions(np.array(result.selected_ids, dtype=str)) if result.selected_ids else np.zeros(0, np.int64)
+    images = source.materialise(pos[chosen], workers=workers)
+    if len(images) != len(chosen):
+        missing = sorted(set(result.selected_ids) - set(images.ids.tolist()))
+        raise fail("chosen images", missing[:5], "decodable", "Scan the pool first and pass positions="
+                   "scan.kept_positions, so that images that do not decode are not drawn.")
+    t = result.testset
+    testset = ImageSet(images.images, t.labels, t.class_names, t.ids, t.metadata, name=t.name,
+                       info={**t.info, "policy": source.policy.to_dict()})
+    parent = dict(result.pool)
+    parent["source"] = source.source_info()
+    parent["listing_fingerprint"] = source.listing_fingerprint
+    if fingerprint:
+        parent["fingerprint"] = source.fingerprint
+    testset.info["parents"] = [parent] + list(testset.info.get("parents", [])[1:])
+    return replace(result, testset=testset, pool=parent)
