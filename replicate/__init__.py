@@ -14,8 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
+from replicate._version import __version__
 from replicate.imageset import CIFAR10_CLASSES, ImageSet, concat, content_hashes
 from replicate.io import (
     export_folder,
@@ -73,6 +72,7 @@ _LAZY: dict[str, str] = {
     "effective_robustness": "stats",
     "rank_stability": "stats",
     "compare": "stats",
+    "compare_predictions": "stats",
     "Comparison": "stats",
     # dataset test
     "dataset_test": "shift",

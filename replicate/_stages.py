@@ -34,7 +34,7 @@ def _canonical(obj: Any) -> str:
 
 def stage_key(name: str, config: Any, inputs: dict[str, str]) -> str:
     """sha256 over the stage name, its config, its inputs' fingerprints and the code version."""
-    from replicate import __version__
+    from replicate._version import __version__
 
     payload = _canonical({"stage": name, "config": config, "inputs": inputs, "replicate": __version__})
     return hashlib.sha256(payload.encode()).hexdigest()

@@ -867,7 +867,7 @@ def hash_images(
 def _versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
-    from replicate import __version__
+    from replicate._version import __version__
 
     out: dict[str, str | None] = {"replicate": __version__}
     for pkg in ("Pillow", "ImageHash"):

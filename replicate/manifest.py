@@ -56,7 +56,7 @@ def package_versions() -> dict[str, str | None]:
 @lru_cache(maxsize=1)
 def code_version() -> dict[str, str | None]:
     """replicate's version, and the git commit when running from a checkout."""
-    from replicate import __version__
+    from replicate._version import __version__
 
     commit = None
     root = Path(__file__).resolve().parent.parent

@@ -229,7 +229,7 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         """The versioned JSON form: every number the HTML shows, unrounded."""
-        from replicate import __version__
+        from replicate._version import __version__
 
         return {
             "schema": SCHEMA,
@@ -1317,7 +1317,7 @@ def render(report: Report, format: str = "html", *, figure_dir: str | None = Non
 
 
 def _version() -> str:
-    from replicate import __version__
+    from replicate._version import __version__
 
     return __version__
 

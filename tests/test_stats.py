@@ -260,7 +260,7 @@ def test_york_fit_matches_scipy_odr():
     X = np.linspace(0, 3, 30) + rng.normal(0, 0.1, 30)
     Y = 0.3 + 1.2 * X + rng.normal(0, 0.2, 30)
     sx, sy = rng.uniform(0.05, 0.2, 30), rng.uniform(0.05, 0.3, 30)
-    a, b, cov, _ = stats._york(X, Y, sx, sy)
+    a, b, cov, _ = stats.fit._york(X, Y, sx, sy)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         out = odr.ODR(odr.RealData(X, Y, sx=sx, sy=sy), odr.unilinear, beta0=[1.0, 0.0]).run()
@@ -408,6 +408,37 @@ def test_compare_class_drops_from_class_counts():
     assert c.class_drops["a"].names == ("x", "y") and c.class_drops["a"].correct_new.tolist() == [40, 30]
     assert "fewer than 3 models" in c.summary()
 
+
+
+def test_comparison_from_dict_round_trips_to_dict_exactly():
+    """Comparison.from_dict(json) rebuilds every component: its to_dict equals the original's."""
+    rng = np.random.default_rng(5)
+
+    def results(n, shift):
+        out = []
+        for i, a in enumerate(np.linspace(0.7, 0.95, 6)):
+            corr = rng.random(n) < a - shift
+            out.append(SimpleNamespace(model=f"m{i}", n=n, n_correct=int(corr.sum()), correct=corr,
+                                       top5_correct=corr | (rng.random(n) < 0.5), class_names=("x", "y"),
+                                       class_n=(n // 2, n - n // 2),
+                                       class_correct=(int(corr[: n // 2].sum()), int(corr[n // 2:].sum()))))
+        return out
+
+    c = compare(results(3000, 0), results(1000, 0.1), n_bootstrap=50, exclude_from_fit=["m0"])
+    d = json.loads(json.dumps(c.to_dict(), allow_nan=False))
+    back = stats.Comparison.from_dict(d)
+    assert back.to_dict() == c.to_dict()
+    assert back.top5 is not None and back.class_drops.keys() == c.class_drops.keys()
+    assert back.summary() == c.summary()
+    np.testing.assert_array_equal(back.gap.statistic, c.gap.statistic)
+    assert not back.original.accuracy.flags.writeable
+    # the components round-trip on their own too (NaN p-values come back as NaN, not None)
+    for part in (c.fit, c.effective_robustness, c.ranks, c.diagnosis, c.original, c.gap):
+        assert type(part).from_dict(json.loads(json.dumps(part.to_dict()))).to_dict() == part.to_dict()
+    with pytest.raises(TypeError, match="data == .*must be the to_dict\\(\\) of a Comparison"):
+        stats.Comparison.from_dict({"original_name": "a"})
+    with pytest.raises(ValueError, match="must be a LinearFit dict with the fields method, alpha, n_models"):
+        stats.LinearFit.from_dict({"scale": "probit"})
 
 # --------------------------------------------------------------------------- bad input
 
@@ -569,6 +600,41 @@ def test_cli_compare_errors(tmp_path, capsys):
              model_names=np.array(["x", "y", "z"]))
     assert main(["compare", "--predictions", str(tmp_path / "p.npz"), "--original", "a", "--new", "b"]) == 2
     assert "--new == 'b'; must be a set in the prediction file: a" in capsys.readouterr().err
+
+
+def test_compare_predictions_one_comparison_per_new_set(tmp_path):
+    from replicate.models import load_predictions
+    from replicate.stats import compare_predictions
+
+    rng = np.random.default_rng(8)
+    y = {k: rng.integers(0, 10, size=n) for k, n in (("a", 600), ("b", 300), ("c", 200))}
+    acc = np.linspace(0.6, 0.9, 5)
+
+    def preds(labels, shift):
+        keep = rng.random((5, labels.size)) < (acc - shift)[:, None]
+        return np.where(keep, labels, (labels + 1) % 10).astype(np.int8)
+
+    path = tmp_path / "p.npz"
+    np.savez(path, model_names=np.array([f"net{i}" for i in range(5)]), pred_a=preds(y["a"], 0), labels_a=y["a"],
+             pred_b=preds(y["b"], 0.05), labels_b=y["b"], pred_c=preds(y["c"], 0.1), labels_c=y["c"])
+    ps = load_predictions(path)
+    # defaults: the file's reference set against every other set, compare()'s own settings
+    out = compare_predictions(path, n_bootstrap=30)
+    assert [(c.original_name, c.new_name) for c in out] == [("a", "b"), ("a", "c")]
+    direct = compare(ps.results("a"), ps.results("c"), original_name="a", new_name="c", n_bootstrap=30)
+    assert out[1].to_dict() == direct.to_dict()
+    (only,) = compare_predictions(ps, "c", original="a", bootstrap="none", n_bootstrap=30)
+    assert only.fit.bootstrap == "none" and only.to_dict()["models"] == direct.to_dict()["models"]
+    # labels replace a set's labels in its results: a wrong prediction is label + 1, so the
+    # shifted labels count exactly the other images as correct
+    (relabelled,) = compare_predictions(ps, ["c"], labels={"c": (y["c"] + 1) % 10}, n_bootstrap=30)
+    np.testing.assert_array_equal(relabelled.new.correct, relabelled.new.n - out[1].new.correct)
+    with pytest.raises(ValueError, match=r"new == 'd'; must be a set in the prediction file: a, b, c"):
+        compare_predictions(ps, "d")
+    with pytest.raises(ValueError, match=r"original == 'x'; must be a set in the prediction file"):
+        compare_predictions(ps, "b", original="x")
+    with pytest.raises(TypeError, match=r"new_name == 'v'; must be left out here"):
+        compare_predictions(ps, "b", new_name="v")
 
 
 @pytest.mark.shared

@@ -87,59 +87,50 @@ def _labels_file(path: str) -> np.ndarray:
         return z["labels"]
 
 
-def _prediction_results(path: str, original: str | None, new: str | None, labels_orig: str | None,
-                        labels_new: str | None) -> tuple[list[Any], list[Any], str, str]:
-    """EvalResults of every model on both sets of a published prediction file (replicate.models).
+def _prediction_comparison(args: argparse.Namespace, options: dict[str, Any]) -> Any:
+    """The comparison of two sets of a published prediction file (``replicate.stats.compare_predictions``).
 
-    ``original`` defaults to the file's reference set (its original test set); ``new``
+    ``--original`` defaults to the file's reference set (its original test set); ``--new``
     defaults to the only other set, and must be given when there are several.
     """
     from replicate.models.predictions import load_predictions
+    from replicate.stats import compare_predictions, prediction_set_name
 
-    ps = load_predictions(path)
-    original = original or ps.reference
-    if new is None:
-        others = [k for k in ps.datasets if k != ps.dataset_name(original)]
+    ps = load_predictions(args.predictions)
+    original = prediction_set_name(ps, args.original, "--original") if args.original else ps.reference
+    if args.new is None:
+        others = [k for k in ps.datasets if k != original]
         if len(others) != 1:
             raise fail("--new", None, f"one of the file's other sets: {', '.join(others)}",
                        "Pass --new NAME (once per comparison).")
         new = others[0]
-
-    def resolve(arg: str, name: str) -> str:
-        try:
-            return ps.dataset_name(name)
-        except ValueError:
-            sets = ", ".join(f"{k} ({b.key})" if b.key != k else k for k, b in ps.datasets.items())
-            raise fail(arg, name, f"a set in the prediction file: {sets}") from None
-
-    o, n = resolve("--original", original), resolve("--new", new)
-    orig = ps.results(o, None if labels_orig is None else _labels_file(labels_orig))
-    res_new = ps.results(n, None if labels_new is None else _labels_file(labels_new))
-    return orig, res_new, o, n
+    else:
+        new = prediction_set_name(ps, args.new, "--new")
+    labels = {name: _labels_file(path) for name, path in ((original, args.original_labels), (new, args.new_labels))
+              if path is not None}
+    (result,) = compare_predictions(ps, new, original=original, labels=labels, **options)
+    return result
 
 
 def run(args: argparse.Namespace) -> int:
     from replicate.stats import compare
 
-    oname: str | None
-    nname: str | None
+    options = dict(
+        alpha=args.alpha, interval=args.interval, gap_method=args.gap_method, adjust=args.adjust,
+        scale=args.scale, fit_method=args.fit_method, bootstrap=args.bootstrap, n_bootstrap=args.n_bootstrap,
+        exclude_from_fit=args.exclude_from_fit, exclude_flagged=args.exclude_flagged, seed=args.seed,
+    )
     if args.predictions:
         if args.results:
             raise fail("results", args.results, "empty with --predictions", "Pass either JSON files or --predictions.")
-        orig, new, oname, nname = _prediction_results(args.predictions, args.original, args.new,
-                                                       args.original_labels, args.new_labels)
+        result = _prediction_comparison(args, options)
     else:
         if len(args.results) != 2:
             raise fail("results", args.results, "two JSON files (original, new)",
                        "Or use --predictions FILE --original NAME --new NAME.")
         orig, oname = _read_results(args.results[0])
         new, nname = _read_results(args.results[1])
-    result = compare(
-        orig, new, alpha=args.alpha, interval=args.interval, gap_method=args.gap_method, adjust=args.adjust,
-        scale=args.scale, fit_method=args.fit_method, bootstrap=args.bootstrap, n_bootstrap=args.n_bootstrap,
-        exclude_from_fit=args.exclude_from_fit, exclude_flagged=args.exclude_flagged, seed=args.seed,
-        original_name=oname, new_name=nname,
-    )
+        result = compare(orig, new, original_name=oname, new_name=nname, **options)
     if args.json:
         print_json(result.to_dict())
     else:

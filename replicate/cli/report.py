@@ -86,22 +86,18 @@ def classify(data: Any, path: str) -> list[tuple[str, Any]]:
 def _compare_predictions(path: str, args: argparse.Namespace) -> tuple[list[Any], dict[str, str]]:
     """One comparison per --new set of a published prediction file, and the sets' fingerprints."""
     from replicate.models.predictions import load_predictions
-    from replicate.stats import compare
+    from replicate.stats import compare_predictions, prediction_set_name
 
     if not args.new:
         raise fail("--new", None, "at least one new set in the prediction file", f"Pass --new NAME for {path}.")
     ps = load_predictions(path)
-    original = ps.dataset_name(args.original) if args.original else ps.reference
-    orig = ps.results(original)
-    fps = {original: orig[0].dataset_fingerprint} if orig else {}
-    out = []
-    for name in args.new:
-        new_name = ps.dataset_name(name)
-        new = ps.results(new_name)
-        if new:
-            fps[new_name] = new[0].dataset_fingerprint
-        out.append(compare(orig, new, original_name=original, new_name=new_name, bootstrap=args.bootstrap,
-                           n_bootstrap=args.n_bootstrap, exclude_flagged=args.exclude_flagged, seed=args.seed))
+    original = prediction_set_name(ps, args.original, "--original") if args.original else ps.reference
+    new = [prediction_set_name(ps, name, "--new") for name in args.new]
+    out = compare_predictions(ps, new, original=original, bootstrap=args.bootstrap, n_bootstrap=args.n_bootstrap,
+                              exclude_flagged=args.exclude_flagged, seed=args.seed)
+    # the sets' fingerprints, as the evaluation results state them (the same for every model)
+    fps = {ds: ps.result(ps.models_on(ds)[0], ds, check=False).dataset_fingerprint
+           for ds in dict.fromkeys([original, *new]) if ps.models_on(ds)}
     return out, fps
 
 

@@ -1,0 +1,115 @@
+"""Statistics of the accuracy drop between an original test set and a new one.
+
+Everything here works from counts (``correct`` out of ``n``) and, where available,
+per-image correctness, and wraps statsmodels and scipy:
+
+- :func:`accuracy_ci` — binomial intervals (Clopper-Pearson, Wilson, Jeffreys) via
+  ``statsmodels.stats.proportion.proportion_confint``.
+- :func:`gap_ci` — the drop ``acc_orig - acc_new`` of two independent test sets with an
+  interval (Newcombe's hybrid score method or Agresti-Caffo, via
+  ``confint_proportions_2indep``), a score test (``test_proportions_2indep``) and a
+  multiple-comparison adjustment over models (``multipletests``; Holm by default).
+- :func:`mcnemar_test` — two models on the same images (exact McNemar test).
+- :func:`group_drops` — per-class or per-keyword drops, as a :class:`GapCI` over groups.
+- :func:`linear_fit` — new vs original accuracy on a probit (default), logit or linear
+  scale; OLS (statsmodels) or errors-in-variables (York's weighted Deming regression with
+  binomial variances on both axes), confidence and prediction bands mapped back to
+  accuracy, bootstrap intervals for slope and intercept.
+- :func:`effective_robustness` — distance of each model above the fitted line.
+- :func:`rank_stability` — Kendall's tau and Spearman's rho with bootstrap intervals.
+- :func:`diagnose` — what the numbers say about adaptive overfitting, in words.
+- :func:`compare` — all of the above for many models at once, as one :class:`Comparison`;
+  :func:`compare_predictions` — the same from a published prediction file, per new set.
+
+Modules: :mod:`~replicate.stats.intervals` (accuracy and gap intervals, McNemar, p-value
+adjustment), :mod:`~replicate.stats.fit` (the scale transform, the line, effective
+robustness), :mod:`~replicate.stats.ranks`, :mod:`~replicate.stats.diagnose` and
+:mod:`~replicate.stats.compare`; every public name is importable from ``replicate.stats``.
+
+Conventions: the *gap* is ``acc_orig - acc_new`` (positive = the model lost accuracy
+on the new set); accuracies are fractions in [0, 1]; ``alpha = 0.05`` means 95%
+intervals. On the probit and logit scales an accuracy of exactly 0 or 1 has no finite
+value: such points are clipped to ``[0.5/n, 1 - 0.5/n]`` (``n`` = that set's size) and
+the rule is stored in the result (``LinearFit.boundary_rule``, ``LinearFit.clipped``);
+without ``n`` the fit refuses them with an error.
+"""
+
+from __future__ import annotations
+
+from replicate.stats._common import (
+    ADJUST_METHODS,
+    BOOTSTRAPS,
+    BOUNDARY_RULE,
+    FIT_METHODS,
+    GAP_METHODS,
+    INTERVAL_METHODS,
+    SCALES,
+    AdjustMethod,
+    Bootstrap,
+    FitMethod,
+    GapMethod,
+    IntervalMethod,
+    Scale,
+)
+from replicate.stats.compare import Comparison, compare, compare_predictions, prediction_set_name
+from replicate.stats.diagnose import Diagnosis, diagnose
+from replicate.stats.fit import (
+    EffectiveRobustness,
+    LinearFit,
+    effective_robustness,
+    inverse_transform,
+    linear_fit,
+    transform,
+)
+from replicate.stats.intervals import (
+    AccuracyCI,
+    GapCI,
+    McNemarResult,
+    accuracy_ci,
+    adjust_pvalues,
+    gap_ci,
+    group_drops,
+    interval_coverage,
+    mcnemar_test,
+)
+from replicate.stats.ranks import RankStability, rank_stability
+
+__all__ = [
+    "AccuracyCI",
+    "GapCI",
+    "McNemarResult",
+    "LinearFit",
+    "EffectiveRobustness",
+    "RankStability",
+    "Diagnosis",
+    "Comparison",
+    "accuracy_ci",
+    "gap_ci",
+    "mcnemar_test",
+    "group_drops",
+    "adjust_pvalues",
+    "interval_coverage",
+    "linear_fit",
+    "effective_robustness",
+    "rank_stability",
+    "diagnose",
+    "compare",
+    "compare_predictions",
+    "prediction_set_name",
+    "transform",
+    "inverse_transform",
+    "INTERVAL_METHODS",
+    "GAP_METHODS",
+    "ADJUST_METHODS",
+    "SCALES",
+    "FIT_METHODS",
+    "BOOTSTRAPS",
+    "BOUNDARY_RULE",
+    "IntervalMethod",
+    "GapMethod",
+    "AdjustMethod",
+    "Scale",
+    "FitMethod",
+    "Bootstrap",
+]
+
