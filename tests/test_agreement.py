@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from replicate.agreement import AgreementLine, agreement_on_the_line, pairwise_agreement
+from replicate.stats.agreement import AgreementLine, agreement_on_the_line, pairwise_agreement
 
 
 def _latent_models(rng, m=8, n_orig=4000, n_new=3000, shift=0.6, classes=10):

@@ -16,7 +16,7 @@ from scipy import special
 from scipy import stats as sps
 
 from replicate import ImageSet
-from replicate.selection_bias import (
+from replicate.stats.selection_bias import (
     SelectionBiasCorrection,
     _bb_log,
     _Cells,

@@ -31,8 +31,9 @@ import argparse
 import json
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+from typing import Any
 
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # one thread per process: the fits are many small problems
@@ -41,7 +42,7 @@ import numpy as np  # noqa: E402
 from scipy import integrate, special, stats  # noqa: E402
 
 from replicate.manifest import package_versions  # noqa: E402
-from replicate.selection_bias import selection_bias_correction  # noqa: E402
+from replicate.stats.selection_bias import selection_bias_correction  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EDGES = np.array([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
@@ -127,16 +128,25 @@ def _row(args: tuple[int, int, int, int, float]) -> dict:
 
 
 def simulate(sims: int, annotators: tuple[int, ...], alpha: float = 0.05, n_bootstrap: int = 200,
-             seed: int = 20200518, jobs: int = 2) -> dict:
+             seed: int = 20200518, jobs: int = 2, progress: Any = None) -> dict:
     """Each annotator count in its own process (seeded by (seed, n): results do not depend on jobs)."""
     t0 = time.time()
     tr = truth()
     tasks = [(n, sims, n_bootstrap, seed, alpha) for n in annotators]
+    rows = []
     if jobs > 1:
         with ProcessPoolExecutor(max_workers=jobs) as ex:
-            rows = list(ex.map(_row, tasks))
+            futures = [ex.submit(_row, t) for t in tasks]
+            for f in as_completed(futures):
+                rows.append(f.result())
+                if progress is not None:
+                    progress(sorted(rows, key=lambda r: r["annotators"]))
     else:
-        rows = [_row(t) for t in tasks]
+        for t in tasks:
+            rows.append(_row(t))
+            if progress is not None:
+                progress(rows)
+    rows.sort(key=lambda r: r["annotators"])
     return {"truth": tr, "alpha": alpha, "nominal": 1 - alpha, "rows": rows, "seed": seed,
             "n_bootstrap": n_bootstrap, "sizes": {"original": N_ORIGINAL, "pool": N_POOL, "new": N_NEW},
             "edges": EDGES.tolist(), "original_mixture": ORIGINAL, "pool_mixture": POOL,
@@ -178,9 +188,15 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="processes (default 2)")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
-    res = simulate(args.sims, tuple(args.annotators), n_bootstrap=args.n_bootstrap, jobs=args.jobs)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+
+    def partial(rows: list[dict]) -> None:  # rows so far, in case the run is stopped
+        (out / "selection_bias.partial.json").write_text(json.dumps(rows, indent=1))
+
+    res = simulate(args.sims, tuple(args.annotators), n_bootstrap=args.n_bootstrap, jobs=args.jobs,
+                   progress=partial)
+    (out / "selection_bias.partial.json").unlink(missing_ok=True)
     (out / "selection_bias.json").write_text(json.dumps(res, indent=1))
     (out / "selection_bias.md").write_text(markdown(res))
     print(markdown(res))

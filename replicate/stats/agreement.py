@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import stats as sps
 
-from replicate._json import json_safe as _json
+from replicate._results import Result
+from replicate._results import json_safe as _json
 from replicate._validation import check_fraction, fail
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -119,7 +120,7 @@ def pairwise_agreement(predictions: Any) -> np.ndarray:
 
 
 @dataclass(frozen=True, eq=False)
-class AgreementLine:
+class AgreementLine(Result):
     """Agreement on the line: the fitted lines, ALine-S/ALine-D predictions and the method's checks.
 
     ``pairs`` index into ``names``; ``agreement_original`` / ``agreement_new`` are their

@@ -47,7 +47,8 @@ import numpy as np
 from scipy import optimize, special
 from scipy import stats as sps
 
-from replicate._json import json_safe as _json
+from replicate._results import Result
+from replicate._results import json_safe as _json
 from replicate._validation import check_choice, check_fraction, check_int, fail
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -64,7 +65,7 @@ __all__ = [
 
 Method = Literal["mixture", "jackknife"]
 SELECTION_BIAS_METHODS = ("mixture", "jackknife")
-GRID_PER_BIN = 20
+GRID_PER_BIN = 10
 
 
 # --------------------------------------------------------------------------- vote tables
@@ -146,7 +147,7 @@ def _cells(k: np.ndarray, n: np.ndarray, correct: np.ndarray | None) -> _Cells:
 
 
 @dataclass(frozen=True)
-class BetaMixture:
+class BetaMixture(Result):
     """A mixture of beta distributions of true selection probabilities: weights, a, b."""
 
     weights: tuple[float, ...]
@@ -161,6 +162,10 @@ class BetaMixture:
     def cdf(self, x: Any) -> np.ndarray:
         x = np.asarray(x, dtype=float)
         return sum(w * special.betainc(a, b, x) for w, a, b in zip(self.weights, self.a, self.b))
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{w:.3f} Beta({a:.2f}, {b:.2f})" for w, a, b in zip(self.weights, self.a, self.b))
+        return f"beta mixture: {parts}; mean {self.mean:.3f}"
 
     def to_dict(self) -> dict[str, Any]:
         return _json({"weights": self.weights, "a": self.a, "b": self.b, "log_likelihood": self.log_likelihood})
@@ -226,10 +231,12 @@ def _fit_mixture(c: _Cells, J: int) -> tuple[np.ndarray, float]:
 
     best = None
     bounds = [(-12, 12)] * (J - 1) + [(-6, 7)] * (2 * J)
-    for th0 in _starts(c, J):
+    for th0 in _starts(c, J):  # the second start only when the first did not converge
         res = optimize.minimize(nll, th0, jac=True, method="L-BFGS-B", bounds=bounds)
         if best is None or res.fun < best.fun:
             best = res
+        if best.success:
+            break
     assert best is not None
     return best.x, float(-best.fun)
 
@@ -312,13 +319,17 @@ def _target(theta_o: np.ndarray, theta_p: np.ndarray, gamma: np.ndarray, J: int,
     return float(np.sum(q * num / np.maximum(den, 1e-300)))
 
 
-def _num_jac(f: Any, x: np.ndarray, h: float = 1e-5) -> np.ndarray:
+def _num_jac(f: Any, x: np.ndarray, h: float = 1e-5, central: bool = True) -> np.ndarray:
     x = np.asarray(x, dtype=float)
     cols = []
+    f0 = None if central else np.asarray(f(x))
     for i in range(len(x)):
         e = np.zeros_like(x)
         e[i] = h * max(1.0, abs(x[i]))
-        cols.append((np.asarray(f(x + e)) - np.asarray(f(x - e))) / (2 * e[i]))
+        if central:
+            cols.append((np.asarray(f(x + e)) - np.asarray(f(x - e))) / (2 * e[i]))
+        else:
+            cols.append((np.asarray(f(x + e)) - f0) / e[i])
     return np.stack(cols, axis=-1)
 
 
@@ -362,7 +373,8 @@ def _mixture_estimates(co: _Cells, cp: _Cells, cn: _Cells, edges: np.ndarray, J:
         gamma = _fit_gamma(post, mids, tot_n, cor_n)
         T[m] = target(theta_o, theta_p, gamma)
         A_nn = _num_jac(lambda g, c=cor_n: gscore(g, theta_p, c), gamma)
-        A_np = _num_jac(lambda t, g=gamma, c=cor_n: gscore(g, t, c), theta_p)
+        # forward differences: each step recomputes every posterior (the costly part)
+        A_np = _num_jac(lambda t, g=gamma, c=cor_n: gscore(g, t, c), theta_p, h=1e-6, central=False)
         # stacked estimating equations psi = (theta_o, mu_o, theta_p, gamma)
         size = d + 1 + d + 2
         Amat = np.zeros((size, size))
@@ -457,7 +469,7 @@ def _extrapolate(theta: np.ndarray, ms: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True, eq=False)
-class SelectionBiasCorrection:
+class SelectionBiasCorrection(Result):
     """Naive and selection-bias-corrected gaps per model, with intervals.
 
     ``accuracy_original`` / ``accuracy_new``: observed accuracies; ``naive_gap`` their
