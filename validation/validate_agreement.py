@@ -58,7 +58,7 @@ def run() -> dict:
                     "mae_s": r.mae_s, "mae_d": r.mae_d, "max_abs_s": float(np.max(np.abs(err_s))),
                     "max_abs_d": float(np.max(np.abs(err_d))), "mean_signed_d": float(np.mean(err_d)),
                     "naive_mae": float(np.mean(np.abs(r.accuracy_original - r.accuracy_new))),
-                    "holds": r.holds, "warnings": list(r.warnings), "result": r.to_dict(),
+                    "holds": r.holds, "warnings": list(r.warnings), "per_model": r.rows(),
                 })
     return {"rows": rows}
 
