@@ -164,3 +164,62 @@ def test_imagenetv2_mismatched_file_breaks_the_line(shared):
     assert not r.holds and r.r2 < 0.95
     ok = agreement_on_the_line(ro, rn, labels_new=rn[0].labels, exclude=["fv_16k"])
     assert ok.holds and ok.r2 > 0.99 and ok.mae_d < 0.005
+
+
+def _release_file(tmp_path, rng, new_labels=False):
+    """A prediction file in the CIFAR-10.1 layout whose new set has predictions but (by default) no labels."""
+    (po, yo), (pn, yn) = _latent_models(rng, m=6, n_orig=2000, n_new=1500)
+    arrays = {"model_names": np.array([f"m{i}" for i in range(6)]), "pred_original": po.astype(np.int8),
+              "labels_original": yo, "pred_new": pn.astype(np.int8)}
+    if new_labels:
+        arrays["labels_new"] = yn
+    path = tmp_path / "preds.npz"
+    np.savez(path, **arrays)
+    return path, (po, yo, pn, yn)
+
+
+def test_unlabelled_new_set_from_a_prediction_file(tmp_path):
+    from replicate.stats import agreement_from_predictions
+
+    path, (po, yo, pn, yn) = _release_file(tmp_path, np.random.default_rng(7))
+    r = agreement_from_predictions(path, "new")
+    ref = agreement_on_the_line(po, pn, yo, names=[f"m{i}" for i in range(6)])
+    np.testing.assert_allclose(r.predicted_d, ref.predicted_d)
+    assert r.accuracy_new is None and r.new_name == "new"
+    with pytest.raises(ValueError, match=r"new == 'cifar10-test'; must be a set other than the original"):
+        agreement_from_predictions(path, "cifar10-test")
+
+
+def test_cli_compare_agreement_mode(tmp_path, capsys):
+    from replicate.cli import main
+
+    path, _ = _release_file(tmp_path, np.random.default_rng(8))
+    assert main(["compare", "--predictions", str(path), "--new", "new", "--agreement", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["new_name"] == "new" and len(out["predicted_d"]) == 6 and out["accuracy_new"] is None
+    assert main(["compare", "--predictions", str(path), "--agreement"]) != 0
+    assert "--agreement == True; must be used with --predictions FILE --new NAME" in capsys.readouterr().err
+
+
+def test_compare_joins_agreement_and_round_trips():
+    from types import SimpleNamespace
+
+    from replicate.stats import Comparison, compare
+
+    rng = np.random.default_rng(9)
+    (po, yo), (pn, yn) = _latent_models(rng, m=5, n_orig=1500, n_new=1000)
+
+    def results(pred, y):
+        return [SimpleNamespace(model=f"m{i}", n=len(y), n_correct=int((p == y).sum()), correct=p == y,
+                                predictions=p, labels=y) for i, p in enumerate(pred)]
+
+    c = compare(results(po, yo), results(pn, yn), bootstrap="none", agreement=True)
+    assert c.agreement is not None and c.agreement.mae_d < 0.03
+    assert "agreement on the line" in c.summary()
+    d = json.loads(json.dumps(c.to_dict()))
+    assert Comparison.from_dict(d).to_dict() == d
+    plain = compare(results(po, yo), results(pn, yn), bootstrap="none")
+    assert plain.agreement is None and plain.label_noise is None
+    counts = {f"m{i}": (int((p == yo).sum()), len(yo)) for i, p in enumerate(po)}
+    with pytest.raises(ValueError, match=r"predictions == None; must be per-image predictions and labels"):
+        compare(counts, counts, agreement=True)

@@ -107,3 +107,30 @@ def test_cifar10h_on_published_cifar10_predictions(shared):
     # better models put a larger share of their errors on images humans dispute
     rho = sps.spearmanr(r.accuracy_labels.accuracy, r.errors_contested.accuracy).statistic
     assert rho > 0.8
+
+
+def test_compare_adds_the_label_noise_gap():
+    from types import SimpleNamespace
+
+    from replicate.stats import Comparison, compare
+
+    rng = np.random.default_rng(3)
+    votes, labels = np.tile(VOTES, (50, 1)), np.tile(LABELS, 50)
+    skill = np.array([0.5, 0.6, 0.7, 0.8, 0.9])[:, None]
+    pred_o = np.where(rng.random((5, 300)) < skill, labels, rng.integers(0, 3, (5, 300)))
+    lab_n = rng.integers(0, 3, 400)
+    pred_n = np.where(rng.random((5, 400)) < skill - 0.1, lab_n, rng.integers(0, 3, (5, 400)))
+
+    def results(pred, y):
+        return [SimpleNamespace(model=f"m{i}", n=len(y), n_correct=int((p == y).sum()), correct=p == y,
+                                predictions=p, labels=y) for i, p in enumerate(pred)]
+
+    c = compare(results(pred_o, labels), results(pred_n, lab_n), bootstrap="none", human_votes_original=votes)
+    ref = label_noise_adjusted_gap(pred_o, votes, labels, pred_n, lab_n, names=[f"m{i}" for i in range(5)])
+    np.testing.assert_allclose(c.label_noise.adjusted.gap, ref.adjusted.gap)
+    assert c.label_noise.kind == "upper bound" and "label-noise-adjusted" in c.summary()
+    d = json.loads(json.dumps(c.to_dict()))
+    assert Comparison.from_dict(d).to_dict() == d
+    with pytest.raises(ValueError, match=r"human_votes_original == None; must be given when human_votes_new is"):
+        compare(results(pred_o, labels), results(pred_n, lab_n), bootstrap="none",
+                human_votes_new=np.ones((400, 3), int))

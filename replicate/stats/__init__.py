@@ -59,7 +59,12 @@ from replicate.stats._common import (
     IntervalMethod,
     Scale,
 )
-from replicate.stats.agreement import AgreementLine, agreement_on_the_line, pairwise_agreement
+from replicate.stats.agreement import (
+    AgreementLine,
+    agreement_from_predictions,
+    agreement_on_the_line,
+    pairwise_agreement,
+)
 from replicate.stats.compare import Comparison, compare, compare_predictions, prediction_set_name
 from replicate.stats.diagnose import Diagnosis, diagnose
 from replicate.stats.fit import (
@@ -126,6 +131,7 @@ __all__ = [
     "compare_predictions",
     "prediction_set_name",
     "agreement_on_the_line",
+    "agreement_from_predictions",
     "pairwise_agreement",
     "selection_bias_correction",
     "correct_sampling_result",

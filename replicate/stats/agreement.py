@@ -43,7 +43,7 @@ from replicate._validation import check_fraction, fail
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-__all__ = ["AgreementLine", "agreement_on_the_line", "pairwise_agreement", "MIN_R2", "SLOPE_TOLERANCE",
+__all__ = ["AgreementLine", "agreement_on_the_line", "agreement_from_predictions", "pairwise_agreement", "MIN_R2", "SLOPE_TOLERANCE",
            "LEVEL_TOLERANCE"]
 
 MIN_R2 = 0.95
@@ -420,3 +420,42 @@ def agreement_on_the_line(
     return AgreementLine(model_names, n_o, n_n, acc_o, pairs, a_o, a_n, slope, intercept, r2, sd, pred_s, pred_d,
                          acc_n, acc_slope, acc_int, acc_r2, level, tuple(warnings), min_r2, float(slope_tolerance),
                          float(level_tolerance), str(original_name), str(new_name), excluded)
+
+
+def agreement_from_predictions(
+    predictions: Any,
+    new: str,
+    *,
+    original: str | None = None,
+    labels: Any = None,
+    exclude: Sequence[str] = (),
+    exclude_flagged: bool = False,
+    **options: Any,
+) -> AgreementLine:
+    """:func:`agreement_on_the_line` for a prediction file (path or ``PredictionSet``): ``new`` needs no labels.
+
+    The original set's labels come from the file (or ``labels``, an array or ImageSet); the
+    new set's predictions are read as they are, and its labels, where the file has them, only
+    score the predictions. ``exclude_flagged`` leaves out models whose original-set results
+    the loader flagged (e.g. mismatched files). ``options`` go to :func:`agreement_on_the_line`.
+    """
+    from replicate.models.predictions import PredictionSet, load_predictions
+
+    ps = predictions if isinstance(predictions, PredictionSet) else load_predictions(predictions)
+    o = ps.reference if original is None else ps.dataset_name(original)
+    n = ps.dataset_name(new)
+    if n == o:
+        raise fail("new", new, f"a set other than the original {o!r}", f"The file holds: {', '.join(ps.datasets)}.")
+    orig = ps.results(o, labels)
+    models_new = ps.models_on(n)
+    shared = [r for r in orig if r.model in models_new]
+    rows = ps._top1[n]
+    pred_new = {m: rows[models_new.index(m)] for m in (r.model for r in shared)}
+    flagged: list[str] = []
+    if exclude_flagged:  # the loader's alignment check needs accuracies, so the new set's labels where known
+        flagged = [r.model for r in shared if r.flags]
+        if ps.datasets[n].labels is not None:
+            flagged += [r.model for r in ps.results(n) if r.flags and r.model in pred_new]
+    return agreement_on_the_line(
+        shared, pred_new, shared[0].labels, labels_new=ps.datasets[n].labels,
+        exclude=list(dict.fromkeys([*exclude, *flagged])), original_name=o, new_name=n, **options)
