@@ -52,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="leave a model out of the fit (repeatable); it is still compared")
     p.add_argument("--exclude-flagged", action="store_true",
                    help="leave models whose results carry flags (e.g. a mismatched prediction file) out of the fit")
+    p.add_argument("--agreement", action="store_true",
+                   help="with --predictions: predict the new set's accuracies without its labels (agreement on "
+                   "the line, ALine-S/-D; the new set may have predictions only); its labels, if any, only score them")
     p.add_argument("--json", action="store_true", help="print the full comparison as JSON")
     p.set_defaults(func=run)
 
@@ -112,6 +115,18 @@ def _prediction_comparison(args: argparse.Namespace, options: dict[str, Any]) ->
     return result
 
 
+def _agreement(args: argparse.Namespace) -> Any:
+    """``--agreement``: ALine-S/-D on a prediction file; the new set needs predictions only."""
+    from replicate.stats import agreement_from_predictions
+
+    if not args.predictions or args.results or not args.new:
+        raise fail("--agreement", True, "used with --predictions FILE --new NAME (and no JSON files)",
+                   "Agreement on the line needs every model's predictions on both sets.")
+    labels = None if args.original_labels is None else _labels_file(args.original_labels)
+    return agreement_from_predictions(args.predictions, args.new, original=args.original, labels=labels,
+                                      exclude=args.exclude_from_fit, exclude_flagged=args.exclude_flagged)
+
+
 def run(args: argparse.Namespace) -> int:
     from replicate.stats import compare
 
@@ -120,7 +135,9 @@ def run(args: argparse.Namespace) -> int:
         scale=args.scale, fit_method=args.fit_method, bootstrap=args.bootstrap, n_bootstrap=args.n_bootstrap,
         exclude_from_fit=args.exclude_from_fit, exclude_flagged=args.exclude_flagged, seed=args.seed,
     )
-    if args.predictions:
+    if args.agreement:
+        result = _agreement(args)
+    elif args.predictions:
         if args.results:
             raise fail("results", args.results, "empty with --predictions", "Pass either JSON files or --predictions.")
         result = _prediction_comparison(args, options)

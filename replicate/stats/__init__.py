@@ -18,13 +18,21 @@ per-image correctness, and wraps statsmodels and scipy:
 - :func:`effective_robustness` — distance of each model above the fitted line.
 - :func:`rank_stability` — Kendall's tau and Spearman's rho with bootstrap intervals.
 - :func:`diagnose` — what the numbers say about adaptive overfitting, in words.
+- :func:`agreement_on_the_line` — ALine-S / ALine-D (Baek et al. 2022): a new set's accuracy from
+  original accuracies and model-pair agreements alone, with the method's own check.
+- :func:`selection_bias_correction` — the selection-frequency bias of matched-histogram sampling
+  (Engstrom et al. 2020): beta-binomial mixture and jackknife corrections of the gap;
+  :func:`correct_sampling_result` for a :func:`replicate.sampling.sample_matched_histogram` result.
+- :func:`human_label_accuracy` — accuracy against human majority and soft labels (e.g. CIFAR-10H
+  votes) and the share of errors on contested images; :func:`label_noise_adjusted_gap`.
 - :func:`compare` — all of the above for many models at once, as one :class:`Comparison`;
   :func:`compare_predictions` — the same from a published prediction file, per new set.
 
 Modules: :mod:`~replicate.stats.intervals` (accuracy and gap intervals, McNemar, p-value
 adjustment), :mod:`~replicate.stats.fit` (the scale transform, the line, effective
 robustness), :mod:`~replicate.stats.ranks`, :mod:`~replicate.stats.diagnose` and
-:mod:`~replicate.stats.compare`; every public name is importable from ``replicate.stats``.
+:mod:`~replicate.stats.compare`, :mod:`~replicate.stats.agreement`,
+:mod:`~replicate.stats.selection_bias`, :mod:`~replicate.stats.human_labels`; every public name is importable from ``replicate.stats``.
 
 Conventions: the *gap* is ``acc_orig - acc_new`` (positive = the model lost accuracy
 on the new set); accuracies are fractions in [0, 1]; ``alpha = 0.05`` means 95%
@@ -51,6 +59,12 @@ from replicate.stats._common import (
     IntervalMethod,
     Scale,
 )
+from replicate.stats.agreement import (
+    AgreementLine,
+    agreement_from_predictions,
+    agreement_on_the_line,
+    pairwise_agreement,
+)
 from replicate.stats.compare import Comparison, compare, compare_predictions, prediction_set_name
 from replicate.stats.diagnose import Diagnosis, diagnose
 from replicate.stats.fit import (
@@ -60,6 +74,13 @@ from replicate.stats.fit import (
     inverse_transform,
     linear_fit,
     transform,
+)
+from replicate.stats.human_labels import (
+    HumanLabelAccuracy,
+    LabelNoiseGap,
+    human_label_accuracy,
+    human_majority,
+    label_noise_adjusted_gap,
 )
 from replicate.stats.intervals import (
     AccuracyCI,
@@ -73,6 +94,14 @@ from replicate.stats.intervals import (
     mcnemar_test,
 )
 from replicate.stats.ranks import RankStability, rank_stability
+from replicate.stats.selection_bias import (
+    SELECTION_BIAS_METHODS,
+    BetaMixture,
+    SelectionBiasCorrection,
+    correct_sampling_result,
+    fit_beta_mixture,
+    selection_bias_correction,
+)
 
 __all__ = [
     "AccuracyCI",
@@ -83,6 +112,11 @@ __all__ = [
     "RankStability",
     "Diagnosis",
     "Comparison",
+    "AgreementLine",
+    "BetaMixture",
+    "SelectionBiasCorrection",
+    "HumanLabelAccuracy",
+    "LabelNoiseGap",
     "accuracy_ci",
     "gap_ci",
     "mcnemar_test",
@@ -96,6 +130,16 @@ __all__ = [
     "compare",
     "compare_predictions",
     "prediction_set_name",
+    "agreement_on_the_line",
+    "agreement_from_predictions",
+    "pairwise_agreement",
+    "selection_bias_correction",
+    "correct_sampling_result",
+    "fit_beta_mixture",
+    "SELECTION_BIAS_METHODS",
+    "human_label_accuracy",
+    "human_majority",
+    "label_noise_adjusted_gap",
     "transform",
     "inverse_transform",
     "INTERVAL_METHODS",

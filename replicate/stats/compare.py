@@ -32,8 +32,10 @@ from replicate.stats._common import (
     _pct,
     choice,
 )
+from replicate.stats.agreement import AgreementLine, agreement_on_the_line
 from replicate.stats.diagnose import Diagnosis, diagnose
 from replicate.stats.fit import EffectiveRobustness, LinearFit, effective_robustness, linear_fit
+from replicate.stats.human_labels import LabelNoiseGap, label_noise_adjusted_gap
 from replicate.stats.intervals import AccuracyCI, GapCI, accuracy_ci, gap_ci
 from replicate.stats.ranks import RankStability, rank_stability
 
@@ -59,6 +61,8 @@ class _Record:
     class_correct: tuple[int, ...] | None = None
     flags: tuple[str, ...] = ()
     dataset: str | None = None
+    predictions: np.ndarray | None = None
+    labels: np.ndarray | None = None
 
 
 def _record(name: Any, item: Any, arg: str) -> _Record:
@@ -95,7 +99,12 @@ def _record(name: Any, item: Any, arg: str) -> _Record:
                    None if cn is None else tuple(int(v) for v in cn),
                    None if cc is None else tuple(int(v) for v in cc),
                    tuple(str(f) for f in flags) if flags else (),
-                   None if get("dataset") is None else str(get("dataset")))
+                   None if get("dataset") is None else str(get("dataset")),
+                   _optional_array(get("predictions")), _optional_array(get("labels")))
+
+
+def _optional_array(value: Any) -> np.ndarray | None:
+    return None if value is None else np.asarray(value)
 
 
 def _collect(results: Any, arg: str) -> dict[str, _Record]:
@@ -129,7 +138,10 @@ class Comparison(Result):
     stability; ``diagnosis``: the overfitting verdict in words; ``top5``: the same comparison
     for top-5 accuracy where every model has it; ``class_drops``: per-model per-class drops
     where class counts are known. ``fit_excluded`` lists models left out of the fit (their
-    effective robustness is still reported).
+    effective robustness is still reported). ``agreement``: agreement on the line (ALine-S/-D
+    predictions of the new-set accuracies from predictions alone, scored against the actual
+    ones) when requested; ``label_noise``: the gap against human majority labels when human
+    votes were given.
     """
 
     names: tuple[str, ...]
@@ -150,6 +162,8 @@ class Comparison(Result):
     metric: str = "top-1"
     alpha: float = 0.05
     flags: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    agreement: AgreementLine | None = None
+    label_noise: LabelNoiseGap | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -226,6 +240,7 @@ class Comparison(Result):
             tuple(data.get("unmatched_new", ())), tuple(data.get("fit_excluded", ())), part(Comparison, "top5"),
             {k: GapCI.from_dict(v) for k, v in data.get("class_drops", {}).items()},
             data["original_name"], data["new_name"], data["metric"], alpha, flags,
+            part(AgreementLine, "agreement"), part(LabelNoiseGap, "label_noise"),
         )
 
     def to_dataframe(self) -> pd.DataFrame:
@@ -268,6 +283,9 @@ class Comparison(Result):
         if self.unmatched_original or self.unmatched_new:
             lines.append(f"Not compared (in one set only): original only: "
                          f"{', '.join(self.unmatched_original) or '-'}; new only: {', '.join(self.unmatched_new) or '-'}")
+        for extra in (self.agreement, self.label_noise):
+            if extra is not None:
+                lines.append(extra.summary())
         if self.top5 is not None:
             lines.append("")
             lines.append(self.top5.summary())
@@ -289,6 +307,8 @@ class Comparison(Result):
             "top5": None if self.top5 is None else self.top5.to_dict(),
             "class_drops": {k: v.to_dict() for k, v in self.class_drops.items()},
             "flags": {k: list(v) for k, v in self.flags.items()},
+            "agreement": None if self.agreement is None else self.agreement.to_dict(),
+            "label_noise": None if self.label_noise is None else self.label_noise.to_dict(),
         }
 
 
@@ -452,6 +472,9 @@ def compare(
     original_name: str | None = None,
     new_name: str | None = None,
     metric: str = "top-1",
+    agreement: bool = False,
+    human_votes_original: Any = None,
+    human_votes_new: Any = None,
     _with_top5: bool = True,
 ) -> Comparison:
     """Compare many models' accuracy on an original and a new test set.
@@ -486,6 +509,14 @@ def compare(
         ``'original'`` / ``'new'``.
     metric
         what the counts count (``'top-1'``; the top-5 twin says ``'top-5'``).
+    agreement
+        also run :func:`~replicate.stats.agreement_on_the_line` (needs ``.predictions`` and the
+        original's ``.labels``; the new set's labels only score its predictions), on the models
+        in the fit.
+    human_votes_original, human_votes_new
+        ``(images, classes)`` human vote counts of either set (e.g. CIFAR-10H): adds the
+        label-noise-adjusted gap (:func:`~replicate.stats.label_noise_adjusted_gap`; an upper
+        bound when only the original has votes). Needs ``.predictions`` and ``.labels``.
 
     Per-model warnings are collected in ``Comparison.flags``: the inputs' own ``flags`` and
     models far off the fitted line (``LinearFit.outliers``).
@@ -523,9 +554,35 @@ def compare(
         for o in fit.outliers:
             flags[o] = flags.get(o, ()) + (
                 f"far off the {fit.scale} line (|studentized residual| > 4); kept in the fit",)
+    aline = label_noise = None
+    if agreement or human_votes_original is not None or human_votes_new is not None:
+        po, pn, lo, ln = _prediction_arrays(ro, rn, "agreement=True or human votes")
+        if agreement:
+            aline = agreement_on_the_line(dict(zip(names, po)), dict(zip(names, pn)), lo, labels_new=ln,
+                                          exclude=[e for e in names if e in excluded],
+                                          original_name=original_name, new_name=new_name)
+        if human_votes_original is not None:
+            label_noise = label_noise_adjusted_gap(po, human_votes_original, lo, pn, ln, human_votes_new,
+                                                   names=names, alpha=alpha)
+        elif human_votes_new is not None:
+            raise fail("human_votes_original", None, "given when human_votes_new is",
+                       "The adjusted gap needs the original's votes (alone they give an upper bound).")
     return Comparison(names, acc_o, acc_n, gap, fit, er, ranks, diag, un_o, un_n,
                       tuple(e for e in names if e in excluded), top5, class_drops,
-                      original_name, new_name, metric, alpha, flags)
+                      original_name, new_name, metric, alpha, flags, aline, label_noise)
+
+
+def _prediction_arrays(ro: list[_Record], rn: list[_Record], what: str
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-model predictions and the labels of both sets, or a clear error naming what needs them."""
+    for arg, rs in (("original_results", ro), ("new_results", rn)):
+        missing = [r.name for r in rs if r.predictions is None]
+        if missing or rs[0].labels is None or len({r.n for r in rs}) != 1:
+            raise fail(f"{arg}[{(missing or [rs[0].name])[0]!r}].predictions", None,
+                       f"per-image predictions and labels of every model (for {what})",
+                       "Pass EvalResult objects (e.g. PredictionSet.results(...)), not counts.")
+    return (np.stack([r.predictions for r in ro]), np.stack([r.predictions for r in rn]),  # type: ignore[misc]
+            ro[0].labels, rn[0].labels)  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------- published prediction files
