@@ -127,6 +127,11 @@ def create_app(
     def bad_request(exc: Exception) -> Response:
         return error(400, str(exc))
 
+    @app.errorhandler(RecursionError)
+    def too_deep(exc: RecursionError) -> Response:
+        return error(400, "body == JSON nested too deeply; must be a flat JSON object such as "
+                          '{"kind": "label", "item": "<id>", "verdict": "accept"}.')
+
     @app.errorhandler(KeyError)
     def not_found(exc: KeyError) -> Response:
         return error(404, str(exc.args[0]) if exc.args else "not found")
