@@ -102,9 +102,10 @@ class CifarResNet(nn.Module):
 
 def load_akamaster_state(model: nn.Module, path: str | Path) -> nn.Module:
     """Load an akamaster checkpoint (a legacy pickle; ``module.`` prefix removed)."""
-    # The published files are pickled dicts written by torch 0.x; only files whose sha256
-    # matched the card are ever opened here, so weights_only=False is safe.
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    # The published files are pickled dicts written by torch 0.x. Only files whose sha256
+    # matched the card reach here, and they are still read with weights_only=True (tensors,
+    # dicts and numbers only), so no pickled code runs even if a card were wrong.
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
     state = ckpt["state_dict"] if isinstance(ckpt, dict) and "state_dict" in ckpt else ckpt
     state = {k.removeprefix("module."): v for k, v in state.items()}
     model.load_state_dict(state, strict=True)
