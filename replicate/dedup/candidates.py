@@ -60,7 +60,11 @@ def prepare(images: ImageSet, config: DedupConfig, name: str | None = None) -> P
 
     hashes = {m: hash_images(images.images, m, hash_size=config.hash_size) for m in config.hash_radii}
     feats = None
-    if config.feature_model is not None:
+    if config.feature_model == "copydesc32":  # replicate's copy-detection descriptor
+        from replicate.models.descriptor import embed
+
+        feats = _unit_features(embed(images.images))
+    elif config.feature_model is not None:
         from replicate.evaluation import extract_features
 
         feats = _unit_features(extract_features(config.feature_model, images))
