@@ -235,8 +235,11 @@ def build_report(
         if aline is not None:
             from replicate.plots import agreement_scatter
 
-            figures.append(agreement_scatter(aline, name=f"agreement-{i}-{slug(aline.new_name)}",
-                                             fmt=figure_format, dpi=dpi))
+            fig = agreement_scatter(aline, name=f"agreement-{i}-{slug(aline.new_name)}", fmt=figure_format, dpi=dpi)
+            figures.append(fig)
+            final = [replace(sec, figures=(*sec.figures, fig.name))
+                     if sec.key.startswith(f"c{i}-") and sec.metric == getattr(comp, "metric", "top-1") else sec
+                     for sec in final]
     for obj in _seq(sampling):  # a sampling result may carry the new test set it drew
         drawn = getattr(obj, "testset", None)
         if drawn is not None and getattr(drawn, "name", None) and drawn.name not in sets:
