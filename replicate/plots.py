@@ -211,6 +211,51 @@ def accuracy_scatter(
     return Figure(name, title, alt, caption, _encode(fig, fmt, dpi), fmt)
 
 
+def agreement_scatter(result: Any, *, name: str, title: str | None = None, fmt: str = "png",
+                      dpi: int = 110) -> Figure:
+    """Agreement on the line: new vs original agreement of every model pair and accuracy of every model.
+
+    ``result`` is an :class:`~replicate.stats.AgreementLine`; its agreement line is drawn, and
+    where the new set's accuracies are known the accuracy points and line too (probit axes).
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 5.6), layout="constrained")
+    ao, an = np.asarray(result.agreement_original, float), np.asarray(result.agreement_new, float)
+    xo = np.asarray(result.accuracy_original, float)
+    known = result.accuracy_new is not None
+    vals = [ao, an, xo] + ([np.asarray(result.accuracy_new, float)] if known else [])
+    allv = np.concatenate(vals)
+    lo, hi = max(float(allv.min()) - 0.03, 0.005), min(float(allv.max()) + 0.02, 0.995)
+    zg = _probit(np.linspace(lo, hi, 200))
+    ax.plot(zg, zg, ls="--", color="0.45", lw=1.2, label="y = x")
+    ax.scatter(_probit(ao), _probit(an), s=6, color="C0", alpha=0.35, label=f"agreement, {len(ao)} pairs")
+    ax.plot(zg, result.slope * zg + result.intercept, color="C0", lw=1.6,
+            label=f"agreement line (R^2 {result.r2:.3f})")
+    ax.scatter(_probit(xo), _probit(np.asarray(result.predicted_d, float)), s=22, color="C2", marker="x",
+               label="ALine-D prediction")
+    if known:
+        ax.scatter(_probit(xo), _probit(np.asarray(result.accuracy_new, float)), s=22, color="C1", zorder=3,
+                   label="accuracy (actual)")
+        ax.plot(zg, result.accuracy_slope * zg + result.accuracy_intercept, color="C1", lw=1.6,
+                label=f"accuracy line (R^2 {result.accuracy_r2:.3f})")
+    _set_axis(ax, "x", "probit", lo, hi)
+    _set_axis(ax, "y", "probit", lo, hi)
+    ax.set_xlabel(f"{result.original_name} agreement / accuracy")
+    ax.set_ylabel(f"{result.new_name} agreement / accuracy")
+    title = title or f"Agreement on the line: {result.original_name} -> {result.new_name}"
+    ax.set_title(title, fontsize=11)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", frameon=True)
+    alt = (f"Scatter plot on probit axes of the agreement of {len(ao)} model pairs on {result.new_name} against "
+           f"{result.original_name}, with the fitted agreement line"
+           + (", and of each model's accuracy with the accuracy line." if known else "."))
+    caption = ("Agreement on the line (Baek et al. 2022): pairs' agreement (small dots, blue line), ALine-D "
+               "predictions (crosses)" + (", actual accuracies (orange points and line)" if known else "")
+               + ". Dashed: y = x. "
+               + ("The method's checks passed." if result.holds else "Checks failed: " + "; ".join(result.warnings)))
+    return Figure(name, title, alt, caption, _encode(fig, fmt, dpi), fmt)
+
+
 def class_drop_plot(
     classes: Sequence[str],
     gap: Sequence[float],

@@ -223,3 +223,25 @@ def test_compare_joins_agreement_and_round_trips():
     counts = {f"m{i}": (int((p == yo).sum()), len(yo)) for i, p in enumerate(po)}
     with pytest.raises(ValueError, match=r"predictions == None; must be per-image predictions and labels"):
         compare(counts, counts, agreement=True)
+
+
+def test_report_carries_the_agreement_scatter():
+    from types import SimpleNamespace
+
+    from replicate.report import build_report, render
+    from replicate.stats import compare
+
+    rng = np.random.default_rng(10)
+    (po, yo), (pn, yn) = _latent_models(rng, m=5, n_orig=1500, n_new=1000)
+
+    def results(pred, y, ds):
+        return [SimpleNamespace(model=f"m{i}", dataset=ds, n=len(y), n_correct=int((p == y).sum()), correct=p == y,
+                                predictions=p, labels=y) for i, p in enumerate(pred)]
+
+    c = compare(results(po, yo, "orig"), results(pn, yn, "new"), bootstrap="none", agreement=True)
+    rep = build_report(c)
+    names = [f.name for f in rep.figures]
+    assert "agreement-0-new" in names
+    fig = rep.figures[names.index("agreement-0-new")]
+    assert fig.data[:4] == b"\x89PNG" and "agreement line" in fig.alt
+    assert "agreement-0-new" in render(rep, "html")

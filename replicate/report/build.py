@@ -230,6 +230,16 @@ def build_report(
                 for sec in comparison_sections(c, i, None if labels is None else labels[i], max_class_entries, fps, sizes)]
     _check_labelled(sections, labelled=labels is not None)
     final, figures = _comparison_figures(sections, figure_format, dpi)
+    for i, comp in enumerate(comps):  # agreement on the line, where compare(..., agreement=True) ran it
+        aline = getattr(comp, "agreement", None)
+        if aline is not None:
+            from replicate.plots import agreement_scatter
+
+            fig = agreement_scatter(aline, name=f"agreement-{i}-{slug(aline.new_name)}", fmt=figure_format, dpi=dpi)
+            figures.append(fig)
+            final = [replace(sec, figures=(*sec.figures, fig.name))
+                     if sec.key.startswith(f"c{i}-") and sec.metric == getattr(comp, "metric", "top-1") else sec
+                     for sec in final]
     for obj in _seq(sampling):  # a sampling result may carry the new test set it drew
         drawn = getattr(obj, "testset", None)
         if drawn is not None and getattr(drawn, "name", None) and drawn.name not in sets:
