@@ -230,9 +230,7 @@ def test_per_class_is_size_over_classes(fast: Path, tmp_path: Path) -> None:
     raw["sampling"].update(size=None, per_class=6)
     by_class = pipeline.build_testset(raw, out=tmp_path / "per-class", quiet=True)
     assert by_class.summary["new_testset"]["fingerprint"] == by_size.summary["new_testset"]["fingerprint"]
-    sampling = json.loads((by_class.stages[0].path / "sampling.json").read_text())
     assert json.loads((tmp_path / "per-class/run.json").read_text())["config"]["sampling"]["per_class"] == 6
-    assert sum(sampling["allocation"]["total"].values() if isinstance(sampling["allocation"].get("total"), dict) else [60]) == 60
 
 
 def test_overwrite_removes_only_what_replicate_wrote(fast: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
