@@ -205,3 +205,131 @@ def test_kill_mid_stage_then_resume(small: Path, tmp_path: Path) -> None:
     resumed = pipeline.build_testset(small, out=out, quiet=True)
     assert _tree(resumed.testset_path) == _tree(clean.testset_path)
     assert not list((out / "stages").glob(".*.tmp-*"))
+
+
+# --------------------------------------------------------------------------- the output directory
+
+
+@pytest.fixture(scope="module")
+def fast(small: Path) -> Path:
+    """The small config without the dedup stage (the build is then the sample stage only)."""
+    text = small.read_text().replace("[keywords]", "[dedup]\nenabled = false\n\n[keywords]")
+    path = small.with_name("fast.toml")
+    path.write_text(text)
+    return path
+
+
+def _snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_per_class_is_size_over_classes(fast: Path, tmp_path: Path) -> None:
+    """[sampling] per_class = 6 draws the same set as size = 60 over CIFAR-10.1's ten classes."""
+    by_size = pipeline.build_testset(fast, out=tmp_path / "size", quiet=True)
+    raw = load_config(fast).to_dict()
+    raw["sampling"].update(size=None, per_class=6)
+    by_class = pipeline.build_testset(raw, out=tmp_path / "per-class", quiet=True)
+    assert by_class.summary["new_testset"]["fingerprint"] == by_size.summary["new_testset"]["fingerprint"]
+    assert json.loads((tmp_path / "per-class/run.json").read_text())["config"]["sampling"]["per_class"] == 6
+
+
+def test_overwrite_removes_only_what_replicate_wrote(fast: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    first = pipeline.build_testset(fast, out=out, quiet=True)
+    old_stage = first.stages[0].path
+    mine = {"notes.txt": "my notes", "review.sqlite": "db", "new-testset/comment.txt": "c", "stages/keep.txt": "k"}
+    for rel, text in mine.items():
+        (out / rel).write_text(text)
+    cfg = load_config(fast).replace(sampling={"size": 50})
+    with pytest.warns(UserWarning, match=r"replaced the set in .*new-testset but kept 1 file"):
+        second = pipeline.build_testset(cfg, out=out, overwrite=True)
+    assert not old_stage.exists()  # the earlier run's stage is gone
+    assert second.stages[0].path.is_dir() and (out / "new-testset/imageset.json").is_file()
+    for rel, text in mine.items():
+        assert (out / rel).read_text() == text
+    err = capsys.readouterr().err
+    assert "kept 4 files replicate did not write (or did not list): new-testset/comment.txt, notes.txt, review.sqlite, stages/keep.txt" in err
+
+
+def test_output_path_that_is_a_file(fast: Path, tmp_path: Path) -> None:
+    target = tmp_path / "a-file"
+    target.write_text("x")
+    with pytest.raises(NotADirectoryError, match=r"out == .*a-file'; must be a directory or a path that does not exist yet\. It is a file"):
+        pipeline.build_testset(fast, out=target, quiet=True)
+    with pytest.raises(NotADirectoryError, match=r"out == .*a-file/sub'; must be a path whose parents are directories"):
+        pipeline.build_testset(fast, out=target / "sub", quiet=True)
+    for argv in (["run", str(fast)], ["demo"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "replicate", *argv, "--out", str(target), "--quiet"],
+            capture_output=True, text=True, timeout=300,
+        )
+        assert proc.returncode == 2
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "must be a directory or a path that does not exist yet" in lines[0], proc.stderr
+    assert target.read_text() == "x"
+
+
+_HOLDER = """
+import sys
+from replicate.pipeline.build import as_config, logger, opened
+with opened(as_config(sys.argv[1]), sys.argv[2], False, logger(True)):
+    print("locked", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_second_run_on_a_locked_directory_stops_naming_the_holder(fast: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(replicate.__file__).parent.parent)}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(fast), str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        second = subprocess.run(
+            [sys.executable, "-m", "replicate", "build", str(fast), "--out", str(out), "--quiet"],
+            capture_output=True, text=True, timeout=300, env=env,
+        )
+        assert second.returncode == 2
+        assert f"process {holder.pid} holds its lock" in second.stderr and len(second.stderr.strip().splitlines()) == 1
+        assert not (out / "stages").exists()  # the second run wrote nothing
+    finally:
+        holder.communicate("", timeout=60)
+    third = subprocess.run(
+        [sys.executable, "-m", "replicate", "build", str(fast), "--out", str(out), "--quiet"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert third.returncode == 0, third.stderr
+    assert (out / "new-testset/imageset.json").is_file()
+
+
+def test_finished_run_reads_from_a_read_only_directory(fast: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from replicate.pipeline import outdir
+
+    out = tmp_path / "run"
+    pipeline.build_testset(fast, out=out, quiet=True)
+    before = _snapshot(out)
+    monkeypatch.setattr(outdir, "_writable", lambda root: False)
+    again = pipeline.build_testset(fast, out=out, quiet=True)
+    assert all(s.cached for s in again.stages)
+    assert _snapshot(out) == before  # nothing written, not even run.json or build.json
+    for stage in (out / "stages").glob("sample-*"):
+        stage.rename(tmp_path / "moved")
+    with pytest.raises(PermissionError, match=r"out == .*; must be a writable directory\. Stage 'sample' is not cached there"):
+        pipeline.build_testset(fast, out=out, quiet=True)
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_directory_for_real(fast: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    pipeline.build_testset(fast, out=out, quiet=True)
+    paths = [out, *[p for p in out.rglob("*") if p.is_dir()]]
+    for p in paths:
+        p.chmod(0o555)
+    try:
+        assert all(s.cached for s in pipeline.build_testset(fast, out=out, quiet=True).stages)
+        with pytest.raises(FileExistsError, match="holds a run with a different config"):
+            pipeline.build_testset(load_config(fast).replace(sampling={"size": 50}), out=out, quiet=True)
+    finally:
+        for p in paths:
+            p.chmod(0o755)

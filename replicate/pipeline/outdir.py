@@ -4,8 +4,9 @@
 (``OUT/.replicate.lock``, ``fcntl.flock``; the file holds the holder's process id, so a
 second run on the same directory stops at once with a message naming it), records the
 config in ``run.json`` and, with ``overwrite=True``, removes what an earlier run with
-another config wrote there: the files listed in its ``stage.json`` files, its new test
-set's manifest and its run manifest (:func:`replicate._files.remove_written`), and nothing else (a ``review.sqlite`` or
+another config wrote there: the files listed in its ``stage.json`` files and its run
+manifest (:func:`replicate._files.remove_written`; the new test set is replaced by
+``ImageSet.save(overwrite=True)``, which also removes only its own files), and nothing else (a ``review.sqlite`` or
 ``notes.txt`` beside them stays, and the log says so).
 
 A finished run can be read from a read-only directory: when every stage is cached and
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from replicate._files import remove_written
+from replicate._files import manifest_files, remove_written
 from replicate._validation import fail
 
 __all__ = ["OutputDir", "OutputDirBusy", "open_out", "replicate_files", "LOCK_NAME"]
@@ -134,9 +135,7 @@ def replicate_files(root: Path) -> tuple[list[str], list[str]]:
     manifest = _json(root / "manifest.json")
     if isinstance(manifest, dict) and isinstance(manifest.get("files"), dict):
         files += list(manifest["files"])
-    ts = _json(root / "new-testset" / "manifest.json")
-    if isinstance(ts, dict) and isinstance(ts.get("files"), dict):
-        files += [f"new-testset/{f}" for f in ts["files"]] + ["new-testset/manifest.json"]
+    # new-testset/ is left to ImageSet.save(overwrite=True), which replaces only its own files
     temps = []
     stages = root / "stages"
     if stages.is_dir():
@@ -155,7 +154,8 @@ def _remove_previous_run(root: Path, log: Callable[[str], None]) -> None:
     files, temps = replicate_files(root)
     for t in temps:  # a killed run's partial stage: replicate wrote everything in it
         shutil.rmtree(root / t, ignore_errors=True)
-    kept = [p for p in remove_written(root, files) if p != LOCK_NAME]
+    later = {f"new-testset/{f}" for f in manifest_files(root / "new-testset")}  # replaced by the build
+    kept = [p for p in remove_written(root, files) if p != LOCK_NAME and p not in later]
     log(f"[out] removed the files of the earlier run that replicate wrote ({len(files)} listed)")
     if kept:
         shown = ", ".join(kept[:8]) + (f" and {len(kept) - 8} more" if len(kept) > 8 else "")
