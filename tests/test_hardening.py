@@ -681,3 +681,39 @@ def test_gap_ci_does_not_broadcast_length_one_against_several() -> None:
         gap_ci([90, 80], 100, [80, 70], [100])
     g = gap_ci([90, 80], 100, [80, 70], 100)  # a scalar n is one number for all models
     assert g.gap.tolist() == pytest.approx([0.1, 0.1])
+
+
+# --------------------------------------------------------------------------- review server and CLI
+
+
+def test_review_api_deeply_nested_json_is_a_400(tmp_path: Path, toy) -> None:
+    from replicate.review import create_app, open_review
+
+    session = open_review(toy, tmp_path / "r.sqlite")
+    client = create_app(session, token="t0ken", reviewer="alice").test_client()
+    body = "[" * 8000 + "]" * 8000
+    r = client.post("/api/decide", data=body, headers={"X-Review-Token": "t0ken", "Content-Type": "application/json"})
+    assert r.status_code == 400 and r.is_json and "nested too deeply" in r.json["error"]
+    assert session.store.count() == 0
+
+
+def test_cli_review_pairs_from_a_dedup_directory(tmp_path: Path, toy, monkeypatch: pytest.MonkeyPatch) -> None:
+    from replicate.cli import main
+    from replicate.dedup import find_near_duplicates
+    from replicate.review import app as review_app
+
+    ref = toy.select(np.arange(5), name="ref").renamed("ref")
+    ref = replicate.ImageSet(ref.images, ref.labels, ref.class_names, name="ref")
+    result = find_near_duplicates(toy, {"ref": ref})
+    result.save(tmp_path / "dedup")
+    seen = {}
+
+    def fake_server(session, **kwargs):  # type: ignore[no-untyped-def]
+        seen["pairs"] = session.queue.n_pairs
+        raise KeyboardInterrupt  # stop before serving
+
+    monkeypatch.setattr(review_app, "start_server", fake_server)
+    with pytest.raises(KeyboardInterrupt):
+        main(["review", str(toy.save(tmp_path / "toy")), "--pairs", str(tmp_path / "dedup"),
+              "--reference", f"ref={ref.save(tmp_path / 'ref')}", "--db", str(tmp_path / "r.sqlite"), "--no-browser"])
+    assert seen["pairs"] == len(result.flagged) > 0

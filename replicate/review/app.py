@@ -127,11 +127,6 @@ def create_app(
     def bad_request(exc: Exception) -> Response:
         return error(400, str(exc))
 
-    @app.errorhandler(RecursionError)
-    def too_deep(exc: RecursionError) -> Response:
-        return error(400, "body == JSON nested too deeply; must be a flat JSON object such as "
-                          '{"kind": "label", "item": "<id>", "verdict": "accept"}.')
-
     @app.errorhandler(KeyError)
     def not_found(exc: KeyError) -> Response:
         return error(404, str(exc.args[0]) if exc.args else "not found")
@@ -181,7 +176,10 @@ def create_app(
             raise BadRequest(
                 f"Content-Type == {request.content_type!r}; must be 'application/json'. Send the decision as JSON."
             )
-        data = request.get_json(silent=True)
+        try:
+            data = request.get_json(silent=True)
+        except RecursionError:  # JSON nested thousands deep: the parser gives up
+            raise BadRequest("body == JSON nested too deeply; must be a flat JSON object of one decision.") from None
         if not isinstance(data, dict):
             raise BadRequest(
                 "body == not a JSON object; must be a JSON object such as "
