@@ -717,3 +717,23 @@ def test_cli_review_pairs_from_a_dedup_directory(tmp_path: Path, toy, monkeypatc
         main(["review", str(toy.save(tmp_path / "toy")), "--pairs", str(tmp_path / "dedup"),
               "--reference", f"ref={ref.save(tmp_path / 'ref')}", "--db", str(tmp_path / "r.sqlite"), "--no-browser"])
     assert seen["pairs"] == len(result.flagged) > 0
+
+
+def test_cli_disk_full_is_one_line_and_leaves_nothing_partial(tmp_path: Path, sample_inputs, monkeypatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """ENOSPC while the new set is written: one line naming the file, exit 2, no partial output left."""
+    import errno
+
+    pool, target = sample_inputs
+    out = tmp_path / "new"
+    real_save = np.save
+
+    def full_disk(file, arr, *a, **kw):  # the first column file fills the disk half way
+        real_save(file, arr[: max(1, len(arr) // 2)], *a, **kw)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
+
+    monkeypatch.setattr(np, "save", full_disk)
+    cli_error(capsys, ["sample", str(pool), "--target", str(target), "--size", "20", "--out", str(out)],
+              os.strerror(errno.ENOSPC), "Free some space")
+    assert not out.exists() or tree(out) == []
+    assert not any(".tmp" in p.name for p in tmp_path.rglob("*"))
