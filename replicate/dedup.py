@@ -15,7 +15,7 @@ human review. :func:`find_near_duplicates` combines several signals:
   between 2x2-pooled grayscale windows after the best shift of up to ``max_shift``
   pixels and the best of a few zooms (robust to shifts, slight crops and scaling, JPEG
   noise, photometric and colour changes); with ``flips=True`` also of the mirror image;
-* optionally, model features (:func:`replicate.evaluate.extract_features`): cosine
+* optionally, model features (:func:`replicate.evaluation.extract_features`): cosine
   distance of penultimate-layer features, the ``feature_k`` nearest references.
 
 Every candidate pair carries all distances and ranks. Flagged pairs form duplicate groups
@@ -141,7 +141,7 @@ class DedupConfig:
     ``scales``. ``flips=True`` also compares the mirror image of each query (horizontal
     flip): its tiny signature proposes candidates, its aligned distance is the column
     ``aligned_mirror``, and the rule ``mirror`` fires when that is <= ``aligned_max``.
-    ``feature_model`` names a zoo model for :func:`replicate.evaluate.extract_features`.
+    ``feature_model`` names a zoo model for :func:`replicate.evaluation.extract_features`.
     ``within_query`` also searches for duplicates inside the query set.
     The defaults were measured on real CIFAR-10 images (``validation/validate_dedup.py``;
     tables and the by-eye review of CIFAR-10 test against train in ``docs/dedup.md``).
