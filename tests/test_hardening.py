@@ -91,7 +91,7 @@ def fake_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.mark.parametrize("api", ["evaluate", "predict", "extract_features"])
 def test_hub_model_is_refused_without_opt_in(fake_hub: Path, toy, api: str) -> None:
-    import replicate.evaluate as ev
+    import replicate.evaluation as ev
 
     with pytest.raises(PermissionError, match=r"model == 'hub:evil/repo:entry'.*allow_remote_code=True"):
         getattr(ev, api)("hub:evil/repo:entry", toy, device="cpu")
@@ -99,7 +99,7 @@ def test_hub_model_is_refused_without_opt_in(fake_hub: Path, toy, api: str) -> N
 
 
 def test_hub_model_is_refused_offline_even_with_opt_in(fake_hub: Path, toy, monkeypatch: pytest.MonkeyPatch) -> None:
-    from replicate.evaluate import evaluate
+    from replicate.evaluation import evaluate
 
     monkeypatch.setenv("REPLICATE_OFFLINE", "1")
     with pytest.raises(PermissionError, match="REPLICATE_OFFLINE"):
@@ -108,7 +108,7 @@ def test_hub_model_is_refused_offline_even_with_opt_in(fake_hub: Path, toy, monk
 
 
 def test_hub_model_runs_only_on_explicit_opt_in(fake_hub: Path, toy) -> None:
-    from replicate.evaluate import evaluate
+    from replicate.evaluation import evaluate
 
     with pytest.raises(PermissionError):
         evaluate("hub:evil/repo:entry", toy, device="cpu", allow_remote_code="yes")  # truthy is not opt-in
@@ -636,7 +636,7 @@ def _tiny_net():  # type: ignore[no-untyped-def]
 
 
 def test_evaluate_refuses_an_empty_set(toy) -> None:
-    from replicate.evaluate import evaluate
+    from replicate.evaluation import evaluate
 
     empty = toy.select(np.zeros(len(toy), bool))
     with pytest.raises(ValueError, match=r"dataset 'toy.*' == 'an empty set \(0 images\)'; must be at least one image"):
@@ -647,7 +647,7 @@ def test_evaluate_refuses_an_empty_set(toy) -> None:
 
 @pytest.mark.parametrize("how", ["below-a-file", "chmod"])
 def test_evaluate_with_an_unwritable_cache(tmp_path: Path, toy, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
-    from replicate.evaluate import evaluate
+    from replicate.evaluation import evaluate
 
     if how == "chmod":
         if os.geteuid() == 0:

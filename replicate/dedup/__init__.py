@@ -15,7 +15,7 @@ human review. :func:`find_near_duplicates` combines several signals:
   between 2x2-pooled grayscale windows after the best shift of up to ``max_shift``
   pixels and the best of a few zooms (robust to shifts, slight crops and scaling, JPEG
   noise, photometric and colour changes); with ``flips=True`` also of the mirror image;
-* optionally, model features (:func:`replicate.evaluate.extract_features`): cosine
+* optionally, model features (:func:`replicate.evaluation.extract_features`): cosine
   distance of penultimate-layer features, the ``feature_k`` nearest references.
 
 Every candidate pair carries all distances and ranks. Flagged pairs form duplicate groups

@@ -79,7 +79,7 @@ class DedupConfig:
     ``scales``. ``flips=True`` also compares the mirror image of each query (horizontal
     flip): its tiny signature proposes candidates, its aligned distance is the column
     ``aligned_mirror``, and the rule ``mirror`` fires when that is <= ``aligned_max``.
-    ``feature_model`` names a zoo model for :func:`replicate.evaluate.extract_features`.
+    ``feature_model`` names a zoo model for :func:`replicate.evaluation.extract_features`.
     ``within_query`` also searches for duplicates inside the query set.
     The defaults were measured on real CIFAR-10 images (``validation/validate_dedup.py``;
     tables and the by-eye review of CIFAR-10 test against train in ``docs/dedup.md``).

@@ -17,7 +17,7 @@ How the test is built:
    ``max_per_set``), so the classifier cannot separate the sets by their class mix.
    Classes present in only one set are reported, not used.
 3. Features: a zoo model's penultimate layer (default ``"resnet20"``, via
-   :func:`replicate.evaluate.extract_features`, cached on disk), raw pixels
+   :func:`replicate.evaluation.extract_features`, cached on disk), raw pixels
    (``"pixels"``: 8x8 area-downsampled RGB) or colour statistics
    (``"colour-stats"``), or any callable ``ImageSet -> (N, D)``. Features are
    standardised over the pooled sample (unsupervised, so no set label leaks).

@@ -484,7 +484,7 @@ def compare(
     original_results, new_results
         sequences of evaluation results (objects with ``.model``, ``.n``, ``.n_correct`` and
         optionally ``.correct`` (per-image bool), ``.top5_correct``, ``.class_n`` /
-        ``.class_correct`` / ``.class_names``; e.g. :class:`replicate.evaluate.EvalResult` or
+        ``.class_correct`` / ``.class_names``; e.g. :class:`replicate.models.results.EvalResult` or
         the dicts ``replicate evaluate --json`` writes), or mappings model -> ``(n_correct, n)``.
         Models are matched by name; names found in only one input are reported in
         ``unmatched_original`` / ``unmatched_new``.
