@@ -38,9 +38,9 @@ from replicate.pipeline.stages import StageInfo, run_stage
 
 __all__ = ["evaluate_and_report", "run", "RunOutput", "weights_file"]
 
-EVALUATE_CODE = ("replicate.evaluate", "replicate.models", "replicate.imageset")
+EVALUATE_CODE = ("replicate.evaluation", "replicate.models", "replicate.imageset")
 COMPARE_CODE = ("replicate.stats", "replicate.models")
-SHIFT_CODE = ("replicate.shift", "replicate.dedup", "replicate.evaluate", "replicate.models", "replicate.imageset")
+SHIFT_CODE = ("replicate.shift", "replicate.dedup", "replicate.evaluation", "replicate.models", "replicate.imageset")
 REPORT_CODE = ("replicate.report", "replicate.plots", "replicate.templates", "replicate.dedup")
 
 

@@ -222,7 +222,7 @@ def _dedup_stage(cfg: PipelineConfig, od: OutputDir, inputs: Inputs, log: Callab
         return {"flagged": int(len(result.flagged)), "by_reason": {str(k): int(v) for k, v in reasons.items()}}
 
     fps = {s.name: s.fingerprint for s in (*inputs.originals, inputs.pool)}
-    code = DEDUP_CODE + (("replicate.evaluate", "replicate.models") if options.get("feature_model") else ())
+    code = DEDUP_CODE + (("replicate.evaluation", "replicate.models") if options.get("feature_model") else ())
     return run_stage(
         od.root,
         "dedup",

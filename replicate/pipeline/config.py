@@ -264,7 +264,7 @@ class EvaluateSection:
 
     models: tuple[str, ...] = _key(_str_list(_model), factory=lambda: ("resnet20",))
     batch_size: int = _key(_int(1), 500)
-    device: str = _key(_choices_of("replicate.evaluate", "DEVICES"), "auto")
+    device: str = _key(_choices_of("replicate.evaluation", "DEVICES"), "auto")
     weights_dirs: tuple[str, ...] = _key(_str_list(_str()), factory=tuple)
 
 
