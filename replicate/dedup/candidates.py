@@ -128,58 +128,33 @@ def candidate_pairs(
 ) -> pd.DataFrame:
     """Candidate pairs of one query chunk against prepared references, with every distance.
 
-    ``offset`` is the chunk's first position in the whole query set; ``within`` is the
-    whole prepared query set (for pairs inside the query, reported once with the lower
-    position first). Returns positions (``query_pos``, ``reference_set``,
-    ``reference_pos``) plus the distance and rank columns; :func:`decide` turns the
-    joined tables of all chunks into a :class:`DedupResult`.
-    """
-    from replicate.hamming import radius_search
+    Parameters
+    ----------
+    query
+        the prepared chunk (:func:`prepare`, then sliced).
+    references
+        the prepared reference sets.
+    config
+        the signals that propose candidates and the distances to compute.
+    offset
+        the chunk's first position in the whole query set.
+    within
+        the whole prepared query set, for pairs inside the query (reported once, with the
+        lower position first); None for none.
 
+    Returns
+    -------
+    pandas.DataFrame
+        positions (``query_pos``, ``reference_set``, ``reference_pos``) plus the distance
+        and rank columns; :func:`decide` turns the joined tables of all chunks into a
+        :class:`DedupResult`.
+    """
     targets: list[tuple[PreparedSet, bool]] = [(r, False) for r in references]
     if within is not None:
         targets.append((within, True))
     frames = []
     for ref, is_within in targets:
-        keys: list[pd.DataFrame] = []
-        extra = 1 if is_within else 0
-        for method, radius in config.hash_radii.items():
-            qi, ri, _ = radius_search(query.hashes[method], ref.hashes[method], radius)
-            keys.append(pd.DataFrame({"query_pos": qi + offset, "reference_pos": ri}))
-        available = len(ref) - (1 if is_within else 0)
-        if config.l2_k and available > 0:
-            k = min(config.l2_k, available) + extra
-            nn = l2_knn(query.images.images, ref.images.images, k=k)
-            qp, rp, rk = _knn_pairs(nn.indices, offset, is_within)
-            keys.append(pd.DataFrame({"query_pos": qp, "reference_pos": rp, "l2_rank": rk}))
-        if config.tiny_k and available > 0:
-            idx, _ = _cosine_knn(query.tiny, ref.tiny, min(config.tiny_k, available) + extra)
-            qp, rp, rk = _knn_pairs(idx, offset, is_within)
-            keys.append(pd.DataFrame({"query_pos": qp, "reference_pos": rp, "tiny_rank": rk}))
-        if config.flips and config.tiny_k and available > 0:
-            if query.tiny_flipped is None:  # pragma: no cover - prepare() makes it when flips is on
-                raise RuntimeError("prepared query has no mirrored thumbnails; prepare() it with flips=True")
-            idx, _ = _cosine_knn(query.tiny_flipped, ref.tiny, min(config.tiny_k, available) + extra)
-            qp, rp, _ = _knn_pairs(idx, offset, is_within)
-            # NaN: the mirrored thumbnail leaves no rank in the table, so it does not make a
-            # coarse-window candidate any less window-only (as _window_only reads the table)
-            keys.append(pd.DataFrame({"query_pos": qp, "reference_pos": rp, "window_only": np.nan}))
-        if config.feature_model is not None and config.feature_k and available > 0:
-            if query.features is None or ref.features is None:  # pragma: no cover - made by prepare()
-                raise RuntimeError("prepared sets have no model features; prepare() them with feature_model set")
-            idx, _ = _cosine_knn(query.features, ref.features, min(config.feature_k, available) + extra)
-            qp, rp, rk = _knn_pairs(idx, offset, is_within)
-            keys.append(pd.DataFrame({"query_pos": qp, "reference_pos": rp, "feature_rank": rk}))
-        for key in keys:
-            if "window_only" not in key:
-                key["window_only"] = 0.0
-        if config.aligned_k and available > 0:
-            if ref.coarse is None:  # pragma: no cover - prepare() makes it when aligned_k is set
-                raise RuntimeError("prepared reference has no coarse windows; prepare() it with aligned_k set")
-            idx = window_knn(query.images.images, ref.coarse, min(config.aligned_k, available) + extra,
-                             config.max_shift, config.scales)
-            qp, rp, rk = _knn_pairs(idx, offset, is_within)
-            keys.append(pd.DataFrame({"query_pos": qp, "reference_pos": rp, "aligned_rank": rk, "window_only": 1.0}))
+        keys = _candidate_keys(query, ref, config, offset, is_within)
         if not keys:
             continue
         cand = pd.concat(keys, ignore_index=True)
@@ -197,6 +172,63 @@ def candidate_pairs(
     if not frames:
         return _empty_pairs(config)
     return pd.concat(frames, ignore_index=True)
+
+
+def _candidate_keys(
+    query: PreparedSet, ref: PreparedSet, config: DedupConfig, offset: int, is_within: bool
+) -> list[pd.DataFrame]:
+    """What each signal proposes for one query chunk in one set: (``query_pos``,
+    ``reference_pos``, the signal's rank, ``window_only``: 1 for the coarse-window search,
+    NaN for the mirrored thumbnail, 0 for the others) per signal; several rows per pair."""
+    from replicate.hamming import radius_search
+
+    keys: list[pd.DataFrame] = []
+    extra = 1 if is_within else 0
+    for method, radius in config.hash_radii.items():
+        qi, ri, _ = radius_search(query.hashes[method], ref.hashes[method], radius)
+        keys.append(pd.DataFrame({"query_pos": qi + offset, "reference_pos": ri}))
+    available = len(ref) - extra
+    if available <= 0:
+        return _mark_window_only(keys)
+
+    def knn(idx: np.ndarray, rank: str | None, **more: float) -> None:
+        qp, rp, rk = _knn_pairs(idx, offset, is_within)
+        cols: dict[str, Any] = {"query_pos": qp, "reference_pos": rp}
+        if rank is not None:
+            cols[rank] = rk
+        keys.append(pd.DataFrame({**cols, **more}))
+
+    if config.l2_k:
+        knn(l2_knn(query.images.images, ref.images.images, k=min(config.l2_k, available) + extra).indices, "l2_rank")
+    if config.tiny_k:
+        knn(_cosine_knn(query.tiny, ref.tiny, min(config.tiny_k, available) + extra)[0], "tiny_rank")
+    if config.flips and config.tiny_k:
+        if query.tiny_flipped is None:  # pragma: no cover - prepare() makes it when flips is on
+            raise RuntimeError("prepared query has no mirrored thumbnails; prepare() it with flips=True")
+        # NaN: the mirrored thumbnail leaves no rank in the table, so it does not make a
+        # coarse-window candidate any less window-only (as _window_only reads the table)
+        knn(_cosine_knn(query.tiny_flipped, ref.tiny, min(config.tiny_k, available) + extra)[0], None,
+            window_only=np.nan)
+    if config.feature_model is not None and config.feature_k:
+        if query.features is None or ref.features is None:  # pragma: no cover - made by prepare()
+            raise RuntimeError("prepared sets have no model features; prepare() them with feature_model set")
+        knn(_cosine_knn(query.features, ref.features, min(config.feature_k, available) + extra)[0], "feature_rank")
+    keys = _mark_window_only(keys)
+    if config.aligned_k:
+        if ref.coarse is None:  # pragma: no cover - prepare() makes it when aligned_k is set
+            raise RuntimeError("prepared reference has no coarse windows; prepare() it with aligned_k set")
+        idx = window_knn(query.images.images, ref.coarse, min(config.aligned_k, available) + extra,
+                         config.max_shift, config.scales)
+        knn(idx, "aligned_rank", window_only=1.0)
+    return keys
+
+
+def _mark_window_only(keys: list[pd.DataFrame]) -> list[pd.DataFrame]:
+    """The signals other than the coarse windows and the mirror: not window-only."""
+    for key in keys:
+        if "window_only" not in key:
+            key["window_only"] = 0.0
+    return keys
 
 
 def _empty_pairs(config: DedupConfig) -> pd.DataFrame:
@@ -301,22 +333,10 @@ def _distances(
     qimg = qsrc.images.images
     rimg = ref.images.images
     sq = l2_sq_distances_at(qimg, rimg, qloc, rpos)
-    ms, zs = config.max_shift, config.scales
-
-    def aligned(side_img: np.ndarray, side: np.ndarray, other: PreparedSet, at: np.ndarray, flip: bool = False) -> np.ndarray:
-        # windows of side_img[side[p]] (mirrored with flip) against other's centre windows at at[p]
-        def windows(u: np.ndarray) -> torch.Tensor:
-            img = side_img[u]
-            return _aligned_query(img[:, :, ::-1] if flip else img, ms, zs)
-
-        cos = _grouped_max_cos(side, at, windows, lambda p: torch.from_numpy(other.aligned[p]), _ALIGN_GROUP)
-        return _cos_to_distance(cos)
-
-    al = aligned(qimg, qloc, ref, rpos)
+    al = _aligned_at(qimg, qloc, ref, rpos, config)
     if whole_query is not None:
         # both ends are query images: the zoom range applies either way round
-        al = np.minimum(al, aligned(rimg, rpos, qsrc, qloc))
-    alf = aligned(qimg, qloc, ref, rpos, flip=True) if config.flips else np.full(len(qpos), np.inf)
+        al = np.minimum(al, _aligned_at(rimg, rpos, qsrc, qloc, config))
     values_per_image = int(np.prod(qimg.shape[1:]))
     out["l2"] = np.sqrt(sq.astype(np.float64))
     out["l2_rms"] = np.sqrt(sq / values_per_image)
@@ -332,21 +352,12 @@ def _distances(
     if config.aligned_k:
         out["aligned_rank"] = cand.aligned_rank.to_numpy()
     if config.flips:
-        out["aligned_mirror"] = alf
+        out["aligned_mirror"] = _aligned_at(qimg, qloc, ref, rpos, config, flip=True)
     if config.edge_max is not None:
         edge = np.full(len(qpos), np.nan)
-        near = np.flatnonzero(al <= config.edge_aligned_max)
+        near = np.flatnonzero(al <= config.edge_aligned_max)  # computed only for pairs already close
         if len(near):
-            em = config.edge_max_shift
-            if min(qimg.shape[1:3]) - 2 * em < 1:
-                raise fail("edge_max_shift", em, f"< {min(qimg.shape[1:3]) / 2} (half the image side)")
-            cos = _grouped_max_cos(
-                qloc[near], rpos[near],
-                lambda u: _edge_windows(qimg[u], em, config.edge_scales),
-                lambda p: _edge_centre(rimg[p], em),
-                _EDGE_GROUP,
-            )
-            edge[near] = _cos_to_distance(cos)
+            edge[near] = _edge_at(qimg, rimg, qloc[near], rpos[near], config)
         out["edge"] = edge
         # as for aligned_ratio, the coarse-window candidates are not others: switching
         # them on only adds candidates and flags
@@ -360,6 +371,34 @@ def _distances(
         if col in out:
             out[col] = out[col].astype("Int64")
     return out
+
+
+def _aligned_at(
+    side_img: np.ndarray, side: np.ndarray, other: PreparedSet, at: np.ndarray, config: DedupConfig, flip: bool = False
+) -> np.ndarray:
+    """Aligned distance of each pair p: the windows of image ``side_img[side[p]]`` (mirrored
+    with ``flip``) against the centre window of ``other`` at ``at[p]``."""
+
+    def windows(u: np.ndarray) -> torch.Tensor:
+        img = side_img[u]
+        return _aligned_query(img[:, :, ::-1] if flip else img, config.max_shift, config.scales)
+
+    cos = _grouped_max_cos(side, at, windows, lambda p: torch.from_numpy(other.aligned[p]), _ALIGN_GROUP)
+    return _cos_to_distance(cos)
+
+
+def _edge_at(qimg: np.ndarray, rimg: np.ndarray, qloc: np.ndarray, rpos: np.ndarray, config: DedupConfig) -> np.ndarray:
+    """Edge distance of each pair p: image ``qimg[qloc[p]]`` against ``rimg[rpos[p]]``."""
+    em = config.edge_max_shift
+    if min(qimg.shape[1:3]) - 2 * em < 1:
+        raise fail("edge_max_shift", em, f"< {min(qimg.shape[1:3]) / 2} (half the image side)")
+    cos = _grouped_max_cos(
+        qloc, rpos,
+        lambda u: _edge_windows(qimg[u], em, config.edge_scales),
+        lambda p: _edge_centre(rimg[p], em),
+        _EDGE_GROUP,
+    )
+    return _cos_to_distance(cos)
 
 
 def _as_references(references: Any, query: ImageSet) -> list[tuple[str, ImageSet]]:

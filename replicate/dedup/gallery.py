@@ -59,9 +59,27 @@ def dedup_gallery(
 ) -> str:
     """A self-contained HTML page showing flagged pairs side by side, for review.
 
-    Pairs are ordered by aligned distance (closest first), at most ``max_pairs``. Each
-    image is embedded as a base64 PNG at its own resolution and displayed ``scale``
-    times larger with nearest-neighbour scaling; the page needs no network access.
+    Pairs are ordered by aligned distance (closest first). Each image is embedded as a
+    base64 PNG at its own resolution and displayed larger with nearest-neighbour
+    scaling; the page needs no network access.
+
+    Parameters
+    ----------
+    result
+        a detector result (:func:`find_near_duplicates` or :meth:`DedupResult.load`).
+    query
+        the query set of ``result``.
+    references
+        the reference sets it names, as for :func:`find_near_duplicates`.
+    max_pairs
+        the most flagged pairs shown.
+    scale
+        how many times larger the thumbnails are drawn (1-32).
+
+    Returns
+    -------
+    str
+        the page.
     """
     import jinja2
 

@@ -222,106 +222,38 @@ def decide(
 ) -> DedupResult:
     """Apply the rules to a candidate-pair table (positions), form groups, pick what to drop.
 
-    ``pairs`` is the concatenation of :func:`candidate_pairs` over all query chunks.
-    Re-running :func:`decide` with another ``config`` (thresholds only) re-scores the
-    same candidates without searching again.
-    """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+    Parameters
+    ----------
+    pairs
+        the concatenation of :func:`candidate_pairs` over all query chunks.
+    query
+        the query set whose positions ``pairs.query_pos`` holds.
+    references
+        ``{name: set}`` for every reference set named in ``pairs.reference_set``.
+    config
+        the rules to apply: re-running :func:`decide` with another ``config`` (thresholds
+        only) re-scores the same candidates without searching again.
+    blacklist
+        query ids to drop whatever their pairs.
+    blacklist_path
+        the file ``blacklist`` came from (recorded in the result).
 
+    Returns
+    -------
+    DedupResult
+        the pairs by id with ``flagged`` and ``flagged_by``, the groups, what is dropped
+        and why, and what is kept.
+    """
     pairs = pairs.reset_index(drop=True)
     flagged, labels = _flag_rules(pairs, config, within=pairs.reference_set.to_numpy(str) == query.name)
-    names = list(references)
-    sizes = {n: len(references[n]) for n in names}
-    offsets: dict[str, int] = {query.name: 0}
-    total = len(query)
-    for n in names:
-        offsets[n] = total
-        total += sizes[n]
-    ref_ids = {n: references[n].ids for n in names}
-    ref_ids[query.name] = query.ids
-    qpos = pairs.query_pos.to_numpy(np.int64)
-    rpos = pairs.reference_pos.to_numpy(np.int64)
-    rset = pairs.reference_set.to_numpy(str)
-    out = pd.DataFrame(
-        {
-            "query_id": query.ids[qpos] if len(pairs) else np.array([], dtype=str),
-            "reference_set": rset,
-            "reference_id": np.array([ref_ids[s][p] for s, p in zip(rset, rpos)], dtype=str)
-            if len(pairs)
-            else np.array([], dtype=str),
-        }
-    )
-    for col in pairs.columns:
-        if col not in ("query_pos", "reference_set", "reference_pos"):
-            out[col] = pairs[col].to_numpy() if not isinstance(pairs[col].dtype, pd.Int64Dtype) else pairs[col]
-    out["flagged"] = flagged
-    out["flagged_by"] = labels
-
-    # groups: connected components of flagged pairs over query + reference nodes
-    fq = qpos[flagged]
-    fr = np.array([offsets[s] for s in rset[flagged]], dtype=np.int64) + rpos[flagged]
-    nodes = np.unique(np.concatenate([fq, fr]))
-    local = {int(v): i for i, v in enumerate(nodes)}
-    a = np.array([local[int(v)] for v in fq], dtype=np.int64)
-    b = np.array([local[int(v)] for v in fr], dtype=np.int64)
-    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(len(nodes), len(nodes)))
-    ncomp, comp = connected_components(graph, directed=False)
+    offsets, ids = _node_index(query, references)
+    out = _pairs_by_id(pairs, query, ids, flagged, labels)
     bl = set(blacklist)
     q_black = np.isin(query.ids, list(bl)) if bl else np.zeros(len(query), bool)
-    set_of_node = np.empty(len(nodes), dtype=object)
-    id_of_node = np.empty(len(nodes), dtype=object)
-    bounds = sorted(offsets.items(), key=lambda kv: kv[1])
-    for i, v in enumerate(nodes):
-        for n, off in reversed(bounds):
-            if v >= off:
-                set_of_node[i] = n
-                id_of_node[i] = ref_ids[n][v - off]
-                break
-    is_query = nodes < len(query)
-    # number groups in order of their first query member (deterministic)
-    order = np.argsort(nodes)
-    first_seen: dict[int, int] = {}
-    for i in order:
-        first_seen.setdefault(int(comp[i]), len(first_seen))
-    group_rows = []
-    reason: dict[int, tuple[str, int, str]] = {}
-    for c in range(ncomp):
-        members = np.flatnonzero(comp == c)
-        members = members[np.argsort(nodes[members])]
-        gid = first_seen[c]
-        qm = members[is_query[members]]
-        rm = members[~is_query[members]]
-        kept_node: int = -1
-        if len(rm):
-            matches = "; ".join(f"{set_of_node[i]}:{id_of_node[i]}" for i in rm[:5]) + (
-                f"; ... ({len(rm)} in all)" if len(rm) > 5 else ""
-            )
-            for i in qm:
-                reason[int(nodes[i])] = ("reference", gid, matches)
-        else:
-            free = [i for i in qm if not q_black[nodes[i]]]
-            kept_node = int(free[0]) if free else -1
-            for i in qm:
-                if int(i) != kept_node:
-                    keep_id = id_of_node[kept_node] if kept_node >= 0 else "(none: all blacklisted)"
-                    reason[int(nodes[i])] = ("within_query", gid, f"{query.name}:{keep_id}")
-        for node in members:
-            group_rows.append(
-                {
-                    "group": gid,
-                    "set": set_of_node[node],
-                    "id": id_of_node[node],
-                    "is_query": bool(is_query[node]),
-                    "kept": bool(node == kept_node),
-                }
-            )
+    groups, reason = _groups(pairs, flagged, query, offsets, ids, q_black)
     for p in np.flatnonzero(q_black):
         # a blacklisted image already dropped by a group keeps that (more specific) reason
         reason.setdefault(int(p), ("blacklist", -1, ""))
-    groups = pd.DataFrame(group_rows, columns=["group", "set", "id", "is_query", "kept"])
-    groups = groups.sort_values(["group", "is_query", "set", "id"], ascending=[True, False, True, True], kind="stable")
-    groups = groups.reset_index(drop=True)
     fl_pos = np.array(sorted(reason), dtype=np.int64)
     flagged_df = pd.DataFrame(
         {
@@ -342,6 +274,121 @@ def decide(
         config=config,
         query_name=query.name,
         n_query=len(query),
-        reference_sizes=sizes,
+        reference_sizes={n: len(references[n]) for n in references},
         blacklist={"path": blacklist_path, "n_ids": len(bl), "n_matched": int(q_black.sum())},
     )
+
+
+def _node_index(query: ImageSet, references: Mapping[str, ImageSet]) -> tuple[dict[str, int], dict[str, np.ndarray]]:
+    """One node per image of the query and reference sets: each set's first node (the query
+    first, then the references in order) and its ids."""
+    offsets: dict[str, int] = {query.name: 0}
+    total = len(query)
+    for n in references:
+        offsets[n] = total
+        total += len(references[n])
+    ids = {n: references[n].ids for n in references}
+    ids[query.name] = query.ids
+    return offsets, ids
+
+
+def _pairs_by_id(
+    pairs: pd.DataFrame, query: ImageSet, ids: Mapping[str, np.ndarray], flagged: np.ndarray, labels: np.ndarray
+) -> pd.DataFrame:
+    """The candidate table with ids instead of positions, and the rules' verdicts."""
+    rpos = pairs.reference_pos.to_numpy(np.int64)
+    rset = pairs.reference_set.to_numpy(str)
+    empty = np.array([], dtype=str)
+    out = pd.DataFrame(
+        {
+            "query_id": query.ids[pairs.query_pos.to_numpy(np.int64)] if len(pairs) else empty,
+            "reference_set": rset,
+            "reference_id": np.array([ids[s][p] for s, p in zip(rset, rpos)], dtype=str) if len(pairs) else empty,
+        }
+    )
+    for col in pairs.columns:
+        if col not in ("query_pos", "reference_set", "reference_pos"):
+            out[col] = pairs[col].to_numpy() if not isinstance(pairs[col].dtype, pd.Int64Dtype) else pairs[col]
+    out["flagged"] = flagged
+    out["flagged_by"] = labels
+    return out
+
+
+def _groups(
+    pairs: pd.DataFrame,
+    flagged: np.ndarray,
+    query: ImageSet,
+    offsets: Mapping[str, int],
+    ids: Mapping[str, np.ndarray],
+    q_black: np.ndarray,
+) -> tuple[pd.DataFrame, dict[int, tuple[str, int, str]]]:
+    """Duplicate groups (connected components of the flagged pairs over query and reference
+    images) and, per dropped query position, ``(reason, group, matches)``.
+
+    A group holding a reference image drops all its query images; a group inside the query
+    keeps its first member that is not blacklisted. Groups are numbered in the order of
+    their first node (deterministic).
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    rset = pairs.reference_set.to_numpy(str)
+    fq = pairs.query_pos.to_numpy(np.int64)[flagged]
+    fr = np.array([offsets[s] for s in rset[flagged]], dtype=np.int64) + pairs.reference_pos.to_numpy(np.int64)[flagged]
+    nodes = np.unique(np.concatenate([fq, fr]))
+    local = {int(v): i for i, v in enumerate(nodes)}
+    a = np.array([local[int(v)] for v in fq], dtype=np.int64)
+    b = np.array([local[int(v)] for v in fr], dtype=np.int64)
+    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(len(nodes), len(nodes)))
+    ncomp, comp = connected_components(graph, directed=False)
+    set_of_node, id_of_node = _node_names(nodes, offsets, ids)
+    is_query = nodes < len(query)
+    first_seen: dict[int, int] = {}
+    for i in np.argsort(nodes):
+        first_seen.setdefault(int(comp[i]), len(first_seen))
+    group_rows = []
+    reason: dict[int, tuple[str, int, str]] = {}
+    for c in range(ncomp):
+        members = np.flatnonzero(comp == c)
+        members = members[np.argsort(nodes[members])]
+        gid = first_seen[c]
+        qm = members[is_query[members]]
+        rm = members[~is_query[members]]
+        kept_node: int = -1
+        if len(rm):
+            matches = "; ".join(f"{set_of_node[i]}:{id_of_node[i]}" for i in rm[:5]) + (
+                f"; ... ({len(rm)} in all)" if len(rm) > 5 else ""
+            )
+            for i in qm:
+                reason[int(nodes[i])] = ("reference", gid, matches)
+        else:
+            free = [i for i in qm if not q_black[nodes[i]]]
+            kept_node = int(free[0]) if free else -1
+            keep_id = id_of_node[kept_node] if kept_node >= 0 else "(none: all blacklisted)"
+            for i in qm:
+                if int(i) != kept_node:
+                    reason[int(nodes[i])] = ("within_query", gid, f"{query.name}:{keep_id}")
+        group_rows += [
+            {"group": gid, "set": set_of_node[node], "id": id_of_node[node], "is_query": bool(is_query[node]),
+             "kept": bool(node == kept_node)}
+            for node in members
+        ]
+    groups = pd.DataFrame(group_rows, columns=["group", "set", "id", "is_query", "kept"])
+    groups = groups.sort_values(["group", "is_query", "set", "id"], ascending=[True, False, True, True], kind="stable")
+    return groups.reset_index(drop=True), reason
+
+
+def _node_names(
+    nodes: np.ndarray, offsets: Mapping[str, int], ids: Mapping[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The set name and the id of each node (:func:`_node_index`)."""
+    set_of_node = np.empty(len(nodes), dtype=object)
+    id_of_node = np.empty(len(nodes), dtype=object)
+    bounds = sorted(offsets.items(), key=lambda kv: kv[1])
+    for i, v in enumerate(nodes):
+        for n, off in reversed(bounds):
+            if v >= off:
+                set_of_node[i] = n
+                id_of_node[i] = ids[n][v - off]
+                break
+    return set_of_node, id_of_node

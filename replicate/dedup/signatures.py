@@ -185,6 +185,22 @@ def edge_distance(
     The windows are never cut out: the dot products with ``b``'s (mean-removed) window
     are one grouped convolution per zoom, and each window's norm after mean removal
     comes from integral images of the map and its square (float64).
+
+    Parameters
+    ----------
+    a, b
+        paired uint8 NHWC images of one shape; ``a`` is shifted and zoomed.
+    max_shift
+        the largest shift in pixels, each direction (below half the image side).
+    scales
+        the zooms of ``a``.
+    batch
+        pairs compared at once (bounds memory).
+
+    Returns
+    -------
+    numpy.ndarray
+        one distance per pair, 0 for the same picture, about 1 or above for unrelated ones.
     """
     a = np.asarray(a)
     b = np.asarray(b)
@@ -335,13 +351,32 @@ def window_knn(
 ) -> np.ndarray:
     """The ``k`` nearest references of each query image by a coarse aligned distance.
 
-    ``query``: uint8 NHWC images; ``reference``: their coarse centre windows
-    (``_coarse_reference``) or uint8 NHWC images. A query's score against a reference is
-    the best cosine between any of its coarse windows (:func:`_coarse_windows`: 3 x 3
-    shifts x the zooms) and the reference's centre window; returns reference positions,
-    best first (N, k). Scores are formed for ``chunk`` queries against ``block``
-    references at a time and reduced over the windows at once, so each block stays in
-    cache (2.2x faster than one block over all references).
+    A query's score against a reference is the best cosine between any of its coarse
+    windows (:func:`_coarse_windows`: 3 x 3 shifts x the zooms) and the reference's centre
+    window. Scores are formed for ``chunk`` queries against ``block`` references at a time
+    and reduced over the windows at once, so each block stays in cache (2.2x faster than
+    one block over all references).
+
+    Parameters
+    ----------
+    query
+        uint8 NHWC images.
+    reference
+        their coarse centre windows (``_coarse_reference``, computed once per set) or
+        uint8 NHWC images.
+    k
+        neighbours per query (at most the number of references).
+    max_shift
+        the shift in pixels of the outer windows, and the crop of every centre window.
+    scales
+        the zooms of the query.
+    chunk, block
+        queries and references scored at once.
+
+    Returns
+    -------
+    numpy.ndarray
+        reference positions, best first, (N, k) int64.
     """
     ref = np.asarray(reference)
     if ref.ndim == 4:
