@@ -41,7 +41,7 @@ __all__ = ["evaluate_and_report", "run", "RunOutput", "weights_file"]
 EVALUATE_CODE = ("replicate.evaluation", "replicate.models", "replicate.imageset")
 COMPARE_CODE = ("replicate.stats", "replicate.models")
 SHIFT_CODE = ("replicate.shift", "replicate.dedup", "replicate.evaluation", "replicate.models", "replicate.imageset")
-REPORT_CODE = ("replicate.report", "replicate.plots", "replicate.templates", "replicate.dedup")
+REPORT_CODE = ("replicate.report", "replicate.plots", "replicate.dedup")  # report/templates/ is inside replicate.report
 
 
 @dataclass(frozen=True)
