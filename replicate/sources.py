@@ -608,7 +608,8 @@ def _list_parquet(files: Sequence[Path], image_column: str | None) -> tuple[_Lis
                 out.locators.append(("parquet", str(path), g, r))
                 out.labels.append(-1 if label is None else label)
                 out.rows.append(meta)
-    assert col is not None
+    if col is None:
+        raise fail("files", list(files), "at least one Parquet file")
     return out, col
 
 

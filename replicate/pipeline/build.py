@@ -162,7 +162,9 @@ def _check_consistent(sets: list[ImageSet]) -> None:
 
 def load_inputs(cfg: PipelineConfig) -> Inputs:
     """Load and cross-check the original sets and the pool (nothing is written)."""
-    assert cfg.original.test is not None and cfg.pool.path is not None  # checked by require()
+    if cfg.original.test is None or cfg.pool.path is None:
+        require(cfg, evaluate=False)  # raises, naming the missing key
+        raise RuntimeError("require() accepted a config without [original] test or [pool] path")
     test = _load_set(cfg.original.test, "test")
     train = _load_set(cfg.original.train, "train") if cfg.original.train else None
     pool = load_pool(cfg.pool.path)

@@ -237,7 +237,8 @@ def _fit_mixture(c: _Cells, J: int) -> tuple[np.ndarray, float]:
             best = res
         if best.success:
             break
-    assert best is not None
+    if best is None:  # _starts always gives one; kept as an error, not an assert (-O drops those)
+        raise RuntimeError("the mixture fit had no starting point")
     return best.x, float(-best.fun)
 
 
