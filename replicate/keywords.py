@@ -51,6 +51,11 @@ __all__ = [
 
 Strategy = Literal["v6", "v4", "proportional"]
 STRATEGIES: tuple[str, ...] = ("v6", "v4", "proportional")
+#: CIFAR-10.1 keyword tables (``keyword_metadata.json`` versions) and CIFAR-10.2 splits.
+TableVersion = Literal["v4", "v6", "v7"]
+TABLE_VERSIONS: tuple[str, ...] = ("v4", "v6", "v7")
+Split = Literal["test", "train", "all"]
+SPLITS: tuple[str, ...] = ("test", "train", "all")
 
 #: Synonym maps shipped with replicate (name -> file in replicate/data/keyword_maps/).
 SYNONYM_MAPS: dict[str, str] = {
@@ -355,7 +360,7 @@ def _v4_classes(meta: Mapping[str, Any]) -> dict[str, str]:
 
 def load_cifar10_1_counts(
     path: str | os.PathLike[str],
-    version: Literal["v4", "v6", "v7"] = "v6",
+    version: TableVersion = "v6",
 ) -> KeywordCounts:
     """CIFAR-10.1's published keyword counts from the release's ``keyword_metadata.json``.
 
@@ -364,7 +369,7 @@ def load_cifar10_1_counts(
     25-per-class blocks of ``keywords_v4``. ``v6``/``v7``: the counts of the new test set
     (class -> keyword -> count, 200 per class).
     """
-    check_choice("version", version, ("v4", "v6", "v7"))
+    check_choice("version", version, TABLE_VERSIONS)
     p = Path(path)
     if not p.is_file():
         raise fail("path", str(p), "an existing keyword_metadata.json", error=FileNotFoundError)
@@ -393,13 +398,13 @@ def load_cifar10_1_counts(
 
 def load_cifar10_2_counts(
     path: str | os.PathLike[str],
-    split: Literal["test", "train", "all"] = "test",
+    split: Split = "test",
 ) -> KeywordCounts:
     """CIFAR-10.2's per-class keyword counts from its per-image ``metadata.npz``.
 
     Uses the ``keyword``, ``label_derived_from_keyword`` and ``is_train`` columns.
     """
-    check_choice("split", split, ("test", "train", "all"))
+    check_choice("split", split, SPLITS)
     p = Path(path)
     if not p.is_file():
         raise fail("path", str(p), "an existing CIFAR-10.2 metadata.npz", error=FileNotFoundError)
@@ -428,8 +433,8 @@ def load_cifar10_2_counts(
 def load_keyword_counts(
     path: str | os.PathLike[str],
     *,
-    version: Literal["v4", "v6", "v7"] = "v6",
-    split: Literal["test", "train", "all"] = "test",
+    version: TableVersion = "v6",
+    split: Split = "test",
     column: str = "keyword",
 ) -> KeywordCounts:
     """Counts from any supported file, recognised by content.

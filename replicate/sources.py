@@ -271,8 +271,8 @@ def _read_bytes(loc: tuple[Any, ...], handles: dict[str, Any], image_column: str
     kind = loc[0]
     if kind == "file":
         path = loc[1]
-        with open(path, "rb") as fh:
-            return fh.read(), f"file {path!r}"
+        with open(path, "rb") as file:
+            return file.read(), f"file {path!r}"
     if kind == "tar":
         _, shard, offset, size, member = loc
         fh = handles.get(shard)

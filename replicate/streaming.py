@@ -179,11 +179,11 @@ class _Spill:
     def __init__(self, directory: Path, capacity: int) -> None:
         self.dir = directory
         self.capacity = capacity
-        self.arrays: dict[str, np.ndarray] = {}
+        self.arrays: dict[str, np.memmap] = {}
         self.hashes: dict[str, list[np.ndarray]] = {}
         self.n = 0
 
-    def _array(self, key: str, row: np.ndarray) -> np.ndarray:
+    def _array(self, key: str, row: np.ndarray) -> np.memmap:
         if key not in self.arrays:
             self.arrays[key] = np.lib.format.open_memmap(self.dir / f"{key}.npy", mode="w+", dtype=row.dtype,
                                                          shape=(self.capacity, *row.shape[1:]))
@@ -488,6 +488,8 @@ def sample_source(source: ImageSource, allocation: Any, *, positions: np.ndarray
         raise fail("chosen images", missing[:5], "decodable", "Scan the pool first and pass positions="
                    "scan.kept_positions, so that images that do not decode are not drawn.")
     t = result.testset
+    if t is None:  # sample() always returns the set it drew; only a result read back from JSON has none
+        raise RuntimeError("replicate.sampling.sample returned a result without its test set")
     testset = ImageSet(images.images, t.labels, t.class_names, t.ids, t.metadata, name=t.name,
                        info={**t.info, "policy": source.policy.to_dict()})
     parent = dict(result.pool)

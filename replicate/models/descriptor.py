@@ -124,8 +124,9 @@ class CopyDescriptor(nn.Module):
         out: list[nn.Module] = []
         i = 0
         while i < len(mods):
-            if isinstance(mods[i], nn.Conv2d) and i + 1 < len(mods) and isinstance(mods[i + 1], nn.BatchNorm2d):
-                out.append(fuse_conv_bn_eval(mods[i], mods[i + 1]))
+            conv, bn = mods[i], mods[i + 1] if i + 1 < len(mods) else None
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                out.append(fuse_conv_bn_eval(conv, bn))
                 i += 2
             else:
                 out.append(mods[i])

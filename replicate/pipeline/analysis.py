@@ -191,7 +191,7 @@ def _compare_stage(
             c = compare(rows["original"], rows["new"], original_name=test.name, new_name=new.name, seed=seed)
             comparisons.append(c.to_dict())
         if rcfg.predictions:
-            comparisons.extend(_reanalysis(rcfg, seed))
+            comparisons.extend(_reanalysis(rcfg.predictions, rcfg, seed))
         write_json(tmp / "comparisons.json", comparisons)
         return {"comparisons": len(comparisons)}
 
@@ -334,9 +334,15 @@ def _previous_files(root: Path) -> set[str]:
     return set(files) if isinstance(files, dict) else set()
 
 
-def _reanalysis(rcfg: ReanalysisSection, seed: int) -> list[dict[str, Any]]:
+def _reanalysis(predictions: str, rcfg: ReanalysisSection, seed: int) -> list[dict[str, Any]]:
+    """``[reanalysis]``: :func:`replicate.stats.compare_predictions` on the file, with its defaults.
+
+    As ``replicate compare/report --predictions``: the original is the file's reference set
+    unless ``original`` names another, the new sets are ``new`` or every other set; ``labels``
+    (an ``.npz`` with ``labels``) are the CIFAR-10 test labels the CIFAR-10.1 layout lacks.
+    """
     from replicate.models import load_predictions
-    from replicate.stats import compare
+    from replicate.stats import compare_predictions
 
     labels = None
     if rcfg.labels:
@@ -344,18 +350,6 @@ def _reanalysis(rcfg: ReanalysisSection, seed: int) -> list[dict[str, Any]]:
 
         with np.load(rcfg.labels) as z:
             labels = {"cifar10-test": z["labels"]}
-    ps = load_predictions(rcfg.predictions, labels=labels)
-    datasets = list(ps.datasets)
-    original = rcfg.original or datasets[0]
-    new_sets = list(rcfg.new) or [d for d in datasets if d != ps.dataset_name(original)]
-    out = []
-    for name in new_sets:
-        c = compare(
-            ps.results(original),
-            ps.results(name),
-            original_name=ps.dataset_name(original),
-            new_name=ps.dataset_name(name),
-            seed=seed,
-        )
-        out.append(c.to_dict())
-    return out
+    ps = load_predictions(predictions, labels=labels)
+    comparisons = compare_predictions(ps, list(rcfg.new) or None, original=rcfg.original, seed=seed)
+    return [c.to_dict() for c in comparisons]

@@ -100,6 +100,14 @@ def require(cfg: PipelineConfig, *, evaluate: bool) -> None:
             )
 
 
+def required(cfg: PipelineConfig, value: str | None) -> str:
+    """``value``, a key :func:`require` insists on (fails as it does when the key is unset)."""
+    if value is None:
+        require(cfg, evaluate=False)  # raises, naming the missing key
+        raise RuntimeError("require() accepted a config without [keywords] target, [original] test or [pool] path")
+    return value
+
+
 @contextmanager
 def opened(cfg: PipelineConfig, out: str | os.PathLike[str] | None, overwrite: bool, log: Callable[[str], None]) -> Iterator[OutputDir]:
     root = Path(out if out is not None else cfg.run.out)
@@ -162,12 +170,9 @@ def _check_consistent(sets: list[ImageSet]) -> None:
 
 def load_inputs(cfg: PipelineConfig) -> Inputs:
     """Load and cross-check the original sets and the pool (nothing is written)."""
-    if cfg.original.test is None or cfg.pool.path is None:
-        require(cfg, evaluate=False)  # raises, naming the missing key
-        raise RuntimeError("require() accepted a config without [original] test or [pool] path")
-    test = _load_set(cfg.original.test, "test")
+    test = _load_set(required(cfg, cfg.original.test), "test")
     train = _load_set(cfg.original.train, "train") if cfg.original.train else None
-    pool = load_pool(cfg.pool.path)
+    pool = load_pool(required(cfg, cfg.pool.path))
     inputs = Inputs(test, train, pool)
     _check_consistent([*inputs.originals, pool])
     return inputs
@@ -249,9 +254,10 @@ def _sample_stage(
     seed = cfg.run.seed
     dedup_key = dedup_stage.key if dedup_stage is not None else "disabled"
     pool, originals = inputs.pool, inputs.originals
+    target = required(cfg, kcfg.target)
 
     def work(tmp: Path) -> dict[str, Any]:
-        counts = load_keyword_counts(kcfg.target, version=kcfg.version, split=kcfg.split, column=kcfg.keyword_column)
+        counts = load_keyword_counts(target, version=kcfg.version, split=kcfg.split, column=kcfg.keyword_column)
         size = scfg.size if scfg.per_class is None else scfg.per_class * len(counts.classes)
         allocation = allocate(counts, size, scfg.strategy, top_k=scfg.top_k)
         exclude = DedupResult.load(dedup_stage.path / "dedup") if dedup_stage is not None else None
@@ -294,7 +300,7 @@ def _sample_stage(
         {
             "pool": pool.fingerprint,
             "dedup": dedup_key,
-            "target": file_digest(kcfg.target) or "",
+            "target": file_digest(target) or "",
             "synonyms": file_digest(kcfg.synonyms) or "",
         },
         work,

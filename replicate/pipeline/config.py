@@ -38,9 +38,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from replicate._validation import closest, fail
+
+if TYPE_CHECKING:  # the stages' own choice types (imported lazily at run time: see _choices_of)
+    from replicate.evaluation import Device
+    from replicate.keywords import Split, Strategy, TableVersion
+    from replicate.sampling import Policy
 
 __all__ = [
     "BUNDLE",
@@ -241,8 +246,8 @@ class KeywordsSection:
     """``[keywords]``: the keyword counts the new set copies, and how to match them."""
 
     target: str | None = _key(_str(optional=True))
-    version: str = _key(_str(choices=("v4", "v6", "v7")), "v6")
-    split: str = _key(_str(choices=("test", "train", "all")), "test")
+    version: TableVersion = _key(_choices_of("replicate.keywords", "TABLE_VERSIONS"), "v6")
+    split: Split = _key(_choices_of("replicate.keywords", "SPLITS"), "test")
     keyword_column: str = _key(_str(), "keyword")
     synonyms: str | None = _key(_str(optional=True))
 
@@ -252,8 +257,8 @@ class SamplingSection:
     """``[sampling]``: how many images (``size`` in all, or ``per_class``) and how to draw them."""
 
     size: int | None = _key(_int(1, optional=True), 2000)
-    strategy: str = _key(_choices_of("replicate.keywords", "STRATEGIES"), "v6")
-    shortfall: str = _key(_choices_of("replicate.sampling", "POLICIES"), "report")
+    strategy: Strategy = _key(_choices_of("replicate.keywords", "STRATEGIES"), "v6")
+    shortfall: Policy = _key(_choices_of("replicate.sampling", "POLICIES"), "report")
     per_class: int | None = _key(_int(1, optional=True))
     top_k: int | None = _key(_int(1, optional=True))
 
@@ -264,7 +269,7 @@ class EvaluateSection:
 
     models: tuple[str, ...] = _key(_str_list(_model), factory=lambda: ("resnet20",))
     batch_size: int = _key(_int(1), 500)
-    device: str = _key(_choices_of("replicate.evaluation", "DEVICES"), "auto")
+    device: Device = _key(_choices_of("replicate.evaluation", "DEVICES"), "auto")
     weights_dirs: tuple[str, ...] = _key(_str_list(_str()), factory=tuple)
 
 

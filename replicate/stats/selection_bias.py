@@ -402,8 +402,8 @@ def _mixture_estimates(co: _Cells, cp: _Cells, cn: _Cells, edges: np.ndarray, J:
         grad_T[2 * d + 1 :] = _num_jac(lambda g: target(theta_o, theta_p, g), gamma)
         grad_gap = -grad_T.copy()
         grad_gap[d] = 1.0
-        se_T[m] = float(np.sqrt(max(grad_T @ V @ grad_T, 0.0)))
-        se_gap[m] = float(np.sqrt(max(grad_gap @ V @ grad_gap, 0.0)))
+        se_T[m] = float(np.sqrt(max(float(grad_T @ V @ grad_T), 0.0)))
+        se_gap[m] = float(np.sqrt(max(float(grad_gap @ V @ grad_gap), 0.0)))
     return _MixtureFit(theta_o, theta_p, ll_o, ll_p), T, se_T, se_gap
 
 
