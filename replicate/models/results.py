@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from replicate._json import json_safe as _json_safe
+from replicate._results import json_safe as _json_safe
 from replicate._validation import fail
 
 if TYPE_CHECKING:  # pragma: no cover
