@@ -254,6 +254,35 @@ def test_callable_features_and_result_outputs():
     assert len(df) == r.n_total and df["correct"].sum() == r.n_correct
 
 
+def test_results_round_trip_through_json():
+    from replicate._results import Result
+    from replicate.shift import CovariateShiftResult
+
+    a, b = _noise_set(60, 0, "a"), _noise_set(60, 1, "b", shift=20)
+    r = dataset_test(a, b, features="colour-stats", permutations=10, folds=3, near_duplicates=None)
+    d = json.loads(json.dumps(r.to_dict()))
+    back = ShiftResult.from_dict(d)
+    assert isinstance(back, Result) and back.to_dict() == r.to_dict()
+    assert back.summary() == r.summary()
+    assert back.accuracy_ci == r.accuracy_ci and isinstance(back.accuracy_ci, tuple)
+    assert back.classes_dropped == r.classes_dropped and back.fold_correct == r.fold_correct
+    np.testing.assert_array_equal(back.null_auc, r.null_auc)
+    assert len(back.ids) == 0 and back.gallery_html == ""  # the per-image sample is not in the dict
+
+    c = covariate_shift(a, b, permutations=20, energy_n=50)
+    cd = json.loads(json.dumps(c.to_dict()))
+    cback = CovariateShiftResult.from_dict(cd)
+    assert isinstance(cback, Result) and cback.to_dict() == c.to_dict()
+    assert cback.summary() == c.summary() and cback.differing() == c.differing()
+    np.testing.assert_allclose(cback.table["energy_p_holm"], c.table["energy_p_holm"])
+    with pytest.raises(ValueError, match=r"data == .*must be a CovariateShiftResult dict with the keys table"):
+        CovariateShiftResult.from_dict({k: v for k, v in cd.items() if k != "table"})
+    with pytest.raises(TypeError, match=r"data == \[\]; must be a mapping"):
+        CovariateShiftResult.from_dict([])
+    with pytest.raises(ValueError, match=r"data == .*must be a ShiftResult dict with the fields .*auc"):
+        ShiftResult.from_dict({k: v for k, v in d.items() if k != "auc"})
+
+
 def test_split_halves_disjoint_and_class_balanced():
     s = make_imageset(41)
     h1, h2 = split_halves(s, seed=1)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from replicate._results import Result
 from replicate._results import json_safe as _json_safe
 from replicate._validation import check_fraction, check_int, fail
 from replicate.imageset import ImageSet
@@ -19,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 @dataclass(frozen=True, eq=False)
-class CovariateShiftResult:
+class CovariateShiftResult(Result):
     """Per-image statistics compared between two sets, one row per statistic.
 
     ``table`` columns: ``statistic``, ``mean_a``, ``mean_b``, ``sd_a``, ``sd_b``,
@@ -88,6 +89,25 @@ class CovariateShiftResult:
             "differing": self.differing(),
             "params": _json_safe(dict(self.params)),
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CovariateShiftResult:
+        """Rebuild from :meth:`to_dict` output (the table from its rows, ``None`` back to NaN)."""
+        import pandas as pd
+
+        if not isinstance(data, Mapping):
+            raise fail("data", data, "a mapping (the to_dict() of a CovariateShiftResult)", error=TypeError)
+        missing = [k for k in ("name_a", "name_b", "n_a", "n_b", "table") if k not in data]
+        if missing:
+            raise fail("data", sorted(data)[:8], f"a CovariateShiftResult dict with the keys {', '.join(missing)}",
+                       "Pass the to_dict() output of the same replicate version.")
+        table = pd.DataFrame.from_records(list(data["table"])).fillna(np.nan)
+        return cls(
+            name_a=str(data["name_a"]), name_b=str(data["name_b"]), n_a=int(data["n_a"]), n_b=int(data["n_b"]),
+            table=table, hash_bits=dict(data.get("hash_bits") or {}),
+            permutations=int(data.get("permutations", 200)), energy_n=int(data.get("energy_n", 1000)),
+            alpha=float(data.get("alpha", 0.05)), params=dict(data.get("params") or {}),
+        )
 
 
 def _group_matrix(n: int, na: int, permutations: int, rng: np.random.Generator) -> np.ndarray:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from replicate._html import png_data_uri
+from replicate._results import Result
 from replicate._results import json_safe as _json_safe
 from replicate._validation import check_fraction, check_int, fail, short_repr
 from replicate.imageset import ImageSet
@@ -193,7 +194,7 @@ def _stratified_sample(a: ImageSet, b: ImageSet, max_per_set: int | None, rng: n
 
 
 @dataclass(frozen=True, eq=False)
-class ShiftResult:
+class ShiftResult(Result):
     """The outcome of :func:`dataset_test`: can a classifier tell set a from set b?
 
     Counts are stored, not rounded rates: ``n_correct`` of ``n_total`` held-out
@@ -237,6 +238,11 @@ class ShiftResult:
     gallery_html
         an HTML page of the most distinguishing images of each set (Torralba &
         Efros 2011, Fig. 2 style).
+
+    ``to_dict()`` holds the counts, intervals, methods, permutation distribution and
+    params; ``ShiftResult.from_dict(d)`` (the :class:`~replicate._results.Result` base,
+    guided by the field types) rebuilds the result from it, without the per-image sample
+    (``ids``, ``is_b``, ``scores``, ``folds``) and the gallery, which the dict leaves out.
     """
 
     name_a: str
