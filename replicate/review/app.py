@@ -68,159 +68,191 @@ def create_app(
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY, REVIEW_TOKEN=token)
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep distance columns in table order
     hosts = {h.strip("[]").lower() for h in allowed_hosts}
+    app.before_request(lambda: _guard(token, hosts))
+    app.after_request(_security_headers)
+    _install_error_handlers(app)
+    _Api(session, reviewer, stage).register(app)
+    return app
 
-    def token_ok(value: str | None) -> bool:
-        return bool(value) and hmac.compare_digest(str(value), token)
 
-    def error(status: int, message: str) -> Response:
-        resp = jsonify({"error": message, "status": status})
-        resp.status_code = status
-        return resp
+# ---------------------------------------------------------------------- the guard and the errors
 
-    @app.before_request
-    def guard() -> Response | None:
-        host = (
-            (request.host or "").rsplit(":", 1)[0]
-            if not (request.host or "").startswith("[")
-            else request.host.split("]")[0]
-        )
-        host = host.strip("[]").lower()
-        if host not in hosts:
-            return error(
-                403, f"Host == {host!r}; must be one of {sorted(hosts)}. Open the URL the server printed."
-            )
-        if request.path.startswith("/static/"):
-            return None
-        if request.method == "POST":
-            if not token_ok(request.headers.get("X-Review-Token")):
-                return error(403, "X-Review-Token header missing or wrong; writes need the session token.")
-            return None
-        if request.path == "/" or request.path.startswith("/api/"):
-            if not (token_ok(request.headers.get("X-Review-Token")) or token_ok(request.args.get("token"))):
-                if request.path == "/":
-                    return Response(
-                        "<!doctype html><title>replicate review</title><p>This review server needs its session "
-                        "token: open the URL that <code>replicate review</code> printed (it ends in "
-                        "<code>?token=...</code>).</p>",
-                        status=403,
-                        mimetype="text/html",
-                    )
-                return error(
-                    403, "token missing or wrong; pass the session token (X-Review-Token header or ?token=)."
-                )
+
+def _error(status: int, message: str) -> Response:
+    resp = jsonify({"error": message, "status": status})
+    resp.status_code = status
+    return resp
+
+
+def _token_ok(value: str | None, token: str) -> bool:
+    return bool(value) and hmac.compare_digest(str(value), token)
+
+
+def _request_host() -> str:
+    """The request's ``Host`` without its port (and without the brackets of an IPv6 address)."""
+    raw = request.host or ""
+    host = raw.rsplit(":", 1)[0] if not raw.startswith("[") else raw.split("]")[0]
+    return host.strip("[]").lower()
+
+
+_NEEDS_TOKEN_PAGE = (
+    "<!doctype html><title>replicate review</title><p>This review server needs its session "
+    "token: open the URL that <code>replicate review</code> printed (it ends in "
+    "<code>?token=...</code>).</p>"
+)
+
+
+def _guard(token: str, hosts: set[str]) -> Response | None:
+    """Before every request: a bound Host; the token in the header for writes, header or query for reads."""
+    host = _request_host()
+    if host not in hosts:
+        return _error(403, f"Host == {host!r}; must be one of {sorted(hosts)}. Open the URL the server printed.")
+    if request.path.startswith("/static/"):
         return None
+    if request.method == "POST":
+        if not _token_ok(request.headers.get("X-Review-Token"), token):
+            return _error(403, "X-Review-Token header missing or wrong; writes need the session token.")
+        return None
+    if request.path == "/" or request.path.startswith("/api/"):
+        if not (_token_ok(request.headers.get("X-Review-Token"), token) or _token_ok(request.args.get("token"), token)):
+            if request.path == "/":
+                return Response(_NEEDS_TOKEN_PAGE, status=403, mimetype="text/html")
+            return _error(403, "token missing or wrong; pass the session token (X-Review-Token header or ?token=).")
+    return None
 
-    @app.after_request
-    def headers(resp: Response) -> Response:
-        resp.headers["X-Content-Type-Options"] = "nosniff"
-        resp.headers["X-Frame-Options"] = "DENY"
-        resp.headers["Referrer-Policy"] = "no-referrer"
-        resp.headers.setdefault("Cache-Control", "no-store")
-        resp.headers["Content-Security-Policy"] = (
-            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'"
+
+def _security_headers(resp: Response) -> Response:
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    resp.headers["X-Frame-Options"] = "DENY"
+    resp.headers["Referrer-Policy"] = "no-referrer"
+    resp.headers.setdefault("Cache-Control", "no-store")
+    resp.headers["Content-Security-Policy"] = (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'"
+    )
+    return resp
+
+
+def _install_error_handlers(app: Flask) -> None:
+    """Every error as JSON ``{"error", "status"}``: bad input 400, unknown item 404, nothing to undo 409."""
+    for exc in (BadRequest, ValueError, TypeError):
+        app.register_error_handler(exc, lambda e: _error(400, str(e)))
+    app.register_error_handler(KeyError, lambda e: _error(404, str(e.args[0]) if e.args else "not found"))
+    app.register_error_handler(LookupError, lambda e: _error(409, str(e)))
+    app.register_error_handler(
+        413, lambda e: _error(413, f"request body larger than {MAX_BODY} bytes; send one decision per request.")
+    )
+    app.register_error_handler(404, lambda e: _error(404, f"no such endpoint: {request.method} {request.path}"))
+    app.register_error_handler(405, lambda e: _error(405, f"method {request.method} not allowed on {request.path}"))
+
+
+# ---------------------------------------------------------------------- request arguments
+
+
+def _arg_int(name: str, default: int | None, lo: int = 0, hi: int | None = None) -> int | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} == {raw!r}; must be an integer.") from None
+    if value < lo or (hi is not None and value > hi):
+        raise BadRequest(f"{name} == {value}; must be in [{lo}, {hi if hi is not None else 'inf'}].")
+    return value
+
+
+def _arg_bool(name: str, default: bool) -> bool:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if raw.lower() in ("1", "true", "yes"):
+        return True
+    if raw.lower() in ("0", "false", "no"):
+        return False
+    raise BadRequest(f"{name} == {raw!r}; must be 1 or 0.")
+
+
+def _json_body() -> dict[str, Any]:
+    """The request's JSON object (a 400 naming what was sent otherwise)."""
+    if not request.is_json:
+        raise BadRequest(
+            f"Content-Type == {request.content_type!r}; must be 'application/json'. Send the decision as JSON."
         )
-        return resp
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:  # JSON nested thousands deep: the parser gives up
+        raise BadRequest("body == JSON nested too deeply; must be a flat JSON object of one decision.") from None
+    if not isinstance(data, dict):
+        raise BadRequest(
+            "body == not a JSON object; must be a JSON object such as "
+            '{"kind": "label", "item": "<id>", "verdict": "accept"}.'
+        )
+    return data
 
-    @app.errorhandler(BadRequest)
-    @app.errorhandler(ValueError)
-    @app.errorhandler(TypeError)
-    def bad_request(exc: Exception) -> Response:
-        return error(400, str(exc))
 
-    @app.errorhandler(KeyError)
-    def not_found(exc: KeyError) -> Response:
-        return error(404, str(exc.args[0]) if exc.args else "not found")
+def _check_fields(data: dict[str, Any], allowed: tuple[str, ...], required: tuple[str, ...]) -> None:
+    """The decision's fields: only ``allowed`` ones, the ``required`` ones present, each of its type."""
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise BadRequest(f"fields == {unknown}; must be among {list(allowed)}.")
+    missing = [f for f in required if f not in data]
+    if missing:
+        raise BadRequest(f"fields == missing {missing}; must include {list(required)}.")
+    for f in ("kind", "item", "ref_set", "ref_id", "stage", "reviewer", "verdict"):
+        if f in data and data[f] is not None and not isinstance(data[f], str):
+            raise BadRequest(f"{f} == {data[f]!r}; must be a string.")
+    label = data.get("label")
+    if label is not None and (isinstance(label, bool) or not isinstance(label, (str, int))):
+        raise BadRequest(f"label == {label!r}; must be a class name or index.")
 
-    @app.errorhandler(LookupError)
-    def conflict(exc: LookupError) -> Response:
-        return error(409, str(exc))
 
-    @app.errorhandler(413)
-    def too_large(exc: Exception) -> Response:
-        return error(413, f"request body larger than {MAX_BODY} bytes; send one decision per request.")
+# ---------------------------------------------------------------------- the pages and the API
 
-    @app.errorhandler(404)
-    def no_route(exc: Exception) -> Response:
-        return error(404, f"no such endpoint: {request.method} {request.path}")
 
-    @app.errorhandler(405)
-    def no_method(exc: Exception) -> Response:
-        return error(405, f"method {request.method} not allowed on {request.path}")
+class _Api:
+    """The app's pages and API endpoints over one session (each method one endpoint)."""
 
-    # ------------------------------------------------------------------ helpers
+    def __init__(self, session: ReviewSession, reviewer: str, stage: str) -> None:
+        self.session, self.reviewer, self.stage = session, reviewer, stage
 
-    def arg_int(name: str, default: int | None, lo: int = 0, hi: int | None = None) -> int | None:
-        raw = request.args.get(name)
-        if raw is None or raw == "":
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise BadRequest(f"{name} == {raw!r}; must be an integer.") from None
-        if value < lo or (hi is not None and value > hi):
-            raise BadRequest(f"{name} == {value}; must be in [{lo}, {hi if hi is not None else 'inf'}].")
-        return value
-
-    def arg_bool(name: str, default: bool) -> bool:
-        raw = request.args.get(name)
-        if raw is None:
-            return default
-        if raw.lower() in ("1", "true", "yes"):
-            return True
-        if raw.lower() in ("0", "false", "no"):
-            return False
-        raise BadRequest(f"{name} == {raw!r}; must be 1 or 0.")
-
-    def body(allowed: tuple[str, ...], required: tuple[str, ...]) -> dict[str, Any]:
-        if not request.is_json:
-            raise BadRequest(
-                f"Content-Type == {request.content_type!r}; must be 'application/json'. Send the decision as JSON."
-            )
-        try:
-            data = request.get_json(silent=True)
-        except RecursionError:  # JSON nested thousands deep: the parser gives up
-            raise BadRequest("body == JSON nested too deeply; must be a flat JSON object of one decision.") from None
-        if not isinstance(data, dict):
-            raise BadRequest(
-                "body == not a JSON object; must be a JSON object such as "
-                '{"kind": "label", "item": "<id>", "verdict": "accept"}.'
-            )
-        unknown = sorted(set(data) - set(allowed))
-        if unknown:
-            raise BadRequest(f"fields == {unknown}; must be among {list(allowed)}.")
-        missing = [f for f in required if f not in data]
-        if missing:
-            raise BadRequest(f"fields == missing {missing}; must include {list(required)}.")
-        for f in ("kind", "item", "ref_set", "ref_id", "stage", "reviewer", "verdict"):
-            if f in data and data[f] is not None and not isinstance(data[f], str):
-                raise BadRequest(f"{f} == {data[f]!r}; must be a string.")
-        if (
-            "label" in data
-            and data["label"] is not None
-            and (isinstance(data["label"], bool) or not isinstance(data["label"], (str, int)))
+    def register(self, app: Flask) -> None:
+        for rule, method, view in (
+            ("/", "GET", self.index),
+            ("/favicon.ico", "GET", self.favicon),
+            ("/api/config", "GET", self.config),
+            ("/api/labels", "GET", self.labels),
+            ("/api/pairs", "GET", self.pairs),
+            ("/api/image", "GET", self.image),
+            ("/api/progress", "GET", self.progress),
+            ("/api/decide", "POST", self.decide),
+            ("/api/undo", "POST", self.undo),
+            ("/api/decisions", "GET", self.decisions),
+            ("/api/agreement", "GET", self.agreement),
+            ("/api/export/blacklist", "GET", self.export_blacklist),
+            ("/api/export/verdicts", "GET", self.export_verdicts),
         ):
-            raise BadRequest(f"label == {data['label']!r}; must be a class name or index.")
-        data.setdefault("reviewer", reviewer)
-        data.setdefault("stage", stage)
+            app.add_url_rule(rule, view.__name__, view, methods=[method])
+
+    def body(self, allowed: tuple[str, ...], required: tuple[str, ...]) -> dict[str, Any]:
+        """A checked decision body, with the session's reviewer, stage and kind filled in."""
+        data = _json_body()
+        _check_fields(data, allowed, required)
+        data.setdefault("reviewer", self.reviewer)
+        data.setdefault("stage", self.stage)
         data.setdefault("kind", "label")
         data["ref_set"] = data.get("ref_set") or ""
         data["ref_id"] = data.get("ref_id") or ""
         return data
 
-    # ------------------------------------------------------------------ pages
-
-    @app.get("/")
-    def index() -> Response:
+    def index(self) -> Response:
         page = resources.files("replicate.review").joinpath("static/index.html").read_text(encoding="utf-8")
         return Response(page, mimetype="text/html")
 
-    @app.get("/favicon.ico")
-    def favicon() -> Response:
+    def favicon(self) -> Response:
         return Response(status=204)
 
-    @app.get("/api/config")
-    def config() -> Response:
-        q = session.queue
+    def config(self) -> Response:
+        q = self.session.queue
         return jsonify(
             {
                 "candidates": q.candidates.name,
@@ -234,99 +266,92 @@ def create_app(
                 "label_statuses": list(LABEL_STATUSES),
                 "pair_statuses": list(PAIR_STATUSES),
                 "distance_columns": list(q.distance_columns),
-                "reviewer": reviewer,
-                "stage": stage,
+                "reviewer": self.reviewer,
+                "stage": self.stage,
                 "keys": KEYS,
                 "max_per_page": MAX_PER_PAGE,
-                "log": str(session.store.path),
+                "log": str(self.session.store.path),
             }
         )
 
-    @app.get("/api/labels")
-    def labels() -> Response:
+    def labels(self) -> Response:
         return jsonify(
-            session.label_page(
-                request.args.get("stage", stage),
+            self.session.label_page(
+                request.args.get("stage", self.stage),
                 class_name=request.args.get("class") or None,
                 keyword=request.args.get("keyword") or None,
                 status=request.args.get("status") or None,
-                page=arg_int("page", None),
-                per_page=arg_int("per_page", 100, 1, MAX_PER_PAGE) or 100,
-                images=arg_bool("images", True),
-                scale=arg_int("scale", 1, 1, 8) or 1,
+                page=_arg_int("page", None),
+                per_page=_arg_int("per_page", 100, 1, MAX_PER_PAGE) or 100,
+                images=_arg_bool("images", True),
+                scale=_arg_int("scale", 1, 1, 8) or 1,
             )
         )
 
-    @app.get("/api/pairs")
-    def pairs() -> Response:
+    def pairs(self) -> Response:
         return jsonify(
-            session.pair_page(
-                request.args.get("stage", stage),
+            self.session.pair_page(
+                request.args.get("stage", self.stage),
                 status=request.args.get("status") or None,
-                page=arg_int("page", None),
-                per_page=arg_int("per_page", 20, 1, MAX_PER_PAGE) or 20,
-                images=arg_bool("images", True),
-                scale=arg_int("scale", 1, 1, 8) or 1,
+                page=_arg_int("page", None),
+                per_page=_arg_int("per_page", 20, 1, MAX_PER_PAGE) or 20,
+                images=_arg_bool("images", True),
+                scale=_arg_int("scale", 1, 1, 8) or 1,
             )
         )
 
-    @app.get("/api/image")
-    def image() -> Response:
+    def image(self) -> Response:
         from replicate.review.queue import encode_png
 
-        set_name = request.args.get("set") or session.queue.candidates.name
+        queue = self.session.queue
+        set_name = request.args.get("set") or queue.candidates.name
         item_id = request.args.get("id")
         if not item_id:
             raise BadRequest("id == missing; must be the id of an image (e.g. ?id=cifar10-test/00001).")
-        if set_name not in session.queue.sets:
-            raise KeyError(f"set == {set_name!r}; must be one of {sorted(session.queue.sets)}.")
-        img = session.queue.image(set_name, item_id)
+        if set_name not in queue.sets:
+            raise KeyError(f"set == {set_name!r}; must be one of {sorted(queue.sets)}.")
+        img = queue.image(set_name, item_id)
         if img is None:
             raise KeyError(f"id == {item_id!r}; must be the id of an image in {set_name!r}.")
-        scale = arg_int("scale", 1, 1, 8) or 1
+        scale = _arg_int("scale", 1, 1, 8) or 1
         resp = Response(encode_png(img, scale), mimetype="image/png")
         resp.headers["Cache-Control"] = "private, max-age=3600"
         return resp
 
-    @app.get("/api/progress")
-    def progress() -> Response:
-        return jsonify(session.progress(request.args.get("stage", stage)))
+    def progress(self) -> Response:
+        return jsonify(self.session.progress(request.args.get("stage", self.stage)))
 
-    @app.post("/api/decide")
-    def decide() -> Response:
-        data = body(_DECIDE_FIELDS, ("item", "verdict"))
-        fields: dict[str, Any] = {k: data.get(k) for k in _DECIDE_FIELDS if k in data}
-        event = session.decide(**fields)
-        resp = jsonify({"event": event.to_dict(), "progress": session.progress(event.stage)})
+    def _event_response(self, event: Any) -> Response:
+        resp = jsonify({"event": event.to_dict(), "progress": self.session.progress(event.stage)})
         resp.status_code = 201
         return resp
 
-    @app.post("/api/undo")
-    def undo() -> Response:
-        data = body(_UNDO_FIELDS, ())
+    def decide(self) -> Response:
+        data = self.body(_DECIDE_FIELDS, ("item", "verdict"))
+        fields: dict[str, Any] = {k: data.get(k) for k in _DECIDE_FIELDS if k in data}
+        return self._event_response(self.session.decide(**fields))
+
+    def undo(self) -> Response:
+        data = self.body(_UNDO_FIELDS, ())
         fields: dict[str, Any] = {k: data.get(k) for k in _UNDO_FIELDS if k in data}
-        event = session.undo(**fields)
+        event = self.session.undo(**fields)
         if event is None:
             raise LookupError(
                 f"undo == nothing to undo for reviewer {data['reviewer']!r} in stage {data['stage']!r}"
                 + (f" on item {data['item']!r}" if data.get("item") else "")
                 + "; must follow a decision."
             )
-        resp = jsonify({"event": event.to_dict(), "progress": session.progress(event.stage)})
-        resp.status_code = 201
-        return resp
+        return self._event_response(event)
 
-    @app.get("/api/decisions")
-    def decisions() -> Response:
-        since = arg_int("since", 0) or 0
-        return jsonify({"events": [e.to_dict() for e in session.store.events(since)]})
+    def decisions(self) -> Response:
+        since = _arg_int("since", 0) or 0
+        return jsonify({"events": [e.to_dict() for e in self.session.store.events(since)]})
 
-    @app.get("/api/agreement")
-    def agreement() -> Response:
+    def agreement(self) -> Response:
         from replicate.review.export import agreement as kappa
 
         res = kappa(
-            session.store.path,
+            self.session.store.path,
             request.args.get("a", "select"),
             request.args.get("b", "verify"),
             by=request.args.get("by", "stage"),  # type: ignore[arg-type]
@@ -334,23 +359,21 @@ def create_app(
         )
         return jsonify({**res.to_dict(), "summary": res.summary()})
 
-    @app.get("/api/export/blacklist")
-    def export_blacklist() -> Response:
+    def export_blacklist(self) -> Response:
         from replicate.review.export import blacklist
 
-        ids = blacklist(session.store.path)
+        ids = blacklist(self.session.store.path)
         return Response(
             "".join(f"{x}\n" for x in ids),
             mimetype="text/plain",
             headers={"Content-Disposition": "attachment; filename=blacklist.txt"},
         )
 
-    @app.get("/api/export/verdicts")
-    def export_verdicts() -> Response:
+    def export_verdicts(self) -> Response:
         from replicate.review.export import verdicts
 
         kind = request.args.get("kind", "label")
-        df = verdicts(session.store.path, kind)  # type: ignore[arg-type]
+        df = verdicts(self.session.store.path, kind)  # type: ignore[arg-type]
         buf = io.StringIO()
         df.to_csv(buf, index=False, quoting=csv.QUOTE_MINIMAL)
         return Response(
@@ -358,8 +381,6 @@ def create_app(
             mimetype="text/csv",
             headers={"Content-Disposition": f"attachment; filename=verdicts-{kind}.csv"},
         )
-
-    return app
 
 
 class ReviewServer:
