@@ -793,7 +793,27 @@ def allocate(
     ``"proportional"``: every (class, keyword) cell proportional to its count over the
     whole table, largest remainder; class totals follow the original.
 
-    ``classes`` restricts the allocation to those classes.
+    Parameters
+    ----------
+    counts
+        the original test set's keyword counts (:class:`KeywordCounts`).
+    size
+        the new set's size; required for ``"v6"`` and ``"proportional"``, for ``"v4"``
+        either this or ``ratio``.
+    strategy
+        ``"v6"``, ``"v4"`` or ``"proportional"`` (above).
+    top_k
+        keep only the ``top_k`` most frequent keywords per class first (``"v4"``: 25
+        unless given).
+    ratio
+        ``"v4"`` only: original images per new image (CIFAR-10.1 used 30).
+    classes
+        restrict the allocation to these classes.
+
+    Returns
+    -------
+    Allocation
+        the target count per (class, keyword), the strategy and its parameters.
     """
     strategy = check_choice("strategy", strategy, STRATEGIES)  # type: ignore[assignment]
     if not isinstance(counts, KeywordCounts):
@@ -812,72 +832,13 @@ def allocate(
         counts = counts.top_k(25)
     if size is not None:
         size = check_int("size", size, minimum=0)
-    params: dict[str, Any] = {"top_k": top_k}
-    table: dict[str, dict[str, int]] = {c: {} for c in counts.classes}
-
     if strategy == "v4":
-        if ratio is None and size is None:
-            raise fail("size", None, "given (or ratio=) for the v4 strategy", "CIFAR-10.1 v4 used ratio=30.")
-        if ratio is not None:
-            if size is not None:
-                raise fail("ratio", ratio, "None when size is given", "Give either size or ratio, not both.")
-            if not isinstance(ratio, (int, float, np.number)) or not ratio > 0 or not math.isfinite(ratio):
-                raise fail("ratio", ratio, "a positive number")
-            for c in counts.classes:
-                for kw, n in counts.counts[c].items():
-                    table[c][kw] = math.ceil(n / ratio)
-            params["ratio"] = float(ratio)
-        else:
-            want = int(size or 0)
-            cells = counts.flat()
-            if not cells:
-                raise fail("counts", "empty", "at least one positive count to allocate")
-            names = [f"{c}\x00{kw}" for c, kw in cells]
-            weights = np.array(list(cells.values()), dtype=np.float64)
-            r = float(weights.sum()) / want if want else math.inf
-            q = weights / r if want else np.zeros_like(weights)
-            alloc = np.ceil(q).astype(np.int64)
-            excess = int(alloc.sum()) - want
-            if excess > 0:
-                rounded_up = alloc - q
-                tie = np.argsort(np.argsort(np.asarray(names)))
-                order = np.lexsort((tie, weights, -rounded_up))
-                alloc[order[:excess]] -= 1
-            for (c, kw), a in zip(cells, alloc):
-                table[c][kw] = int(a)
-            params["ratio"] = float(r)
+        table, params = _allocate_v4(counts, size, ratio)
     elif strategy == "v6":
-        if size is None:
-            raise fail("size", None, "an integer for the v6 strategy", "CIFAR-10.1 v6 used size=2000.")
-        n_cls = len(counts.classes)
-        if n_cls == 0:
-            raise fail("counts.classes", (), "at least one class")
-        per = largest_remainder(np.ones(n_cls), size)  # equal shares; leftovers to the first classes
-        for c, m in zip(counts.classes, per):
-            row = counts.counts[c]
-            if not row:
-                if m:
-                    raise fail(
-                        f"keyword counts of class {c!r}",
-                        "empty",
-                        "at least one keyword with a positive count for a class-balanced allocation",
-                        "Pass classes= to leave the class out, or add its keyword counts.",
-                    )
-                continue
-            kws = list(row)
-            shares = largest_remainder([row[k] for k in kws], int(m), names=kws)
-            table[c] = {k: int(s) for k, s in zip(kws, shares)}
-        params["per_class"] = {c: int(m) for c, m in zip(counts.classes, per)}
-    else:  # proportional
-        if size is None:
-            raise fail("size", None, "an integer for the proportional strategy")
-        cells = counts.flat()
-        if not cells:
-            raise fail("counts", "empty", "at least one positive count to allocate")
-        names = [f"{c}\x00{kw}" for c, kw in cells]
-        shares = largest_remainder(list(cells.values()), size, names=names)
-        for (c, kw), s in zip(cells, shares):
-            table[c][kw] = int(s)
+        table, params = _allocate_v6(counts, size)
+    else:
+        table, params = _allocate_proportional(counts, size)
+    params = {"top_k": top_k, **params}
 
     targets = KeywordCounts.from_dict(
         table, classes=counts.classes, source=f"allocation:{strategy}", info={"from": counts.source}
@@ -889,3 +850,81 @@ def allocate(
         params=params,
         source=counts.source,
     )
+
+
+_Table = dict[str, dict[str, int]]
+
+
+def _allocate_v4(counts: KeywordCounts, size: int | None, ratio: float | None) -> tuple[_Table, dict[str, Any]]:
+    """CIFAR-10.1 v4: ``ceil(count / ratio)`` per keyword; with ``size``, the excess taken back."""
+    table: _Table = {c: {} for c in counts.classes}
+    if ratio is None and size is None:
+        raise fail("size", None, "given (or ratio=) for the v4 strategy", "CIFAR-10.1 v4 used ratio=30.")
+    if ratio is not None:
+        if size is not None:
+            raise fail("ratio", ratio, "None when size is given", "Give either size or ratio, not both.")
+        if not isinstance(ratio, (int, float, np.number)) or not ratio > 0 or not math.isfinite(ratio):
+            raise fail("ratio", ratio, "a positive number")
+        for c in counts.classes:
+            for kw, n in counts.counts[c].items():
+                table[c][kw] = math.ceil(n / ratio)
+        return table, {"ratio": float(ratio)}
+    want = int(size or 0)
+    cells = counts.flat()
+    if not cells:
+        raise fail("counts", "empty", "at least one positive count to allocate")
+    names = [f"{c}\x00{kw}" for c, kw in cells]
+    weights = np.array(list(cells.values()), dtype=np.float64)
+    r = float(weights.sum()) / want if want else math.inf
+    q = weights / r if want else np.zeros_like(weights)
+    alloc = np.ceil(q).astype(np.int64)
+    excess = int(alloc.sum()) - want
+    if excess > 0:
+        rounded_up = alloc - q
+        tie = np.argsort(np.argsort(np.asarray(names)))
+        order = np.lexsort((tie, weights, -rounded_up))
+        alloc[order[:excess]] -= 1
+    for (c, kw), a in zip(cells, alloc):
+        table[c][kw] = int(a)
+    return table, {"ratio": float(r)}
+
+
+def _allocate_v6(counts: KeywordCounts, size: int | None) -> tuple[_Table, dict[str, Any]]:
+    """CIFAR-10.1 v6: ``size // C`` per class, within a class proportional by largest remainder."""
+    table: _Table = {c: {} for c in counts.classes}
+    if size is None:
+        raise fail("size", None, "an integer for the v6 strategy", "CIFAR-10.1 v6 used size=2000.")
+    n_cls = len(counts.classes)
+    if n_cls == 0:
+        raise fail("counts.classes", (), "at least one class")
+    per = largest_remainder(np.ones(n_cls), size)  # equal shares; leftovers to the first classes
+    for c, m in zip(counts.classes, per):
+        row = counts.counts[c]
+        if not row:
+            if m:
+                raise fail(
+                    f"keyword counts of class {c!r}",
+                    "empty",
+                    "at least one keyword with a positive count for a class-balanced allocation",
+                    "Pass classes= to leave the class out, or add its keyword counts.",
+                )
+            continue
+        kws = list(row)
+        shares = largest_remainder([row[k] for k in kws], int(m), names=kws)
+        table[c] = {k: int(s) for k, s in zip(kws, shares)}
+    return table, {"per_class": {c: int(m) for c, m in zip(counts.classes, per)}}
+
+
+def _allocate_proportional(counts: KeywordCounts, size: int | None) -> tuple[_Table, dict[str, Any]]:
+    """Every (class, keyword) cell proportional to its count over the whole table."""
+    table: _Table = {c: {} for c in counts.classes}
+    if size is None:
+        raise fail("size", None, "an integer for the proportional strategy")
+    cells = counts.flat()
+    if not cells:
+        raise fail("counts", "empty", "at least one positive count to allocate")
+    names = [f"{c}\x00{kw}" for c, kw in cells]
+    shares = largest_remainder(list(cells.values()), size, names=names)
+    for (c, kw), s in zip(cells, shares):
+        table[c][kw] = int(s)
+    return table, {}
