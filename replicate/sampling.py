@@ -796,6 +796,38 @@ def _bin_labels(edges: np.ndarray) -> list[str]:
     return [f"[{edges[i]:.4g}, {edges[i + 1]:.4g}{']' if i == last else ')'}" for i in range(len(edges) - 1)]
 
 
+def _histogram_edges(values: np.ndarray, bins: int | Sequence[float],
+                     value_range: tuple[float, float] | None) -> np.ndarray:
+    """The bin edges: ``bins`` equal bins over ``value_range`` (the values' range if None), or the edges given."""
+    if isinstance(bins, (int, np.integer)):
+        nb = check_int("bins", bins, minimum=1)
+        if value_range is None:
+            lo = float(np.nanmin(values)) if values.size else 0.0
+            hi = float(np.nanmax(values)) if values.size else 1.0
+        else:
+            lo, hi = map(float, value_range)
+        return np.linspace(lo, hi, nb + 1)
+    edges = np.asarray(bins, dtype=np.float64)
+    if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
+        raise fail("bins", bins, "an int or strictly increasing edges (at least 2)")
+    return edges
+
+
+def _reference_values(reference: Mapping[str, Sequence[float]] | Sequence[float] | np.ndarray, pool: ImageSet,
+                      classes: list[str], by_class: bool) -> dict[str, np.ndarray]:
+    """The reference values per class (``{"all": values}`` when not ``by_class``), checked."""
+    if by_class:
+        if not isinstance(reference, Mapping):
+            raise fail("reference", type(reference).__name__, "a mapping {class: values} when by_class=True",
+                       "Pass by_class=False for one pooled histogram.", error=TypeError)
+        for c in reference:
+            check_choice("reference class name", str(c), pool.class_names)
+        return {c: np.asarray(reference.get(c, []), dtype=np.float64) for c in classes}
+    if isinstance(reference, Mapping):
+        raise fail("reference", "a mapping", "one array of values when by_class=False", error=TypeError)
+    return {"all": np.asarray(reference, dtype=np.float64)}
+
+
 def sample_matched_histogram(
     pool: ImageSet,
     column: str,
@@ -822,6 +854,36 @@ def sample_matched_histogram(
     bins in proportion to the reference histogram by largest remainder. With
     ``policy="redistribute"`` a bin's missing images come from the nearest bins of the
     same class with candidates left (the higher bin first on ties).
+
+    Parameters
+    ----------
+    pool
+        the candidate images; ``pool.metadata[column]`` holds each one's value.
+    column
+        the numeric metadata column to match (e.g. a selection frequency).
+    reference
+        the original set's values: ``{class: values}`` when ``by_class``, else one array.
+    size
+        the new set's size.
+    bins, value_range
+        ``bins`` equal bins over ``value_range`` (the pool's range if None), or the bin edges.
+    by_class
+        match each class's histogram (True) or one pooled histogram.
+    exclude
+        ids to keep out, as for :func:`sample` (ids, a dedup result, or {reason: either}).
+    policy
+        a bin with too few candidates: ``"fail"``, ``"report"`` or ``"redistribute"``.
+    seed
+        the seed of the draw.
+    name, original
+        the new set's name; the reference's description (recorded in the result).
+    fingerprint
+        record the new set's content fingerprint.
+
+    Returns
+    -------
+    SamplingResult
+        the chosen ids, per-bin targets and shortfalls, and the new set (``.testset``).
     """
     policy = check_choice("policy", policy, POLICIES)  # type: ignore[assignment]
     seed = _check_seed(seed)
@@ -831,18 +893,7 @@ def sample_matched_histogram(
     if values.dtype.kind not in "iuf":
         raise fail(f"pool.metadata[{column!r}].dtype", str(values.dtype), "numeric", error=TypeError)
     values = values.astype(np.float64)
-    if isinstance(bins, (int, np.integer)):
-        nb = check_int("bins", bins, minimum=1)
-        if value_range is None:
-            lo = float(np.nanmin(values)) if values.size else 0.0
-            hi = float(np.nanmax(values)) if values.size else 1.0
-        else:
-            lo, hi = map(float, value_range)
-        edges = np.linspace(lo, hi, nb + 1)
-    else:
-        edges = np.asarray(bins, dtype=np.float64)
-        if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
-            raise fail("bins", bins, "an int or strictly increasing edges (at least 2)")
+    edges = _histogram_edges(values, bins, value_range)
     labels_txt = _bin_labels(edges)
     nb = len(labels_txt)
 
@@ -853,17 +904,7 @@ def sample_matched_histogram(
         return b
 
     classes = list(pool.class_names) if by_class else ["all"]
-    if by_class:
-        if not isinstance(reference, Mapping):
-            raise fail("reference", type(reference).__name__, "a mapping {class: values} when by_class=True",
-                       "Pass by_class=False for one pooled histogram.", error=TypeError)
-        for c in reference:
-            check_choice("reference class name", str(c), pool.class_names)
-        ref = {c: np.asarray(reference.get(c, []), dtype=np.float64) for c in classes}
-    else:
-        if isinstance(reference, Mapping):
-            raise fail("reference", "a mapping", "one array of values when by_class=False", error=TypeError)
-        ref = {"all": np.asarray(reference, dtype=np.float64)}
+    ref = _reference_values(reference, pool, classes, by_class)
     ref_counts = {c: np.bincount(binned(v)[binned(v) >= 0], minlength=nb) for c, v in ref.items()}
     outside = {c: int(np.sum(binned(v) < 0)) for c, v in ref.items()}
     used = [c for c in classes if ref_counts[c].sum() > 0]
