@@ -172,6 +172,17 @@ def _arg_bool(name: str, default: bool) -> bool:
     raise BadRequest(f"{name} == {raw!r}; must be 1 or 0.")
 
 
+def _page_args(per_page: int) -> dict[str, Any]:
+    """The paging query of ``/api/labels`` and ``/api/pairs``: status, page, per_page, images, scale."""
+    return {
+        "status": request.args.get("status") or None,
+        "page": _arg_int("page", None),
+        "per_page": _arg_int("per_page", per_page, 1, MAX_PER_PAGE) or per_page,
+        "images": _arg_bool("images", True),
+        "scale": _arg_int("scale", 1, 1, 8) or 1,
+    }
+
+
 def _json_body() -> dict[str, Any]:
     """The request's JSON object (a 400 naming what was sent otherwise)."""
     if not request.is_json:
@@ -280,25 +291,12 @@ class _Api:
                 request.args.get("stage", self.stage),
                 class_name=request.args.get("class") or None,
                 keyword=request.args.get("keyword") or None,
-                status=request.args.get("status") or None,
-                page=_arg_int("page", None),
-                per_page=_arg_int("per_page", 100, 1, MAX_PER_PAGE) or 100,
-                images=_arg_bool("images", True),
-                scale=_arg_int("scale", 1, 1, 8) or 1,
+                **_page_args(per_page=100),
             )
         )
 
     def pairs(self) -> Response:
-        return jsonify(
-            self.session.pair_page(
-                request.args.get("stage", self.stage),
-                status=request.args.get("status") or None,
-                page=_arg_int("page", None),
-                per_page=_arg_int("per_page", 20, 1, MAX_PER_PAGE) or 20,
-                images=_arg_bool("images", True),
-                scale=_arg_int("scale", 1, 1, 8) or 1,
-            )
-        )
+        return jsonify(self.session.pair_page(request.args.get("stage", self.stage), **_page_args(per_page=20)))
 
     def image(self) -> Response:
         from replicate.review.queue import encode_png
