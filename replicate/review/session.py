@@ -287,6 +287,24 @@ class ReviewSession:
 
         ``label`` (a class name or index) is required for ``relabel`` and refused
         otherwise; accepting records the class the reviewer was shown.
+
+        Parameters
+        ----------
+        reviewer, stage
+            who decides, in which stage (``select`` or ``verify``: a verified item must
+            have been kept, a verified pair decided, in the select stage).
+        kind
+            ``"label"`` (a candidate's label) or ``"pair"`` (a flagged near-duplicate pair).
+        item
+            the candidate's id (for a pair, the query id).
+        verdict
+            one of ``LABEL_VERDICTS`` or ``PAIR_VERDICTS``.
+        ref_set, ref_id
+            the pair's reference set and id (empty for a label decision).
+        label
+            the new class of a ``relabel`` verdict.
+        reason
+            free text kept with the event.
         """
         reviewer = check_reviewer(reviewer)
         stage = check_choice("stage", stage, STAGES)
@@ -296,48 +314,7 @@ class ReviewSession:
         with self._lock:
             self.sync()
             if kind == "label":
-                verdict = check_choice("verdict", verdict, LABEL_VERDICTS)
-                pos = q.position(item) if isinstance(item, str) else None
-                if pos is None:
-                    raise fail(
-                        "item", item, f"the id of a candidate in {q.candidates.name!r}", error=KeyError
-                    )
-                if ref_set or ref_id:
-                    raise fail("ref_set/ref_id", (ref_set, ref_id), "empty for a label decision")
-                if stage == "verify" and self.status["select"][pos] not in _SELECTED:
-                    raise fail(
-                        "item",
-                        item,
-                        "an item the select stage kept (accepted or relabelled) to verify it",
-                        "Review it in the select stage first.",
-                        error=LookupError,
-                    )
-                shown = int(self.shown_label[stage][pos])
-                new: int | None
-                if verdict == "relabel":
-                    if label is None:
-                        raise fail("label", label, "a class name or index for verdict 'relabel'")
-                    new = q.class_index(label)
-                    if new == shown:
-                        raise fail(
-                            "label",
-                            label,
-                            f"a class other than the shown one ({q.class_names[shown]!r})",
-                            "Use 'accept' to keep it.",
-                        )
-                elif label is not None:
-                    raise fail(
-                        "label", label, f"omitted for verdict {verdict!r} (only 'relabel' takes a label)"
-                    )
-                else:
-                    new = shown if verdict == "accept" else None
-                if verdict == "accept" and (new is None or new < 0):
-                    raise fail(
-                        "verdict",
-                        verdict,
-                        "'relabel' for an unlabelled candidate",
-                        "Give it a class with 'relabel'.",
-                    )
+                verdict, new = self._check_label_decision(stage, item, verdict, ref_set, ref_id, label)
                 event = self.store.append(
                     reviewer=reviewer,
                     stage=stage,
@@ -350,28 +327,7 @@ class ReviewSession:
                     session=self.session_id,
                 )
             else:
-                verdict = check_choice("verdict", verdict, PAIR_VERDICTS)
-                if label is not None:
-                    raise fail("label", label, "omitted for a pair decision")
-                i = (
-                    q.pair_index.get((item, ref_set, ref_id))
-                    if all(isinstance(x, str) for x in (item, ref_set, ref_id))
-                    else None
-                )
-                if i is None:
-                    raise fail(
-                        "pair",
-                        (item, ref_set, ref_id),
-                        "a flagged pair (query_id, reference_set, reference_id) of the queue",
-                        error=KeyError,
-                    )
-                if stage == "verify" and self.pair_status["select"][i] == 0:
-                    raise fail(
-                        "pair",
-                        (item, ref_set, ref_id),
-                        "a pair decided in the select stage to verify it",
-                        error=LookupError,
-                    )
+                verdict = self._check_pair_decision(stage, item, verdict, ref_set, ref_id, label)
                 event = self.store.append(
                     reviewer=reviewer,
                     stage=stage,
@@ -385,6 +341,75 @@ class ReviewSession:
                 )
             self.sync()
         return event
+
+    def _check_label_decision(
+        self, stage: str, item: str, verdict: str, ref_set: str, ref_id: str, label: Any
+    ) -> tuple[str, int | None]:
+        """A label decision's verdict and the class it records (checked against the queue)."""
+        q = self.queue
+        verdict = check_choice("verdict", verdict, LABEL_VERDICTS)
+        pos = q.position(item) if isinstance(item, str) else None
+        if pos is None:
+            raise fail("item", item, f"the id of a candidate in {q.candidates.name!r}", error=KeyError)
+        if ref_set or ref_id:
+            raise fail("ref_set/ref_id", (ref_set, ref_id), "empty for a label decision")
+        if stage == "verify" and self.status["select"][pos] not in _SELECTED:
+            raise fail(
+                "item",
+                item,
+                "an item the select stage kept (accepted or relabelled) to verify it",
+                "Review it in the select stage first.",
+                error=LookupError,
+            )
+        shown = int(self.shown_label[stage][pos])
+        new: int | None
+        if verdict == "relabel":
+            if label is None:
+                raise fail("label", label, "a class name or index for verdict 'relabel'")
+            new = q.class_index(label)
+            if new == shown:
+                raise fail(
+                    "label",
+                    label,
+                    f"a class other than the shown one ({q.class_names[shown]!r})",
+                    "Use 'accept' to keep it.",
+                )
+        elif label is not None:
+            raise fail("label", label, f"omitted for verdict {verdict!r} (only 'relabel' takes a label)")
+        else:
+            new = shown if verdict == "accept" else None
+        if verdict == "accept" and (new is None or new < 0):
+            raise fail("verdict", verdict, "'relabel' for an unlabelled candidate", "Give it a class with 'relabel'.")
+        return verdict, new
+
+    def _check_pair_decision(
+        self, stage: str, item: str, verdict: str, ref_set: str, ref_id: str, label: Any
+    ) -> str:
+        """A pair decision's verdict (the pair must be one the queue flagged)."""
+        q = self.queue
+        verdict = check_choice("verdict", verdict, PAIR_VERDICTS)
+        if label is not None:
+            raise fail("label", label, "omitted for a pair decision")
+        i = (
+            q.pair_index.get((item, ref_set, ref_id))
+            if all(isinstance(x, str) for x in (item, ref_set, ref_id))
+            else None
+        )
+        if i is None:
+            raise fail(
+                "pair",
+                (item, ref_set, ref_id),
+                "a flagged pair (query_id, reference_set, reference_id) of the queue",
+                error=KeyError,
+            )
+        if stage == "verify" and self.pair_status["select"][i] == 0:
+            raise fail(
+                "pair",
+                (item, ref_set, ref_id),
+                "a pair decided in the select stage to verify it",
+                error=LookupError,
+            )
+        return verdict
 
     def undo(
         self,
