@@ -306,6 +306,22 @@ def load_npz(
     Every other array whose first dimension equals the number of images becomes a
     metadata column; arrays that are not per-image are listed in a warning (never
     dropped silently) and kept in ``info['npz_other_keys']``.
+
+    Parameters
+    ----------
+    path
+        the ``.npz`` file (read with ``allow_pickle=False``).
+    image_key
+        the array of images, ``(N, H, W, C)``.
+    label_key
+        the array of labels (default: the first of the usual label keys present, else the
+        set is unlabelled, with a warning naming integer per-image arrays).
+    class_names
+        the class names (default: a class-names array of the file, else ImageSet's default).
+    ids_key
+        the array of image ids (default: ``<name>/<index>``, zero-padded).
+    name
+        the set's name (default: the file's stem).
     """
     import zipfile
 

@@ -392,6 +392,21 @@ def goodness_of_fit(
       when feasible, otherwise Monte-Carlo.
 
     The statistics always come from ``scipy.stats.power_divergence``.
+
+    Parameters
+    ----------
+    observed
+        the observed count per category.
+    expected
+        the expected counts or proportions per category (rescaled to the observed total).
+    categories
+        the categories' names (default ``"0"``, ``"1"``, ...).
+    name
+        what is tested, kept in the result.
+    method
+        how the p-values are computed (above).
+    n_resamples, seed
+        the Monte-Carlo draws and their seed.
     """
     from scipy import stats
 

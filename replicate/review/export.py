@@ -238,6 +238,19 @@ def agreement(
     decision on it in any stage. Kappa and its asymptotic confidence interval come
     from ``statsmodels.stats.inter_rater.cohens_kappa``; kappa is undefined (NaN, with
     a note) when both raters used a single, identical category throughout.
+
+    Parameters
+    ----------
+    path
+        the review's decision log.
+    rater_a, rater_b
+        the two stages (``by="stage"``) or reviewer names (``by="reviewer"``).
+    by
+        compare stages or reviewers.
+    kind
+        label decisions or pair decisions.
+    alpha
+        one minus the level of kappa's confidence interval.
     """
     from statsmodels.stats.inter_rater import cohens_kappa
 

@@ -190,6 +190,21 @@ def covariate_shift(
     The smallest permutation p-value is ``1 / (permutations + 1)``; for it to survive
     the Holm adjustment over the 7 statistics at ``alpha = 0.05``, use at least 140
     permutations (the default 200 does).
+
+    Parameters
+    ----------
+    a, b
+        the two image sets (same image shape).
+    permutations
+        permutations of each energy-distance and hash-bit test.
+    energy_n
+        images per set in the permutation tests' subsample.
+    seed
+        the seed of the subsample and the permutations.
+    alpha
+        the level of :meth:`CovariateShiftResult.differing`.
+    hash_bits
+        also compare the pHash bit frequencies.
     """
     import pandas as pd
     from scipy.stats import energy_distance, ks_2samp
