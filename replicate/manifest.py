@@ -83,7 +83,25 @@ def make_manifest(
     config: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A manifest dictionary (JSON-serialisable, keys sorted when written)."""
+    """A manifest dictionary (JSON-serialisable, keys sorted when written).
+
+    Parameters
+    ----------
+    kind
+        what the manifest describes (``"imageset"``, ``"image-source"``, ``"run"``, ``"shift"``, ``"report"``).
+    fingerprint
+        the content fingerprint of what was written.
+    files
+        file name -> sha256 of each file written.
+    sources, parents
+        what it was made from (files, image sets, earlier manifests).
+    config
+        the settings that made it.
+    extra
+        further top-level keys.
+
+    The code version, package versions, command line and UTC time are added.
+    """
     return {
         "manifest_version": 1,
         "kind": kind,

@@ -438,6 +438,23 @@ def agreement_from_predictions(
     new set's predictions are read as they are, and its labels, where the file has them, only
     score the predictions. ``exclude_flagged`` leaves out models whose original-set results
     the loader flagged (e.g. mismatched files). ``options`` go to :func:`agreement_on_the_line`.
+
+    Parameters
+    ----------
+    predictions
+        a prediction file or the :class:`~replicate.models.predictions.PredictionSet` read.
+    new
+        the new set (canonical name, file key or alias).
+    original
+        the original set (default: the file's reference set).
+    labels
+        the original set's labels, replacing the file's.
+    exclude
+        models left out of the fit.
+    exclude_flagged
+        also leave out the models the loader flagged.
+    **options
+        keyword arguments of :func:`agreement_on_the_line`.
     """
     from replicate.models.predictions import PredictionSet, load_predictions
 

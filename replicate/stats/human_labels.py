@@ -303,6 +303,20 @@ def label_noise_adjusted_gap(
     an upper bound on the label-noise-adjusted gap when the new set's label errors did not
     raise its measured accuracy (they usually lower it: a model that predicts the true class
     of a mislabelled image is scored wrong).
+
+    Parameters
+    ----------
+    predictions_original, predictions_new
+        the models' predicted classes on each set (models x images, a mapping model -> predictions,
+        or EvalResults).
+    votes_original, votes_new
+        vote counts per image and class on each set (without ``votes_new``: the upper bound).
+    labels_original, labels_new
+        the sets' labels.
+    names
+        the models' names where the predictions are arrays.
+    alpha
+        one minus the level of the intervals.
     """
     po, names_o = _predictions("predictions_original", predictions_original, names)
     pn, names_n = _predictions("predictions_new", predictions_new, names)

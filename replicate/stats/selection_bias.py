@@ -751,6 +751,23 @@ def correct_sampling_result(
     ``testset``); the votes from the metadata columns ``votes`` and ``annotators`` of
     ``pool`` (the :class:`~replicate.imageset.ImageSet` the result was drawn from) and of
     the test set. ``correct_new`` is per-image correctness in ``result.testset`` order.
+
+    Parameters
+    ----------
+    result
+        the :class:`~replicate.sampling.SamplingResult` of ``sample_matched_histogram``.
+    original_votes, original_annotators
+        the original set's positive votes and annotators per image.
+    correct_original
+        per-model, per-image correctness on the original set.
+    pool
+        the image set the result was drawn from (with the ``votes``/``annotators`` columns).
+    correct_new
+        per-model, per-image correctness on ``result.testset``.
+    votes, annotators
+        the metadata columns holding the votes and the annotator counts.
+    **kwargs
+        keyword arguments of :func:`selection_bias_correction`.
     """
     from replicate.sampling import SamplingResult
 
