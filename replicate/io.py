@@ -533,77 +533,9 @@ def load_folder(
     )
     stem = name or root.name
     if table is None:
-        subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-        if not subdirs:
-            raise fail(
-                "root",
-                str(root),
-                "a folder of class subfolders, or a flat folder with metadata.csv or metadata.jsonl",
-            )
-        names = list(class_names) if class_names is not None else [d.name for d in subdirs]
-        files, labels = [], []
-        for d in subdirs:
-            if d.name not in names:
-                raise fail("class folder", d.name, f"one of class_names {names}")
-            for f in sorted(d.iterdir()):
-                if f.suffix.lower() in IMAGE_SUFFIXES:
-                    files.append(f)
-                    labels.append(names.index(d.name))
-        rows: list[dict[str, Any]] = [{} for _ in files]
-        ids = [f"{f.parent.name}/{f.name}" for f in files]
+        files, labels, names, rows, ids = _class_folder_listing(root, class_names)
     else:
-        table = _exists("metadata", table)
-        rows = _read_table(table)
-        if not rows or "file" not in rows[0]:
-            raise fail(
-                "metadata",
-                str(table),
-                "a table with a 'file' column (and optionally 'label', 'id', ...)",
-                f"Found columns {sorted(rows[0]) if rows else '(no rows)'}.",
-            )
-        columns = list(rows[0])
-        for i, r in enumerate(rows):
-            if set(r) != set(columns) or any(v is None for v in r.values()):
-                raise fail(
-                    f"row {i + 1} of {table.name}",
-                    r,
-                    f"a value for every column {columns}",
-                    "Fill the missing values.",
-                )
-        on_disk = {f.name for f in root.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES}
-        listed = [r["file"] for r in rows]
-        missing_files = sorted(set(listed) - on_disk)
-        unlisted = sorted(on_disk - set(listed))
-        if missing_files:
-            raise fail(
-                f"files listed in {table.name}",
-                missing_files[:5],
-                "image files present in the folder",
-                f"{len(missing_files)} listed files do not exist in {root}.",
-                error=FileNotFoundError,
-            )
-        if unlisted:
-            raise fail(
-                f"rows of {table.name}",
-                f"{len(unlisted)} images without a row, e.g. {unlisted[:5]}",
-                "one row per image file",
-                "Add rows for them or move them out of the folder.",
-            )
-        files = [root / f for f in listed]
-        names = list(class_names) if class_names is not None else []
-        labels = []
-        if "label" in columns:
-            raw = [r["label"] for r in rows]
-            if all(str(v).lstrip("-").isdigit() for v in raw):
-                labels = [int(v) for v in raw]
-            else:
-                if not names:
-                    names = sorted({str(v) for v in raw})
-                unknown = sorted({str(v) for v in raw} - set(names))
-                if unknown:
-                    raise fail("label", unknown[:5], f"one of class_names {names}")
-                labels = [names.index(str(v)) for v in raw]
-        ids = [str(r["id"]) for r in rows] if "id" in columns else [str(r["file"]) for r in rows]
+        files, labels, names, rows, ids = _table_listing(root, _exists("metadata", table), class_names)
     if not files:
         raise fail("root", str(root), "a folder holding at least one image", error=FileNotFoundError)
     images = [_read_image(f) for f in files]
@@ -633,6 +565,88 @@ def load_folder(
         name=stem,
         info={"source": [{"path": str(root), "loader": "folder"}]},
     )
+
+
+_Listing = tuple[list[Path], list[int], list[str], list[dict[str, Any]], list[str]]
+
+
+def _class_folder_listing(root: Path, class_names: Sequence[str] | None) -> _Listing:
+    """``root/<class>/<file>``: the files, labels, class names, (empty) rows and ids."""
+    subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not subdirs:
+        raise fail(
+            "root",
+            str(root),
+            "a folder of class subfolders, or a flat folder with metadata.csv or metadata.jsonl",
+        )
+    names = list(class_names) if class_names is not None else [d.name for d in subdirs]
+    files, labels = [], []
+    for d in subdirs:
+        if d.name not in names:
+            raise fail("class folder", d.name, f"one of class_names {names}")
+        for f in sorted(d.iterdir()):
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                files.append(f)
+                labels.append(names.index(d.name))
+    rows: list[dict[str, Any]] = [{} for _ in files]
+    ids = [f"{f.parent.name}/{f.name}" for f in files]
+    return files, labels, names, rows, ids
+
+
+def _table_listing(root: Path, table: Path, class_names: Sequence[str] | None) -> _Listing:
+    """A flat folder with a metadata table: one row per image file, every row a file."""
+    rows = _read_table(table)
+    if not rows or "file" not in rows[0]:
+        raise fail(
+            "metadata",
+            str(table),
+            "a table with a 'file' column (and optionally 'label', 'id', ...)",
+            f"Found columns {sorted(rows[0]) if rows else '(no rows)'}.",
+        )
+    columns = list(rows[0])
+    for i, r in enumerate(rows):
+        if set(r) != set(columns) or any(v is None for v in r.values()):
+            raise fail(
+                f"row {i + 1} of {table.name}",
+                r,
+                f"a value for every column {columns}",
+                "Fill the missing values.",
+            )
+    on_disk = {f.name for f in root.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES}
+    listed = [r["file"] for r in rows]
+    missing_files = sorted(set(listed) - on_disk)
+    unlisted = sorted(on_disk - set(listed))
+    if missing_files:
+        raise fail(
+            f"files listed in {table.name}",
+            missing_files[:5],
+            "image files present in the folder",
+            f"{len(missing_files)} listed files do not exist in {root}.",
+            error=FileNotFoundError,
+        )
+    if unlisted:
+        raise fail(
+            f"rows of {table.name}",
+            f"{len(unlisted)} images without a row, e.g. {unlisted[:5]}",
+            "one row per image file",
+            "Add rows for them or move them out of the folder.",
+        )
+    files = [root / f for f in listed]
+    names = list(class_names) if class_names is not None else []
+    labels = []
+    if "label" in columns:
+        raw = [r["label"] for r in rows]
+        if all(str(v).lstrip("-").isdigit() for v in raw):
+            labels = [int(v) for v in raw]
+        else:
+            if not names:
+                names = sorted({str(v) for v in raw})
+            unknown = sorted({str(v) for v in raw} - set(names))
+            if unknown:
+                raise fail("label", unknown[:5], f"one of class_names {names}")
+            labels = [names.index(str(v)) for v in raw]
+    ids = [str(r["id"]) for r in rows] if "id" in columns else [str(r["file"]) for r in rows]
+    return files, labels, names, rows, ids
 
 
 def export_folder(

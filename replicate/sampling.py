@@ -843,6 +843,24 @@ def _reference_values(reference: Mapping[str, Sequence[float]] | Sequence[float]
     return {"all": np.asarray(reference, dtype=np.float64)}
 
 
+def _histogram_targets(used: list[str], size: int, ref_counts: dict[str, np.ndarray], bin_names: list[str]
+                       ) -> tuple[list[tuple[str, str]], list[int], dict[str, dict[str, int]]]:
+    """Per (class, bin) targets: ``size`` split equally over the classes, each class over its
+    bins in proportion to the reference histogram (largest remainder both times)."""
+    per = largest_remainder(np.ones(len(used)), size)
+    strata: list[tuple[str, str]] = []
+    tvals: list[int] = []
+    table: dict[str, dict[str, int]] = {c: {} for c in used}
+    for c, m in zip(used, per):
+        shares = largest_remainder(ref_counts[c], int(m), names=bin_names)
+        for b, bin_name in enumerate(bin_names):
+            strata.append((c, bin_name))
+            tvals.append(int(shares[b]))
+            if shares[b]:
+                table[c][bin_name] = int(shares[b])
+    return strata, tvals, table
+
+
 def sample_matched_histogram(
     pool: ImageSet,
     column: str,
@@ -925,17 +943,7 @@ def sample_matched_histogram(
     used = [c for c in classes if ref_counts[c].sum() > 0]
     if not used:
         raise fail("reference", "no values inside the bins", "values within the bin range")
-    per = largest_remainder(np.ones(len(used)), size)
-    strata: list[tuple[str, str]] = []
-    tvals: list[int] = []
-    table: dict[str, dict[str, int]] = {c: {} for c in used}
-    for c, m in zip(used, per):
-        shares = largest_remainder(ref_counts[c], int(m), names=labels_txt)
-        for b in range(nb):
-            strata.append((c, labels_txt[b]))
-            tvals.append(int(shares[b]))
-            if shares[b]:
-                table[c][labels_txt[b]] = int(shares[b])
+    strata, tvals, table = _histogram_targets(used, size, ref_counts, labels_txt)
     pool_bin = binned(values)
     if by_class:
         cls_index = {c: i for i, c in enumerate(used)}
