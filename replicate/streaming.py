@@ -219,17 +219,21 @@ class _Spill:
 def _within_pairs(spill: _Spill, ids: np.ndarray, config: Any, name: str, chunk_size: int,
                   keep_pairs: str) -> pd.DataFrame:
     from replicate import dedup
+    from replicate.hamming import HammingIndex
 
     whole = spill.prepared(ids, name)
     frames = []
     if len(whole) < 2:
         return dedup._empty_pairs(config)
+    # one multi-index table per hash over the whole pool, probed by every chunk: sub-linear
+    # per query where a scan of every hash would make the hash signal quadratic in the pool
+    index = {m: HammingIndex(whole.hashes[m]) for m in config.hash_radii}
     for start in range(0, len(whole), chunk_size):
         stop = min(start + chunk_size, len(whole))
         part = dedup._slice_prepared(whole, start, stop)
         part = replace(part, images=ImageSet(np.ascontiguousarray(whole.images.images[start:stop]),
                                              ids=ids[start:stop], name=name, _validate=False))
-        pairs = dedup.candidate_pairs(part, [], config, offset=start, within=whole)
+        pairs = dedup.candidate_pairs(part, [], config, offset=start, within=whole, within_index=index)
         frames.append(_flagged_only(pairs, config, name) if keep_pairs == "flagged" else pairs)
     return pd.concat(frames, ignore_index=True) if frames else dedup._empty_pairs(config)
 

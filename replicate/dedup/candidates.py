@@ -125,6 +125,7 @@ def candidate_pairs(
     *,
     offset: int = 0,
     within: PreparedSet | None = None,
+    within_index: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Candidate pairs of one query chunk against prepared references, with every distance.
 
@@ -141,6 +142,10 @@ def candidate_pairs(
     within
         the whole prepared query set, for pairs inside the query (reported once, with the
         lower position first); None for none.
+    within_index
+        optional :class:`~replicate.hamming.HammingIndex` per hash method over ``within``'s
+        hashes, built once for all chunks: the hash signal inside the query then probes
+        the index instead of scanning every hash (the same pairs).
 
     Returns
     -------
@@ -154,7 +159,7 @@ def candidate_pairs(
         targets.append((within, True))
     frames = []
     for ref, is_within in targets:
-        keys = _candidate_keys(query, ref, config, offset, is_within)
+        keys = _candidate_keys(query, ref, config, offset, is_within, within_index if is_within else None)
         if not keys:
             continue
         cand = pd.concat(keys, ignore_index=True)
@@ -175,7 +180,8 @@ def candidate_pairs(
 
 
 def _candidate_keys(
-    query: PreparedSet, ref: PreparedSet, config: DedupConfig, offset: int, is_within: bool
+    query: PreparedSet, ref: PreparedSet, config: DedupConfig, offset: int, is_within: bool,
+    index: Mapping[str, Any] | None = None,
 ) -> list[pd.DataFrame]:
     """What each signal proposes for one query chunk in one set: (``query_pos``,
     ``reference_pos``, the signal's rank, ``window_only``: 1 for the coarse-window search,
@@ -185,7 +191,10 @@ def _candidate_keys(
     keys: list[pd.DataFrame] = []
     extra = 1 if is_within else 0
     for method, radius in config.hash_radii.items():
-        qi, ri, _ = radius_search(query.hashes[method], ref.hashes[method], radius)
+        if index is not None and method in index:
+            qi, ri, _ = index[method].radius_search(query.hashes[method], radius)
+        else:
+            qi, ri, _ = radius_search(query.hashes[method], ref.hashes[method], radius)
         keys.append(pd.DataFrame({"query_pos": qi + offset, "reference_pos": ri}))
     available = len(ref) - extra
     if available <= 0:

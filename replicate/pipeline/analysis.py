@@ -247,7 +247,7 @@ def _report_stage(
     built: BuildOutput,
     cmp_stage: StageInfo,
     shift_stage: StageInfo | None,
-    sets: tuple[ImageSet, ImageSet, ImageSet],
+    sets: tuple[ImageSet, ImageSet, Any],
     log: Callable[[str], None],
 ) -> StageInfo:
     rcfg = cfg.report
@@ -268,7 +268,9 @@ def _report_stage(
             dedup=dedup or None,
             shift=shift,
             manifests=manifests,
-            test_sets={test.name: test, new.name: new, pool.name: pool},
+            # a streamed pool (an ImageSource) is not held in memory: the report's pair gallery then
+            # shows the original side of each flagged pair only
+            test_sets={test.name: test, new.name: new, **({pool.name: pool} if isinstance(pool, ImageSet) else {})},
             title=rcfg.title or f"replicate: {cfg.run.name}",
             seed=cfg.run.seed,
             created=od.created,  # the run's first start: stable across reruns

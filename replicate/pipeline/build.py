@@ -17,12 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from replicate._validation import fail
 from replicate.imageset import ImageSet
 from replicate.manifest import sha256_file
-from replicate.pipeline.config import BUNDLE, PipelineConfig, config_from_dict, load_config
+from replicate.pipeline.config import BUNDLE, PipelineConfig, PoolSection, config_from_dict, load_config
 from replicate.pipeline.outdir import OutputDir, open_out
 from replicate.pipeline.stages import StageInfo, run_stage
+from replicate.sources import ImageSource, detect_kind
 
 __all__ = ["build_testset", "demo_config", "BuildOutput", "Inputs", "load_pool"]
 
@@ -31,6 +34,8 @@ ConfigLike = PipelineConfig | dict | str | os.PathLike  # type: ignore[type-arg]
 # the modules whose source keys each build stage (besides this one)
 DEDUP_CODE = ("replicate.dedup", "replicate.hashing", "replicate.hamming", "replicate._l2", "replicate.imageset")
 SAMPLE_CODE = ("replicate.keywords", "replicate.sampling", "replicate.imageset")
+# and, for a streamed pool ([pool] stream = true), the modules that read and scan it
+STREAM_CODE = ("replicate.sources", "replicate.streaming")
 
 
 def _stage_rows(stages: tuple[StageInfo, ...]) -> list[dict[str, Any]]:
@@ -132,7 +137,7 @@ class Inputs:
 
     test: ImageSet
     train: ImageSet | None
-    pool: ImageSet
+    pool: ImageSet | ImageSource
 
     @property
     def originals(self) -> list[ImageSet]:
@@ -146,17 +151,44 @@ def _load_set(path: str, role: str) -> ImageSet:
     return s.renamed(f"original-{role}") if not s.name.startswith("original") else s
 
 
-def load_pool(path: str) -> ImageSet:
+def load_pool(path: str, section: PoolSection | None = None) -> ImageSet | ImageSource:
     """The candidate pool named by ``[pool] path``: a pool folder or name (``pool.toml``)
-    or anything :func:`replicate.load` reads. New kinds of source plug in here."""
+    or anything :func:`replicate.load` reads; with ``[pool] stream = true`` an
+    :class:`~replicate.sources.ImageSource` (folder tree, tar shards, Parquet) read with
+    the section's decode policy, chunk size and error policy."""
     from replicate.io import load
     from replicate.io import load_pool as load_named_pool
 
     p = Path(path)
-    return load(p) if p.exists() and not (p / "pool.toml").is_file() else load_named_pool(path)
+    if section is None or not section.stream:
+        return load(p) if p.exists() and not (p / "pool.toml").is_file() else load_named_pool(path)
+    from replicate.sources import open_source
+
+    options: dict[str, Any] = {"policy": section.policy(), "chunk_size": section.chunk_size,
+                               "on_error": section.on_error}
+    if p.exists() and not (p / "pool.toml").is_file():
+        extra: dict[str, Any] = {}
+        kind = section.kind or detect_kind(p)
+        if section.image_column is not None:
+            if kind != "parquet":
+                raise fail("config [pool] image_column", section.image_column, "used with a Parquet pool",
+                           f"{path} is a {kind} pool: remove the key.")
+            extra["image_column"] = section.image_column
+        if section.metadata is not None:
+            if kind != "folder":
+                raise fail("config [pool] metadata", section.metadata, "used with an image folder pool",
+                           f"{path} is a {kind} pool: remove the key.")
+            extra["metadata"] = section.metadata
+        return open_source(p, kind=kind, **options, **extra)
+    source: ImageSource = load_named_pool(path, stream=True)
+    return source.with_options(**options)
 
 
-def _check_consistent(sets: list[ImageSet]) -> None:
+def _image_shape(s: ImageSet | ImageSource) -> tuple[int, ...]:
+    return s.image_shape if isinstance(s, ImageSet) else (*s.policy.size, 3)
+
+
+def _check_consistent(sets: list[ImageSet | ImageSource]) -> None:
     first = sets[0]
     for s in sets[1:]:
         if s.class_names != first.class_names:
@@ -164,15 +196,18 @@ def _check_consistent(sets: list[ImageSet]) -> None:
                 f"class_names of {s.name!r} == {list(s.class_names)}; must equal those of {first.name!r} "
                 f"({list(first.class_names)}). Every stage must see one class list: map the labels first."
             )
-        if s.image_shape != first.image_shape:
-            raise fail(f"image shape of {s.name!r}", s.image_shape, f"{first.image_shape} (that of {first.name!r})")
+        if _image_shape(s) != _image_shape(first):
+            hint = ("Set [pool] thumbnail to the originals' [height, width]: distances compare thumbnails "
+                    "with images of that size." if isinstance(s, ImageSource) else None)
+            raise fail(f"image shape of {s.name!r}", _image_shape(s),
+                       f"{_image_shape(first)} (that of {first.name!r})", hint)
 
 
 def load_inputs(cfg: PipelineConfig) -> Inputs:
     """Load and cross-check the original sets and the pool (nothing is written)."""
     test = _load_set(required(cfg, cfg.original.test), "test")
     train = _load_set(cfg.original.train, "train") if cfg.original.train else None
-    pool = load_pool(required(cfg, cfg.pool.path))
+    pool = load_pool(required(cfg, cfg.pool.path), cfg.pool)
     inputs = Inputs(test, train, pool)
     _check_consistent([*inputs.originals, pool])
     return inputs
@@ -221,20 +256,40 @@ def _dedup_stage(cfg: PipelineConfig, od: OutputDir, inputs: Inputs, log: Callab
     dcfg = cfg.dedup
     options = dict(dcfg.options)
 
+    pool = inputs.pool
+    streamed = isinstance(pool, ImageSource)
+
     def work(tmp: Path) -> dict[str, Any]:
         refs = {s.name: s for s in inputs.originals}
-        result = find_near_duplicates(inputs.pool, refs, blacklist=dcfg.blacklist, **options)
+        extra: dict[str, Any] = {}
+        if isinstance(pool, ImageSource):
+            from replicate.streaming import scan_pool
+
+            scan = scan_pool(pool, refs, hashes=("phash",), blacklist=dcfg.blacklist, keyword_column=None,
+                             workers=cfg.pool.workers, **options)
+            result = scan.dedup
+            # the sample stage draws from the images that decoded; the hashes are imagehash's
+            # on each original image (the near-duplicate search compares thumbnails)
+            np.save(tmp / "kept_positions.npy", scan.kept_positions)
+            scan.hashes["phash"].save(tmp / "phash")
+            write_json(tmp / "scan.json", scan.to_dict())
+            extra = {"decoded": scan.n_decoded, "skipped": len(scan.skipped)}
+        else:
+            result = find_near_duplicates(pool, refs, blacklist=dcfg.blacklist, **options)
         result.save(tmp / "dedup")
         reasons = result.flagged["reason"].value_counts().to_dict() if len(result.flagged) else {}
-        return {"flagged": int(len(result.flagged)), "by_reason": {str(k): int(v) for k, v in reasons.items()}}
+        return {"flagged": int(len(result.flagged)), "by_reason": {str(k): int(v) for k, v in reasons.items()},
+                **extra}
 
-    fps = {s.name: s.fingerprint for s in (*inputs.originals, inputs.pool)}
+    fps = {s.name: s.fingerprint for s in (*inputs.originals, pool)}
     code = DEDUP_CODE + (("replicate.evaluation", "replicate.models") if options.get("feature_model") else ())
+    code += STREAM_CODE if streamed else ()
     return run_stage(
         od.root,
         "dedup",
         # keyed by the resolved detector settings, so a change of defaults recomputes
-        {"blacklist": dcfg.blacklist, "resolved": dcfg.resolved().to_dict()},
+        {"blacklist": dcfg.blacklist, "resolved": dcfg.resolved().to_dict(),
+         **({"pool_on_error": cfg.pool.on_error} if streamed else {})},
         {**fps, "blacklist": file_digest(dcfg.blacklist) or ""},
         work,
         code=(*code, __name__),
@@ -261,17 +316,18 @@ def _sample_stage(
         size = scfg.size if scfg.per_class is None else scfg.per_class * len(counts.classes)
         allocation = allocate(counts, size, scfg.strategy, top_k=scfg.top_k)
         exclude = DedupResult.load(dedup_stage.path / "dedup") if dedup_stage is not None else None
-        result = sample(
-            pool,
-            allocation,
-            column=kcfg.keyword_column,
-            synonyms=kcfg.synonyms,
-            exclude=exclude,
-            policy=scfg.shortfall,
-            seed=seed,
-            name=f"{cfg.run.name}-new",
-            original=str(counts.source),
-        )
+        options: dict[str, Any] = {
+            "column": kcfg.keyword_column, "synonyms": kcfg.synonyms, "exclude": exclude,
+            "policy": scfg.shortfall, "seed": seed, "name": f"{cfg.run.name}-new", "original": str(counts.source),
+        }
+        if isinstance(pool, ImageSource):
+            from replicate.streaming import sample_source
+
+            kept = dedup_stage.path / "kept_positions.npy" if dedup_stage is not None else None
+            positions = np.load(kept) if kept is not None and kept.is_file() else None
+            result = sample_source(pool, allocation, positions=positions, workers=cfg.pool.workers, **options)
+        else:
+            result = sample(pool, allocation, **options)
         fit = result.fit(counts, seed=seed)
         write_json(tmp / "sampling.json", result.to_dict())
         write_json(tmp / "fit.json", fit.to_dict())
@@ -296,7 +352,8 @@ def _sample_stage(
     return run_stage(
         od.root,
         "sample",
-        {"keywords": cfg.section("keywords"), "sampling": cfg.section("sampling"), "seed": seed, "name": cfg.run.name},
+        {"keywords": cfg.section("keywords"), "sampling": cfg.section("sampling"), "seed": seed, "name": cfg.run.name,
+         **({"pool_on_error": cfg.pool.on_error} if isinstance(pool, ImageSource) else {})},
         {
             "pool": pool.fingerprint,
             "dedup": dedup_key,
@@ -304,7 +361,7 @@ def _sample_stage(
             "synonyms": file_digest(kcfg.synonyms) or "",
         },
         work,
-        code=(*SAMPLE_CODE, __name__),
+        code=(*SAMPLE_CODE, *(STREAM_CODE if isinstance(pool, ImageSource) else ()), __name__),
         writable=od.writable,
         log=log,
     )

@@ -18,6 +18,10 @@ Schema (all sections optional)::
     [run]        name, seed, out
     [original]   test, train                  # image sets the new set must not repeat
     [pool]       path                         # a candidate pool (name or path)
+                 stream (read it chunk by chunk: an image folder tree, WebDataset tar
+                 shards or Parquet, images of any size), and for a streamed pool: kind,
+                 thumbnail, fit, resample, upsample, exif_transpose (the DecodePolicy),
+                 on_error, chunk_size, workers, image_column (Parquet), metadata (folder)
     [dedup]      enabled, blacklist, and any DedupConfig field (hash_radii, l2_k,
                  l2_rms_max, aligned_max, tiny_max, feature_model, within_query, ...)
     [keywords]   target (counts file or image set), version (v4/v6/v7 for CIFAR-10.1
@@ -179,6 +183,19 @@ def _choices_of(module: str, attr: str) -> Check:
     return check
 
 
+def _thumbnail(name: str, value: Any) -> Any:
+    """``[pool] thumbnail``: one side length or ``[height, width]``, each a whole number >= 1."""
+    sides = [value, value] if _is_int(value) else value
+    if isinstance(sides, tuple):
+        sides = list(sides)
+    if not isinstance(sides, list) or len(sides) != 2 or not all(_is_int(v) for v in sides):
+        raise fail(name, value, "a whole number or a list [height, width] of two whole numbers",
+                   "E.g. thumbnail = 32 or thumbnail = [32, 32]. " + _FIX, error=TypeError)
+    if min(sides) < 1:
+        raise fail(name, value, "sides >= 1", _FIX)
+    return (sides[0], sides[1])
+
+
 def _any(name: str, value: Any) -> Any:
     return value
 
@@ -214,12 +231,38 @@ class OriginalSection:
 class PoolSection:
     """``[pool]``: the candidate pool, a pool name (``candidates/``, bundled pools) or a path.
 
-    The one place that says what a pool reference is: new kinds of source (a folder,
-    a tar archive, a parquet file) get their keys and checks here and are opened by
-    ``replicate.pipeline.build.load_pool``.
+    The one place that says what a pool reference is. ``stream = true`` reads the pool as
+    a :class:`replicate.sources.ImageSource` (an image folder tree, WebDataset tar shards or
+    Parquet files; images of any size), chunk by chunk: hashes on each original image,
+    distances on its ``thumbnail`` (``[height, width]``, 32x32 by default: the originals'
+    size), made by ``fit``/``resample``/``upsample``/``exif_transpose`` (the fields of
+    :class:`~replicate.sources.DecodePolicy`). ``on_error = "skip"`` skips and counts
+    images that do not decode. Opened by ``replicate.pipeline.build.load_pool``.
     """
 
     path: str | None = _key(_str(optional=True))
+    stream: bool = _key(_bool, False)
+    kind: str | None = _key(_str(optional=True, choices=("folder", "webdataset", "parquet")))
+    thumbnail: tuple[int, int] = _key(_thumbnail, (32, 32))
+    fit: str = _key(_str(choices=("squash", "center_crop")), "squash")
+    resample: str = _key(_str(choices=("box", "lanczos", "bicubic", "bilinear")), "box")
+    upsample: bool = _key(_bool, False)
+    exif_transpose: bool = _key(_bool, True)
+    on_error: str = _key(_str(choices=("raise", "skip")), "raise")
+    chunk_size: int = _key(_int(1), 4096)
+    workers: int = _key(_int(1), 1)
+    image_column: str | None = _key(_str(optional=True))
+    metadata: str | None = _key(_str(optional=True))
+
+    def policy(self) -> dict[str, Any]:
+        """The :class:`replicate.sources.DecodePolicy` fields these keys give."""
+        return {"size": tuple(self.thumbnail), "fit": self.fit, "resample": self.resample,
+                "upsample": self.upsample, "exif_transpose": self.exif_transpose}
+
+
+# [pool] keys that only a streamed pool (stream = true) reads
+STREAM_KEYS = ("kind", "thumbnail", "fit", "resample", "upsample", "exif_transpose", "on_error", "chunk_size",
+               "workers", "image_column", "metadata")
 
 
 def _dedup_options(name: str, value: Any) -> Any:
@@ -328,6 +371,7 @@ _PATH_KEYS = {
     ("reanalysis", "predictions"),
     ("reanalysis", "labels"),
     ("run", "out"),
+    ("pool", "metadata"),
 }
 
 
@@ -498,9 +542,9 @@ def _resolve_paths(sections: dict[str, Any], base: Path) -> None:
     sections["evaluate"] = dataclasses.replace(ev, weights_dirs=dirs)
     pool = sections["pool"].path
     if isinstance(pool, str) and pool.startswith("bundle:"):
-        sections["pool"] = PoolSection(path=resolve_path(pool, base))
+        sections["pool"] = dataclasses.replace(sections["pool"], path=resolve_path(pool, base))
     elif isinstance(pool, str) and (base / pool).exists():
-        sections["pool"] = PoolSection(path=str(base / pool))
+        sections["pool"] = dataclasses.replace(sections["pool"], path=str(base / pool))
 
 
 def _check_across(sections: dict[str, Any]) -> None:
@@ -512,6 +556,19 @@ def _check_across(sections: dict[str, Any]) -> None:
             f">= [shift] folds ({sh.folds}), so every test fold holds images of both sets",
             _FIX,
         )
+    po = sections["pool"]
+    if not po.stream:
+        given = [k for k in STREAM_KEYS if getattr(po, k) != getattr(PoolSection(), k)]
+        if given:
+            raise fail(f"config [pool] {given[0]}", _plain(getattr(po, given[0])),
+                       "left out unless stream = true (it sets how a streamed pool is read)",
+                       "Add stream = true to [pool] to read the pool chunk by chunk, or remove the key.")
+    if po.image_column is not None and po.kind not in (None, "parquet"):
+        raise fail("config [pool] image_column", po.image_column, "used with kind = 'parquet' (or kind left out)",
+                   f"kind {po.kind!r} has no image column: remove the key.")
+    if po.metadata is not None and po.kind not in (None, "folder"):
+        raise fail("config [pool] metadata", po.metadata, "used with kind = 'folder' (or kind left out)",
+                   f"kind {po.kind!r} carries its metadata inside: remove the key.")
     sa = sections["sampling"]
     if sa.per_class is not None and sa.strategy != "v6":
         raise fail(
