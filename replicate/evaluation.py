@@ -274,15 +274,19 @@ def _features_module(module: Any) -> Any:
 
 
 class _FrozenOnCPU:
-    """The module as a frozen TorchScript graph with oneDNN conv fusion, on the CPU.
+    """The module as a frozen TorchScript graph on the CPU (with 2+ threads).
 
-    ``torch.jit.freeze`` + ``optimize_for_inference`` fuse conv + ReLU and pre-pack the
-    weights. That pays only with several threads: on one thread the frozen graph ran no
-    faster than the eager batch-norm-folded, channels-last module here, and tracing,
-    freezing and optimising cost about 2 s of a loaded 2-core box (benchmarks/
-    bench_evaluate.py), so with one thread the module stays eager. Otherwise the graph is
-    traced on the first ``CHECK_IMAGES`` images of the first batch (not the whole
-    batch: a trace runs the module once), and its logits on them are checked against
+    ``torch.jit.freeze`` inlines the weights as constants and folds what it can; the
+    graph then runs oneDNN's convolutions without the Python module dispatch. It is
+    frozen only, not passed through ``optimize_for_inference`` (conv + ReLU fusion and
+    pre-packed weights): measured in one process on this 2-core box, the optimized graph
+    ran slower than the frozen one at 2 threads (ResNet-20 163 vs 228 img/s, ResNet-56
+    39 vs 62, batches of 250; benchmarks/results/evaluate_notes.md), and a frozen-only
+    graph costs about 1 s to build instead of 1-2.5 s. On one thread the frozen graph ran
+    no faster than the eager batch-norm-folded, channels-last module (ResNet-56 129 vs
+    128 img/s, ResNet-20 290 vs 374), so with one thread the module stays eager.
+    Otherwise the graph is traced on the first ``CHECK_IMAGES`` images of the first
+    batch (a trace runs the module once), and its logits on them are checked against
     eager mode; any failure or difference falls back to eager mode for good. (``torch.
     compile`` on the CPU took 21 s to compile ResNet-56 and ran slower than eager here.)
     These torch.jit entry points are deprecated in favour of torch.compile, so their
@@ -315,7 +319,7 @@ class _FrozenOnCPU:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 traced = torch.jit.trace(self.module, sample, check_trace=False)
-                frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+                frozen = torch.jit.freeze(traced)
                 out = frozen(sample)
         except Exception:  # noqa: BLE001 - any tracing failure means: stay eager
             return None

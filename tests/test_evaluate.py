@@ -176,6 +176,52 @@ def test_fast_path_gives_the_eager_predictions(threads, keep_threads):
     np.testing.assert_allclose(feats, eager_features, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_dataset_test_and_near_duplicate_features_use_the_fast_path(threads, keep_threads, monkeypatch):
+    # the dataset test's zoo features (shift.compute_features) and the near-duplicate
+    # feature model (dedup prepare) go through evaluation's fast path (batch norm folded,
+    # channels-last; a frozen graph with 2+ threads) and match the published network
+    import replicate.evaluation as ev
+    from replicate.dedup import DedupConfig
+    from replicate.dedup.candidates import prepare
+    from replicate.io import load_npz
+    from replicate.models import get_card, load_model
+    from replicate.models._weights import PACKAGE_DATA
+    from replicate.shift.features import compute_features
+
+    s = load_npz(PACKAGE_DATA / "demo" / "cifar10_test_sample.npz", name="demo").select(np.arange(64))
+    net = load_model("resnet20")
+    with torch.no_grad():
+        plain = net.forward_features(get_card("resnet20").preprocessing(s.images).contiguous()).numpy()
+    calls: list[bool] = []
+    optimise = ev._optimise
+    frozen: list[bool] = []
+    freeze = ev._FrozenOnCPU._freeze
+
+    def spy(module, fresh, name, device, compile, need_features):
+        calls.append(need_features)
+        return optimise(module, fresh, name, device, compile, need_features)
+
+    def spy_freeze(self, sample):
+        out = freeze(self, sample)
+        frozen.append(out is not None)
+        return out
+
+    monkeypatch.setattr(ev, "_optimise", spy)
+    monkeypatch.setattr(ev._FrozenOnCPU, "_freeze", spy_freeze)
+    monkeypatch.setattr(ev, "cpu_threads", lambda samples=5: threads)
+    torch.set_num_threads(2)
+    shift = compute_features(s, "resnet20")
+    np.testing.assert_allclose(shift, plain, rtol=1e-4, atol=1e-4)
+    unit = plain / np.linalg.norm(plain, axis=1, keepdims=True)
+    assert ev.clear_cache() == 1  # the features were cached: compute them again for dedup
+    dedup = prepare(s, DedupConfig(feature_model="resnet20")).features
+    assert dedup is not None
+    np.testing.assert_allclose(dedup, unit, rtol=1e-4, atol=1e-5)
+    assert calls == [True, True]  # both built by evaluation._optimise for features
+    assert frozen == ([True, True] if threads >= 2 else [False, False])
+
+
 def test_frozen_graph_only_with_several_threads(keep_threads):
     from replicate.evaluation import _FrozenOnCPU
     from replicate.models import CifarResNet
