@@ -230,3 +230,35 @@ def test_detector_uses_the_descriptor_end_to_end():
     mine = res.pairs[res.pairs.query_id == query.ids[0]]
     assert row.feature == mine.feature.min() < 1.0 and row.flagged
     assert query.ids[0] in set(res.flagged.query_id)
+
+
+def test_shipped_weights_missing_fail_naming_every_place_searched(tmp_path, monkeypatch):
+    import replicate.models._weights as w
+
+    monkeypatch.setattr(w, "PACKAGE_WEIGHTS", tmp_path / "empty")
+    with pytest.raises(WeightsError, match=r"copydesc32-484e94cb\.npz") as e:
+        load_descriptor()
+    assert "package data" in str(e.value) and "REPLICATE_HOME" in str(e.value)
+
+
+def test_weights_of_another_model_fail_clearly(tmp_path):
+    from replicate.models.descriptor import _load_state
+
+    other = tmp_path / "other.npz"
+    np.savez(other, w=np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match=r"weights == .*other\.npz.*copydesc32 state"):
+        _load_state(CopyDescriptor(), other)
+
+
+def test_non_square_images_are_stretched_to_32x32():
+    wide = smooth_images(2, size=64)[:, ::2]  # 32 x 64: squeezed horizontally, aspect not kept
+    x = prepare(np.ascontiguousarray(wide))
+    assert x.shape == (2, 3, 32, 32)
+    ref = F.interpolate(torch.from_numpy(np.ascontiguousarray(wide)).permute(0, 3, 1, 2).float() / 255, size=(32, 32),
+                        mode="bilinear", antialias=True, align_corners=False)
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(x, (ref.clamp(0, 1) - mean) / std)
+    # embedding works on the resized input, and a 64x64 image embeds close to its 32x32 box-downsampled copy
+    big = smooth_images(1, size=64, seed=3)
+    box = big.reshape(1, 32, 2, 32, 2, 3).mean(axis=(2, 4)).round().astype(np.uint8)
+    assert float((embed(big) @ embed(box).T)[0, 0]) > 0.95

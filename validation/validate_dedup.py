@@ -574,14 +574,9 @@ def review_strata_all(train: ImageSet, test: ImageSet) -> dict:
             "default_seconds": default_seconds, "out5_strata": ROUND5_FROM, "default_cfg": default_cfg}
 
 
-def review(train: ImageSet, test: ImageSet) -> dict:
-    """Re-run the detector's candidate search (no within-test search), rebuild the strata,
-    check the labelled sample against them and estimate every review setting."""
-    labels = pd.read_csv(RESULTS / "dedup_review_labels.csv", dtype={"label": str, "reference_id_2": str})
-    r = review_strata_all(train, test)
-    st, st4, fl, res, kres, dres = r["st"], r["st4"], r["fl"], r["res"], r["kres"], r["dres"]
-    added, kept, default_cfg = r["added"], r["kept"], r["default_cfg"]
-    seconds, wide_seconds, window_seconds = r["seconds"], r["wide_seconds"], r["window_seconds"]
+def review_labels(labels: pd.DataFrame, st: pd.Series, st4: pd.Series) -> tuple:
+    """The labelled images the estimate uses, each with its stratum now (``lab``), and the
+    masks of those left out (``moved``, ``out5``, ``in_n6``, ``in_n8``) over ``labels``."""
     # rounds 1-3 recorded the stratum before the round-4 split (G, H, K), round 4 its part,
     # rounds 5 and 7 their part, round 6 N6 (now N6a or N6b). A labelled image stays in the stratum it was drawn from, except the
     # round-1 draws from H that later strata (I, J) took over: those are dropped, the rest of
@@ -605,6 +600,18 @@ def review(train: ImageSet, test: ImageSet) -> dict:
     keep = ~moved & ~out5 & ~in_n6 & ~in_n8  # N6a/N6b's samples are rounds 6 and 7's, N8a/N8b's round 8's
     lab = labels[keep][["query_id", "label", "grid"]].copy()
     lab["stratum"] = now[keep]
+    return lab, moved, out5, in_n6, in_n8
+
+
+def review(train: ImageSet, test: ImageSet) -> dict:
+    """Re-run the detector's candidate search (no within-test search), rebuild the strata,
+    check the labelled sample against them and estimate every review setting."""
+    labels = pd.read_csv(RESULTS / "dedup_review_labels.csv", dtype={"label": str, "reference_id_2": str})
+    r = review_strata_all(train, test)
+    st, st4, fl, res, kres, dres = r["st"], r["st4"], r["fl"], r["res"], r["kres"], r["dres"]
+    added, kept, default_cfg = r["added"], r["kept"], r["default_cfg"]
+    seconds, wide_seconds, window_seconds = r["seconds"], r["wide_seconds"], r["window_seconds"]
+    lab, moved, out5, in_n6, in_n8 = review_labels(labels, st, st4)
     pool = ImageSet(np.load(SHARED / "data/candidates/tinyimagenet_cifar10_32x32.npz")["images"][:4000], name="pool")
     pres = find_near_duplicates(pool, {"cifar10-train": train}, config=REVIEW_CONFIG)
     pidx = pd.Index(pool.ids)
