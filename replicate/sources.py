@@ -796,11 +796,15 @@ class ImageSource:
         return out
 
     def chunks(self, hashes: Any = None, *, workers: int | None = None,
-               positions: np.ndarray | None = None) -> Iterator[Chunk]:
+               positions: np.ndarray | None = None, executor: Any = None) -> Iterator[Chunk]:
         """Decoded chunks in order; ``hashes`` names the perceptual hashes to compute
         (method names or :class:`HashSpec`); ``workers > 1`` decodes on a process pool with at
-        most ``2 * workers`` chunks in flight (memory stays bounded by the chunk size)."""
+        most ``2 * workers`` chunks in flight (memory stays bounded by the chunk size);
+        ``executor`` (a :class:`replicate.distributed.DaskExecutor`) decodes on its cluster."""
         tasks = self.tasks(hashes, positions=positions)
+        if executor is not None:
+            yield from executor.imap(read_chunk, tasks)
+            return
         workers = 1 if workers is None else check_int("workers", workers, minimum=1)
         if workers == 1 or len(tasks) == 1:
             for t in tasks:
@@ -886,7 +890,7 @@ class ImageSource:
     # ------------------------------------------------------------------ materialise
 
     def materialise(self, positions: Sequence[int] | np.ndarray | None = None, *, name: str | None = None,
-                    workers: int | None = None) -> Any:
+                    workers: int | None = None, executor: Any = None) -> Any:
         """Decode the images (all, or those at listing ``positions``, in that order) into an ImageSet.
 
         Pixels are the canonical thumbnails; labels, ids and metadata as listed
@@ -894,14 +898,15 @@ class ImageSource:
         Images skipped under ``on_error="skip"`` are left out and listed in
         ``info["skipped"]``.
         """
-        return self._materialise(positions, name=name, workers=workers, provenance=False)
+        return self._materialise(positions, name=name, workers=workers, provenance=False, executor=executor)
 
     def materialise_with_provenance(self, positions: Any = None, *, name: str | None = None,
                                     workers: int | None = None) -> Any:
         """:meth:`materialise` plus the ``source_*`` columns (original size, mode, bytes sha256)."""
         return self._materialise(positions, name=name, workers=workers, provenance=True)
 
-    def _materialise(self, positions: Any, *, name: str | None, workers: int | None, provenance: bool) -> Any:
+    def _materialise(self, positions: Any, *, name: str | None, workers: int | None, provenance: bool,
+                     executor: Any = None) -> Any:
         from replicate.imageset import ImageSet
 
         if positions is None:
@@ -919,7 +924,7 @@ class ImageSource:
         skipped: list[tuple[str, str, str]] = []
         order = np.argsort(pos, kind="stable")
         spos = pos[order]
-        for chunk in self.chunks(workers=workers, positions=pos):
+        for chunk in self.chunks(workers=workers, positions=pos, executor=executor):
             skipped += chunk.skipped
             cp = chunk.positions
             lo, hi = np.searchsorted(spos, [chunk.start, chunk.start + len(chunk.keep)])

@@ -278,6 +278,85 @@ def merge_keywords(parts: Iterable[Mapping[tuple[int, str], int]], class_names: 
         info={"imageset": name, "column": column, "normalize": normalize, "n_images": n})
 
 
+# --------------------------------------------------------------------------- one chunk of the scan
+
+
+@dataclass(frozen=True, eq=False)
+class _ChunkScan:
+    """What :func:`_scan_chunk` found in one chunk (small enough to send back to a driver)."""
+
+    positions: np.ndarray
+    ids: np.ndarray
+    skipped: tuple[tuple[str, str, str], ...]
+    hashes: dict[str, np.ndarray]
+    pairs: pd.DataFrame | None
+    prepared: Any
+    keywords: dict[tuple[int, str], int] | None
+    timings: dict[str, float]
+
+
+def _chunk_keywords(kw_all: tuple[np.ndarray, np.ndarray] | None, start: int, n: int) -> Any:
+    return None if kw_all is None else (kw_all[0][start:start + n], kw_all[1][start:start + n])
+
+
+def _scan_chunk(chunk: Chunk, refs: Sequence[Any], cfg: Any, name: str, keep_specs: Sequence[HashSpec],
+                keep_pairs: str, want_prepared: bool, kw: tuple[np.ndarray, np.ndarray] | None, *,
+                decode: float) -> _ChunkScan:
+    """The per-chunk work of :func:`scan_pool`: candidate pairs against the prepared
+    references, the signatures for the search within the pool, the keyword cells (``kw``:
+    labels and keywords of the chunk's listed images)."""
+    from replicate import dedup as dd
+
+    timings = {"decode": decode, "search": 0.0, "keywords": 0.0}
+    pairs = prepared = None
+    if cfg is not None and len(chunk):
+        t = time.perf_counter()
+        prepared = _prepared_chunk(chunk, cfg, name)
+        if refs:
+            pairs = dd.candidate_pairs(prepared, refs, cfg, offset=0)
+            if keep_pairs == "flagged":
+                pairs = _flagged_only(pairs, cfg, name)
+        timings["search"] = time.perf_counter() - t
+    counts = None
+    if kw is not None:
+        t = time.perf_counter()
+        counts = keyword_chunk(kw[0][chunk.keep], kw[1][chunk.keep])
+        timings["keywords"] = time.perf_counter() - t
+    return _ChunkScan(chunk.positions, chunk.ids, chunk.skipped, {s.key: chunk.hashes[s.key] for s in keep_specs},
+                      pairs, prepared if want_prepared else None, counts, timings)
+
+
+def _scan_task(task_kw: tuple[Any, Any], *args: Any) -> _ChunkScan:
+    """:func:`_scan_chunk` of one :class:`~replicate.sources.ChunkTask` (decoded here): a cluster task."""
+    from replicate.sources import read_chunk
+
+    t = time.perf_counter()
+    task, kw = task_kw
+    chunk = read_chunk(task)
+    return _scan_chunk(chunk, *args, kw, decode=time.perf_counter() - t)
+
+
+def _executor(executor: Any, address: str | None, workers: int | None, source: ImageSource) -> tuple[Any, bool]:
+    """The Dask executor (``None``: local) after the checks that need no work: the name, the
+    cluster, replicate on the workers, the source's files readable there."""
+    if isinstance(executor, str) and executor == "local" and address is None:
+        return None, False
+    from replicate import distributed
+
+    ex, owned = distributed.resolve(executor, address)
+    if ex is None:
+        return None, False
+    try:
+        if workers not in (None, 1):
+            raise fail("workers", workers, "None with a Dask executor (the cluster's workers decode)")
+        ex.check_paths(source.paths)
+    except Exception:
+        if owned:
+            ex.close()
+        raise
+    return ex, owned
+
+
 # --------------------------------------------------------------------------- the scan
 
 
@@ -337,6 +416,8 @@ def scan_pool(
     keep_pairs: str = "all",
     workers: int | None = None,
     spill_dir: str | os.PathLike[str] | None = None,
+    executor: Any = "local",
+    address: str | None = None,
     **overrides: Any,
 ) -> PoolScan:
     """One pass over ``source``: hashes, near-duplicates against ``references`` (and, with
@@ -365,6 +446,11 @@ def scan_pool(
     spill_dir
         where the pool's signatures go for the search within the pool (a temporary
         directory by default; removed afterwards).
+    executor, address
+        ``"local"`` (this machine), ``"dask"`` (the per-chunk work on a Dask cluster: the
+        scheduler at ``address``, else ``DASK_SCHEDULER_ADDRESS``, else a local cluster) or a
+        :class:`replicate.distributed.DaskExecutor`; the merges run here and the result is
+        the local executor's (docs/scale.md).
     """
     source = _check_source(source)
     from replicate._validation import check_choice
@@ -380,6 +466,7 @@ def scan_pool(
     keep_specs = tuple(HashSpec(h) if isinstance(h, str) else h for h in hashes)
     specs = tuple(dict.fromkeys(keep_specs))
     shape = (*source.policy.size, 3)
+    dask_ex, owned = _executor(executor, address, workers, source)
     timings = {"decode": 0.0, "search": 0.0, "within": 0.0, "keywords": 0.0, "merge": 0.0}
     t0 = time.perf_counter()
     refs_prepared = prepare_references(references, cfg, source.name, shape) if cfg is not None else []
@@ -399,30 +486,34 @@ def scan_pool(
     skipped: list[tuple[str, str, str]] = []
     offset = 0
     try:
-        t = time.perf_counter()
-        for chunk in source.chunks(specs, workers=workers):
-            timings["decode"] += time.perf_counter() - t
-            pos = chunk.positions
-            kept.append(pos)
-            skipped += chunk.skipped
+        kw_all = (source.labels, source.metadata[keyword_column]) if keyword_column is not None else None
+        args = (refs_prepared, cfg, source.name, keep_specs, keep_pairs, spill is not None)
+        if dask_ex is None:
+            t = time.perf_counter()
+            parts: Iterable[_ChunkScan] = (
+                _scan_chunk(c, *args, _chunk_keywords(kw_all, c.start, len(c.keep)), decode=0.0)
+                for c in source.chunks(specs, workers=workers))
+        else:
+            # the reference index once per worker; each task decodes, hashes, searches and counts one chunk
+            args = (dask_ex.broadcast(refs_prepared), *args[1:])
+            parts = dask_ex.imap(_scan_task, [(task, _chunk_keywords(kw_all, task.start, len(task.ids)))
+                                              for task in source.tasks(specs)], *args)
+        for part in parts:
+            if dask_ex is None:
+                part.timings["decode"] = time.perf_counter() - t - sum(part.timings.values())
+            for k, v in part.timings.items():
+                timings[k] += v
+            kept.append(part.positions)
+            skipped += part.skipped
             for s in keep_specs:
-                hash_parts[s].append((chunk.ids, chunk.hashes[s.key]))
-            if cfg is not None and len(chunk):
-                t = time.perf_counter()
-                prepared = _prepared_chunk(chunk, cfg, source.name)
-                if refs_prepared:
-                    pairs = dd.candidate_pairs(prepared, refs_prepared, cfg, offset=0)
-                    if keep_pairs == "flagged":
-                        pairs = _flagged_only(pairs, cfg, source.name)
-                    pair_parts.append((offset, pairs))
-                if spill is not None:
-                    spill.add(prepared)
-                timings["search"] += time.perf_counter() - t
-            if keyword_column is not None:
-                t = time.perf_counter()
-                kw_parts.append(keyword_chunk(source.labels[pos], source.metadata[keyword_column][pos]))
-                timings["keywords"] += time.perf_counter() - t
-            offset += len(chunk)
+                hash_parts[s].append((part.ids, part.hashes[s.key]))
+            if part.pairs is not None:
+                pair_parts.append((offset, part.pairs))
+            if part.prepared is not None and spill is not None:
+                spill.add(part.prepared)
+            if part.keywords is not None:
+                kw_parts.append(part.keywords)
+            offset += len(part.ids)
             t = time.perf_counter()
         kept_pos = np.concatenate(kept) if kept else np.zeros(0, np.int64)
         ids = source.ids[kept_pos]
@@ -443,6 +534,8 @@ def scan_pool(
                                  within=within_pairs)
             timings["merge"] += time.perf_counter() - t
     finally:
+        if owned and dask_ex is not None:
+            dask_ex.close()
         if spill is not None:
             spill.arrays.clear()
         if tmp is not None:
@@ -469,24 +562,32 @@ def scan_pool(
 
 
 def sample_source(source: ImageSource, allocation: Any, *, positions: np.ndarray | None = None,
-                  workers: int | None = None, fingerprint: bool = False, **kwargs: Any) -> Any:
+                  workers: int | None = None, fingerprint: bool = False, executor: Any = "local",
+                  address: str | None = None, **kwargs: Any) -> Any:
     """:func:`replicate.sampling.sample` over a source: the draw reads only the listing (ids,
     labels, keywords of the images at ``positions``, e.g. a scan's ``kept_positions``; all by
     default), then only the chosen images are decoded into the new test set.
 
     ``fingerprint=True`` records the source's content fingerprint (reads every byte once).
+    ``executor``/``address`` as for :func:`scan_pool` (the chosen chunks decode on the cluster).
     Other keyword arguments as for :func:`replicate.sampling.sample`.
     """
     from replicate.sampling import sample
 
     source = _check_source(source)
+    dask_ex, owned = _executor(executor, address, workers, source)
     pos = np.arange(len(source)) if positions is None else np.asarray(positions, np.int64)
     meta = {k: v[pos] for k, v in source.metadata.items()}
     stub = _stub(source.ids[pos], source.labels[pos], source.class_names, source.name, meta,
                  info={"source": source.source_info()})
-    result = sample(stub, allocation, fingerprint=False, **kwargs)
-    chosen = stub.positions(np.array(result.selected_ids, dtype=str)) if result.selected_ids else np.zeros(0, np.int64)
-    images = source.materialise(pos[chosen], workers=workers)
+    try:
+        result = sample(stub, allocation, fingerprint=False, **kwargs)
+        chosen = stub.positions(np.array(result.selected_ids, dtype=str)) if result.selected_ids \
+            else np.zeros(0, np.int64)
+        images = source.materialise(pos[chosen], workers=workers, executor=dask_ex)
+    finally:
+        if owned and dask_ex is not None:
+            dask_ex.close()
     if len(images) != len(chosen):
         missing = sorted(set(result.selected_ids) - set(images.ids.tolist()))
         raise fail("chosen images", missing[:5], "decodable", "Scan the pool first and pass positions="

@@ -1,0 +1,206 @@
+"""The pool stages on a real local Dask cluster (a scheduler and two worker processes):
+the same results as the local executor, clear errors before any work, a killed worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from replicate import ImageSet
+from replicate.dedup import DedupConfig
+from replicate.keywords import allocate, keyword_counts
+from replicate.sources import open_source, write_shards
+from replicate.streaming import sample_source, scan_pool
+from tests.conftest import make_imageset
+
+distributed = pytest.importorskip("distributed", reason="the dask extra is not installed")
+
+FAST = DedupConfig(edge_max=None, aligned_k=0)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A LocalCluster of two single-threaded worker processes (nannies restart killed ones)."""
+    from replicate.distributed import connect
+
+    with connect(n_workers=2) as ex:
+        assert ex.n_workers == 2
+        yield ex
+
+
+def _same(a, b) -> None:
+    assert a.hashes.keys() == b.hashes.keys()
+    for k in a.hashes:
+        assert a.hashes[k] == b.hashes[k]
+    pd.testing.assert_frame_equal(a.dedup.pairs, b.dedup.pairs)
+    pd.testing.assert_frame_equal(a.dedup.groups, b.dedup.groups)
+    pd.testing.assert_frame_equal(a.dedup.flagged, b.dedup.flagged)
+    np.testing.assert_array_equal(a.dedup.kept_ids, b.dedup.kept_ids)
+    assert a.keywords.to_dict() == b.keywords.to_dict()
+    np.testing.assert_array_equal(a.kept_positions, b.kept_positions)
+    assert a.skipped == b.skipped
+
+
+def _synthetic(tmp_path, n: int = 90) -> tuple:
+    ref = make_imageset(40, seed=1, name="ref")
+    pool = make_imageset(n, seed=2, name="pool")
+    images = pool.images.copy()
+    images[3] = ref.images[5]
+    images[min(50, n - 1)] = np.clip(ref.images[9].astype(int) + 3, 0, 255).astype(np.uint8)
+    images[20] = images[11]
+    pool = ImageSet(images, pool.labels, pool.class_names, pool.ids, pool.metadata, name="pool")
+    write_shards(pool, tmp_path / "tar", shard_size=25)
+    return open_source(tmp_path / "tar", chunk_size=16, name="pool"), pool, ref
+
+
+def test_synthetic_pool_scan_and_sample_equal_local(tmp_path, cluster):
+    src, pool, ref = _synthetic(tmp_path)
+    local = scan_pool(src, {"ref": ref}, hashes=["phash", "dhash"], config=FAST)
+    dist = scan_pool(src, {"ref": ref}, hashes=["phash", "dhash"], config=FAST, executor=cluster)
+    _same(local, dist)
+    assert {"pool/000003", "pool/000050"} <= set(dist.dedup.flagged_ids)
+    assert dist.timings["decode"] > 0
+    alloc = allocate(keyword_counts(pool), 30, strategy="v6")
+    a = sample_source(src, alloc, positions=local.kept_positions, seed=3, policy="report")
+    b = sample_source(src, alloc, positions=dist.kept_positions, seed=3, policy="report", executor=cluster)
+    assert a.selected_ids == b.selected_ids and len(b.selected_ids) > 0
+    np.testing.assert_array_equal(a.testset.images, b.testset.images)
+    assert a.testset.info == b.testset.info and a.pool == b.pool
+
+
+def test_executor_started_on_demand_and_by_env(tmp_path, cluster, monkeypatch):
+    src, _, ref = _synthetic(tmp_path, n=40)
+    local = scan_pool(src, [ref], config=FAST, dedup=False)
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster.client.scheduler.address)
+    import dask
+
+    with dask.config.set({"scheduler-address": cluster.client.scheduler.address}):
+        via_env = scan_pool(src, [ref], config=FAST, dedup=False, executor="dask")
+    assert via_env.hashes["phash"] == local.hashes["phash"]
+    assert via_env.keywords.to_dict() == local.keywords.to_dict()
+    # the cluster of the test fixture is still up (the scan closed only its own client)
+    assert cluster.n_workers == 2
+
+
+def test_bad_executor_name_and_arguments(tmp_path):
+    src, _, ref = _synthetic(tmp_path, n=20)
+    with pytest.raises(ValueError, match="executor == 'ray'; must be one of"):
+        scan_pool(src, [ref], executor="ray")
+    with pytest.raises(TypeError, match="executor == 'int'"):
+        scan_pool(src, [ref], executor=3)
+    with pytest.raises(ValueError, match="address == 'tcp://x:1'; must be None with executor='local'"):
+        sample_source(src, {}, executor="local", address="tcp://x:1")
+
+
+def test_no_scheduler_at_the_address(tmp_path):
+    src, _, ref = _synthetic(tmp_path, n=20)
+    import socket
+
+    with socket.socket() as s:  # a free port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ConnectionError, match=f"address == 'tcp://127.0.0.1:{port}'; must be the address of a "
+                                              "running Dask scheduler"):
+        from replicate.distributed import connect
+
+        connect(f"tcp://127.0.0.1:{port}", timeout=1.0)
+
+
+def test_source_path_workers_cannot_read(tmp_path, cluster):
+    src, _, ref = _synthetic(tmp_path, n=20)
+    shard = src.paths[0]
+    mode = shard.stat().st_mode
+    if os.geteuid() == 0:
+        pytest.skip("root reads any file")
+    shard.chmod(0)
+    try:
+        with pytest.raises(FileNotFoundError, match="source path on Dask worker .*; must be readable by every worker"):
+            scan_pool(src, [ref], config=FAST, executor=cluster)
+    finally:
+        shard.chmod(mode)
+
+
+def test_worker_without_replicate(tmp_path):
+    """A worker whose Python cannot import replicate (no site .pth, not on the path): an
+    error naming the worker before any chunk is sent."""
+    from distributed import LocalCluster
+
+    from replicate.distributed import connect
+
+    with LocalCluster(n_workers=0, processes=True, dashboard_address=None) as lc:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env["PYTHONPATH"] = sysconfig.get_paths()["purelib"]  # distributed without the editable replicate
+        proc = subprocess.Popen([sys.executable, "-S", "-m", "distributed.cli.dask_worker", lc.scheduler_address,
+                                 "--nthreads", "1", "--no-nanny"], cwd=tmp_path, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            with pytest.raises(RuntimeError, match="Dask worker .* must be able to import replicate"):
+                connect(lc.scheduler_address, timeout=30.0)
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def test_killed_worker_mid_stage_gives_the_same_result(tmp_path, cluster):
+    """kill -9 of one worker process while the scan runs: the nanny restarts it, the
+    scheduler reruns its tasks, and the result equals the local executor's."""
+    src, _, ref = _synthetic(tmp_path, n=90)
+    src = src.with_options(chunk_size=4)
+    local = scan_pool(src, {"ref": ref}, config=FAST)
+    pids = sorted(cluster.client.run(os.getpid).values())
+    started = threading.Event()
+    out: dict = {}
+
+    def run() -> None:
+        started.set()
+        out["scan"] = scan_pool(src, {"ref": ref}, config=FAST, executor=cluster)
+
+    th = threading.Thread(target=run)
+    th.start()
+    started.wait()
+    # wait until the cluster is working on the stage's tasks, then kill one worker
+    deadline = time.time() + 30
+    while time.time() < deadline and not any(cluster.client.processing().values()):
+        time.sleep(0.02)
+    os.kill(pids[0], signal.SIGKILL)
+    th.join(120)
+    assert not th.is_alive()
+    _same(local, out["scan"])
+    deadline = time.time() + 30
+    while cluster.n_workers < 2 and time.time() < deadline:  # the nanny brings it back
+        time.sleep(0.2)
+    new = sorted(cluster.client.run(os.getpid).values())
+    assert pids[0] not in new
+
+
+@pytest.mark.shared
+def test_real_pool_dedup_and_sampling_equal_local(pool_sources, candidate_pool, cifar_test, cluster):
+    """The real 12,100-image pool (JPEG shards): hashes and keyword counts of all of it, near-
+    duplicates of its first 3,000 images against 1,000 CIFAR-10 test images (and within),
+    and a 2,000-image sample: the two-worker cluster gives the local executor's results."""
+    src = pool_sources["jpg"].with_options(chunk_size=1024)
+    whole_local = scan_pool(src, hashes=["phash"], dedup=False)
+    whole_dist = scan_pool(src, hashes=["phash"], dedup=False, executor=cluster)
+    assert whole_local.hashes["phash"] == whole_dist.hashes["phash"]
+    assert whole_local.keywords.to_dict() == whole_dist.keywords.to_dict()
+    assert whole_dist.n_decoded == len(candidate_pool) == 12_100
+    ref = {"cifar10-test": cifar_test.select(np.arange(1000))}
+    part = src.select(np.arange(3000)).with_options(chunk_size=512)
+    local = scan_pool(part, ref, config=FAST)
+    dist = scan_pool(part, ref, config=FAST, executor=cluster)
+    _same(local, dist)
+    assert dist.dedup.n_flagged > 0
+    alloc = allocate(whole_dist.keywords, 2000, strategy="v6")
+    a = sample_source(src, alloc, seed=0, policy="report")
+    b = sample_source(src, alloc, seed=0, policy="report", executor=cluster)
+    assert a.selected_ids == b.selected_ids and len(b.selected_ids) > 1000
+    np.testing.assert_array_equal(a.testset.images, b.testset.images)
