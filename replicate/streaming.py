@@ -333,7 +333,9 @@ def _scan_task(task_kw: tuple[Any, Any], *args: Any) -> _ChunkScan:
     t = time.perf_counter()
     task, kw = task_kw
     chunk = read_chunk(task)
-    return _scan_chunk(chunk, *args, kw, decode=time.perf_counter() - t)
+    refs, cfg, name, keep_specs, keep_pairs, want_prepared = args
+    return _scan_chunk(chunk, refs, cfg, name, keep_specs, keep_pairs, want_prepared, kw,
+                       decode=time.perf_counter() - t)
 
 
 def _executor(executor: Any, address: str | None, workers: int | None, source: ImageSource) -> tuple[Any, bool]:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -179,7 +179,7 @@ def load_pool(path: str, section: PoolSection | None = None) -> ImageSet | Image
                 raise fail("config [pool] metadata", section.metadata, "used with an image folder pool",
                            f"{path} is a {kind} pool: remove the key.")
             extra["metadata"] = section.metadata
-        return open_source(p, kind=kind, **options, **extra)
+        return open_source(p, kind=cast(Any, kind), **options, **extra)
     source: ImageSource = load_named_pool(path, stream=True)
     return source.with_options(**options)
 
