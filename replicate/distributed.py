@@ -191,7 +191,7 @@ def connect(address: str | None = None, *, n_workers: int | None = None, timeout
                        "Start workers with `dask worker ADDRESS`.", error=ConnectionError) from exc
     else:
         n = (os.cpu_count() or 1) if n_workers is None else check_int("n_workers", n_workers, minimum=1)
-        cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+        cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0")
         ex = DaskExecutor(distributed.Client(cluster, set_as_default=False), cluster)
     try:
         ex.check_workers()
