@@ -424,6 +424,19 @@ def _read_table(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _classes_txt(path: Path) -> list[str] | None:
+    """The class names a ``classes.txt`` lists (one per line, in label order), or None without one."""
+    if not path.is_file():
+        return None
+    names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if not names:
+        raise fail(str(path), "no class names", "one class name per line", "Fill the file or remove it.")
+    repeats = sorted({c for c in names if names.count(c) > 1})
+    if repeats:
+        raise fail(str(path), f"{repeats[:5]} listed twice", "each class name once", "Remove the repeats.")
+    return names
+
+
 def _list_folder(root: Path, metadata: Path | None, class_names: Sequence[str] | None) -> tuple[_Listing, tuple[str, ...] | None]:
     table = metadata if metadata is not None else next(
         (root / f for f in ("metadata.csv", "metadata.jsonl") if (root / f).is_file()), None)
@@ -679,10 +692,17 @@ class ImageSource:
     @classmethod
     def from_folder(cls, root: str | os.PathLike[str], *, metadata: str | os.PathLike[str] | None = None,
                     class_names: Sequence[str] | None = None, name: str | None = None, **kwargs: Any) -> ImageSource:
-        """An image folder tree: ``root/<class>/<file>`` or flat with ``metadata.csv``/``.jsonl``."""
+        """An image folder tree: ``root/<class>/<file>`` or flat with ``metadata.csv``/``.jsonl``.
+
+        Class names (in label order) come from ``class_names``, else a ``classes.txt`` (one
+        per line) in ``root``, else the class folders (sorted) or the string labels (sorted:
+        only the classes present) or ``"0".."K-1"`` for integer labels.
+        """
         root = Path(root)
         if not root.is_dir():
             raise fail("root", str(root), "an existing directory", error=NotADirectoryError)
+        if class_names is None:
+            class_names = _classes_txt(root / "classes.txt")
         listing, names = _list_folder(root, Path(metadata) if metadata is not None else None, class_names)
         return cls("folder", [root], listing, names, name=name or root.name, **_options(kwargs))
 
@@ -696,9 +716,7 @@ class ImageSource:
         """
         paths = _expand(shards, ".tar", "shards")
         if class_names is None:
-            sidecar = paths[0].parent / "classes.txt"
-            if sidecar.is_file():
-                class_names = [ln.strip() for ln in sidecar.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            class_names = _classes_txt(paths[0].parent / "classes.txt")
         listing = _list_shards(paths)
         default = paths[0].parent.name if len(paths) > 1 else paths[0].stem
         return cls("webdataset", paths, listing, tuple(class_names) if class_names else None,

@@ -179,7 +179,12 @@ def load_pool(path: str, section: PoolSection | None = None) -> ImageSet | Image
                 raise fail("config [pool] metadata", section.metadata, "used with an image folder pool",
                            f"{path} is a {kind} pool: remove the key.")
             extra["metadata"] = section.metadata
+        if section.class_names is not None:
+            extra["class_names"] = list(section.class_names)
         return open_source(p, kind=cast(Any, kind), **options, **extra)
+    if section.class_names is not None:
+        raise fail("config [pool] class_names", list(section.class_names), "used with a pool path (a folder, tar "
+                   "shards or Parquet files)", f"{path} is a named pool: its data states its classes; remove the key.")
     source: ImageSource = load_named_pool(path, stream=True)
     return source.with_options(**options)
 

@@ -21,7 +21,8 @@ Schema (all sections optional)::
                  stream (read it chunk by chunk: an image folder tree, WebDataset tar
                  shards or Parquet, images of any size), and for a streamed pool: kind,
                  thumbnail, fit, resample, upsample, exif_transpose (the DecodePolicy),
-                 on_error, chunk_size, workers, image_column (Parquet), metadata (folder)
+                 on_error, chunk_size, workers, image_column (Parquet), metadata (folder),
+                 class_names (the classes in label order, e.g. when string labels miss some)
     [dedup]      enabled, blacklist, and any DedupConfig field (hash_radii, l2_k,
                  l2_rms_max, aligned_max, tiny_max, feature_model, within_query, ...)
     [keywords]   target (counts file or image set), version (v4/v6/v7 for CIFAR-10.1
@@ -120,8 +121,10 @@ def _str(*, optional: bool = False, choices: tuple[str, ...] | None = None) -> C
     return check
 
 
-def _str_list(item: Check, *, allow_empty: bool = True) -> Check:
+def _str_list(item: Check, *, allow_empty: bool = True, optional: bool = False) -> Check:
     def check(name: str, value: Any) -> Any:
+        if value is None and optional:
+            return None
         if not isinstance(value, list):
             example = f"[{value!r}]" if isinstance(value, str) else "[...]"
             raise fail(name, value, "a list of strings", f"Write it as a list: {example}. " + _FIX, error=TypeError)
@@ -237,7 +240,9 @@ class PoolSection:
     distances on its ``thumbnail`` (``[height, width]``, 32x32 by default: the originals'
     size), made by ``fit``/``resample``/``upsample``/``exif_transpose`` (the fields of
     :class:`~replicate.sources.DecodePolicy`). ``on_error = "skip"`` skips and counts
-    images that do not decode. Opened by ``replicate.pipeline.build.load_pool``.
+    images that do not decode. ``class_names`` lists the classes in label order (needed
+    when a flat folder's string labels do not name every class; a ``classes.txt`` in the
+    folder or beside the shards does the same). Opened by ``replicate.pipeline.build.load_pool``.
     """
 
     path: str | None = _key(_str(optional=True))
@@ -253,6 +258,7 @@ class PoolSection:
     workers: int = _key(_int(1), 1)
     image_column: str | None = _key(_str(optional=True))
     metadata: str | None = _key(_str(optional=True))
+    class_names: tuple[str, ...] | None = _key(_str_list(_str(), allow_empty=False, optional=True))
 
     def policy(self) -> dict[str, Any]:
         """The :class:`replicate.sources.DecodePolicy` fields these keys give."""
@@ -262,7 +268,7 @@ class PoolSection:
 
 # [pool] keys that only a streamed pool (stream = true) reads
 STREAM_KEYS = ("kind", "thumbnail", "fit", "resample", "upsample", "exif_transpose", "on_error", "chunk_size",
-               "workers", "image_column", "metadata")
+               "workers", "image_column", "metadata", "class_names")
 
 
 def _dedup_options(name: str, value: Any) -> Any:
