@@ -244,3 +244,102 @@ def test_stale_temp_dirs_only_of_dead_processes(tmp_path: Path) -> None:
     finally:
         live.kill()
         live.wait()
+
+
+# [pool] keys of a streamed pool (stream = true): one bad value per rule, each error names the key
+STREAM_BAD = [
+    ("kind", "tar", ValueError, r"config \[pool\] kind == 'tar'; must be one of: 'folder', 'webdataset', 'parquet'"),
+    ("kind", 3, TypeError, r"config \[pool\] kind == 3; must be a non-empty string"),
+    ("thumbnail", 0, ValueError, r"config \[pool\] thumbnail == 0; must be sides >= 1"),
+    ("thumbnail", [32, 0], ValueError, r"config \[pool\] thumbnail == \[32, 0\]; must be sides >= 1"),
+    ("thumbnail", [32, 32, 3], TypeError, r"config \[pool\] thumbnail == \[32, 32, 3\]; must be a whole number or a list "
+     r"\[height, width\]"),
+    ("thumbnail", 32.0, TypeError, r"config \[pool\] thumbnail == 32\.0; must be a whole number or a list"),
+    ("thumbnail", "32", TypeError, r"config \[pool\] thumbnail == '32'; must be a whole number or a list"),
+    ("fit", "crop", ValueError, r"config \[pool\] fit == 'crop'; must be one of: 'squash', 'center_crop'"),
+    ("fit", True, TypeError, r"config \[pool\] fit == True; must be a non-empty string"),
+    ("resample", "nearest", ValueError, r"config \[pool\] resample == 'nearest'; must be one of: 'box', 'lanczos', "
+     r"'bicubic', 'bilinear'"),
+    ("upsample", "yes", TypeError, r"config \[pool\] upsample == 'yes'; must be true or false"),
+    ("upsample", 1, TypeError, r"config \[pool\] upsample == 1; must be true or false"),
+    ("exif_transpose", 0, TypeError, r"config \[pool\] exif_transpose == 0; must be true or false"),
+    ("on_error", "ignore", ValueError, r"config \[pool\] on_error == 'ignore'; must be one of: 'raise', 'skip'"),
+    ("chunk_size", 0, ValueError, r"config \[pool\] chunk_size == 0; must be >= 1"),
+    ("chunk_size", 64.5, TypeError, r"config \[pool\] chunk_size == 64\.5; must be a whole number >= 1"),
+    ("chunk_size", "64", TypeError, r"config \[pool\] chunk_size == '64'; must be a whole number >= 1"),
+    ("workers", 0, ValueError, r"config \[pool\] workers == 0; must be >= 1"),
+    ("workers", 2.0, TypeError, r"config \[pool\] workers == 2\.0; must be a whole number >= 1"),
+    ("image_column", "", TypeError, r"config \[pool\] image_column == ''; must be a non-empty string"),
+    ("image_column", ["image"], TypeError, r"config \[pool\] image_column == \['image'\]; must be a non-empty string"),
+    ("metadata", 5, TypeError, r"config \[pool\] metadata == 5; must be a non-empty string"),
+    ("class_names", "cat", TypeError, r"config \[pool\] class_names == 'cat'; must be a list of strings\. Write it as a "
+     r"list: \['cat'\]"),
+    ("class_names", [], ValueError, r"config \[pool\] class_names == \[\]; must be a non-empty list"),
+    ("class_names", ["cat", "dog", "cat"], ValueError, r"config \[pool\] class_names == .*must be a list without repeats.*"
+     r"'cat' is listed twice"),
+    ("class_names", ["cat", 7], TypeError, r"config \[pool\] class_names\[1\] == 7; must be a non-empty string"),
+    ("class_names", ["cat", ""], TypeError, r"config \[pool\] class_names\[1\] == ''; must be a non-empty string"),
+]
+
+# a valid non-default value of every stream key (each is refused without stream = true)
+STREAM_GOOD = {"kind": "webdataset", "thumbnail": [48, 40], "fit": "center_crop", "resample": "lanczos",
+               "upsample": True, "exif_transpose": False, "on_error": "skip", "chunk_size": 64, "workers": 2,
+               "image_column": "jpg", "metadata": "rows.csv", "class_names": ["cat", "dog"]}
+
+
+def _streamed(**keys: object) -> dict:
+    raw = copy.deepcopy(BASE)
+    raw["pool"] = {"path": "shards", "stream": True, **keys}
+    return raw
+
+
+@pytest.mark.parametrize(("key", "value", "error", "pattern"), STREAM_BAD, ids=[f"{k}={v!r}" for k, v, *_ in STREAM_BAD])
+def test_bad_stream_key_names_the_key_value_and_rule(key: str, value: object, error: type[Exception], pattern: str) -> None:
+    with pytest.raises(error, match=pattern):
+        config_from_dict(_streamed(**{key: value}))
+
+
+def test_every_stream_key_is_covered() -> None:
+    from replicate.pipeline.config import STREAM_KEYS
+
+    assert set(STREAM_GOOD) == set(STREAM_KEYS)
+    assert set(STREAM_KEYS) <= {k for k, *_ in STREAM_BAD}
+
+
+@pytest.mark.parametrize("key", sorted(STREAM_GOOD))
+def test_stream_keys_need_stream_true(key: str) -> None:
+    value = STREAM_GOOD[key]
+    raw = copy.deepcopy(BASE)
+    raw["pool"][key] = value
+    with pytest.raises(ValueError, match=rf"config \[pool\] {key} == .*; must be left out unless stream = true.*"
+                                         r"Add stream = true"):
+        config_from_dict(raw)
+    raw["pool"]["stream"] = False
+    with pytest.raises(ValueError, match=rf"config \[pool\] {key} == "):
+        config_from_dict(raw)
+    # with stream = true the same value is accepted (kind-specific keys with a matching kind)
+    kind = {"image_column": "parquet", "metadata": "folder"}.get(key)
+    cfg = config_from_dict(_streamed(**{key: value}, **({"kind": kind} if kind and key != "kind" else {})))
+    got = getattr(cfg.pool, key)
+    assert (list(got) if isinstance(got, tuple) else got) == value
+
+
+def test_kind_specific_stream_keys_and_round_trip() -> None:
+    with pytest.raises(ValueError, match=r"config \[pool\] image_column == 'jpg'; must be used with kind = 'parquet'"):
+        config_from_dict(_streamed(kind="webdataset", image_column="jpg"))
+    with pytest.raises(ValueError, match=r"config \[pool\] metadata == 'rows.csv'; must be used with kind = 'folder'"):
+        config_from_dict(_streamed(kind="parquet", metadata="rows.csv"))
+    cfg = config_from_dict(_streamed(class_names=["cat", "dog"], thumbnail=[48, 40]))
+    assert cfg.pool.class_names == ("cat", "dog") and cfg.pool.thumbnail == (48, 40)
+    assert config_from_dict(cfg.to_dict()) == cfg
+    assert config_from_dict(BASE).pool.class_names is None
+
+
+def test_class_names_refused_for_a_named_pool() -> None:
+    from replicate.pipeline.build import load_pool
+
+    cfg = config_from_dict(_streamed(class_names=["cat", "dog"]))
+    section = dataclasses.replace(cfg.pool, path="tinyimagenet-cifar10-sample")
+    with pytest.raises(ValueError, match=r"config \[pool\] class_names == \['cat', 'dog'\]; must be used with a pool "
+                                         r"path .*named pool"):
+        load_pool("tinyimagenet-cifar10-sample", section)
