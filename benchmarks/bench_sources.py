@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
 
     import replicate
-    from replicate._l2 import _dots, _shifted, l2_knn
+    from replicate._l2 import _dots, _int_mm_is_fast, _shifted, l2_knn
     from replicate.dedup import DedupConfig, find_near_duplicates
     from replicate.keywords import allocate
     from replicate.sampling import sample
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         pool_dir = Path(tmp.name)
     else:
         pool_dir = a.keep
-    results: dict = {"n": a.n, "planted": a.planted, "workers": a.workers, "chunk_size": a.chunk_size}
+    results: dict = {"load_average_at_start": [round(x, 2) for x in os.getloadavg()], "n": a.n, "planted": a.planted, "workers": a.workers, "chunk_size": a.chunk_size}
     if not (pool_dir / "planted.json").is_file() or json.loads((pool_dir / "planted.json").read_text())["n"] != a.n:
         t = time.perf_counter()
         subprocess.run([sys.executable, str(ROOT / "benchmarks/make_shard_pool.py"), str(pool_dir), "--n", str(a.n),
@@ -123,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         "int8_l2_product_multiply_adds_per_s": float(f"{l2_product_rate * len(r) * 3072:.3g}"),
         "l2_knn_images_per_s_vs_60000": round(l2_knn_rate, 1),
         "measured_on_images": n_k,
+        # the exact integer product's kernel: torch._int_mm, or exact float32 blocks where a
+        # probe finds _int_mm slower (replicate._l2._int_mm_is_fast)
+        "int8_product_kernel": "torch._int_mm" if _int_mm_is_fast() else "float32 exact blocks",
     }
     del thumbs, q, r, q8
 
@@ -192,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         "same_flagged_pairs_and_distances": bool(same_pairs),
         "same_sample_ids": None if mem_sample is None else bool(mem_sample == sampled.selected_ids),
     }
+    results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     if tmp is not None:
         tmp.cleanup()
     write(a.topic, results)

@@ -130,13 +130,38 @@ def _shifted(block: np.ndarray) -> torch.Tensor:
     return t.view(torch.int8) ^ -128
 
 
-def _dots(q8: torch.Tensor, rT8: torch.Tensor, product: str) -> np.ndarray:
-    if product == "int8":
-        return torch._int_mm(q8, rT8).numpy()
+_INT_MM_FAST: bool | None = None
+
+
+def _int_mm_is_fast() -> bool:
+    """Whether ``torch._int_mm`` beats the exact float32 blocks here (probed once per process).
+
+    Both give the same exact integers; only the speed differs. Some torch CPU builds
+    (2.14.1+cu130 on the project's 2-core box) run ``_int_mm`` at about 1e9 multiply-adds/s,
+    some 15x slower than float32 products, so the probe picks the faster of the two.
+    """
+    global _INT_MM_FAST
+    if _INT_MM_FAST is None:
+        import time
+
+        g = torch.Generator().manual_seed(0)
+        a = torch.randint(-128, 128, (256, 1024), dtype=torch.int8, generator=g)
+        b = torch.randint(-128, 128, (512, 1024), dtype=torch.int8, generator=g).T.contiguous()
+        times = []
+        for f in (lambda: torch._int_mm(a, b), lambda: _exact_f32(a, b)):
+            f()
+            t = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t)
+        _INT_MM_FAST = times[0] <= times[1]
+    return _INT_MM_FAST
+
+
+def _exact_f32(q8: torch.Tensor, rT8: torch.Tensor) -> torch.Tensor:
+    """``q8 @ rT8`` exactly, as int32: float32 products over blocks of columns small enough
+    that every partial sum is an integer below 2^24, summed in int32."""
     qf = q8.to(torch.float32)
     rf = rT8.to(torch.float32)
-    if product == "float32":
-        return (qf @ rf).numpy()
     d = q8.shape[1]
     out = None
     for s in range(0, d, _EXACT_F32_BLOCK):
@@ -144,7 +169,15 @@ def _dots(q8: torch.Tensor, rT8: torch.Tensor, product: str) -> np.ndarray:
         out = part if out is None else out.add_(part)
     if out is None:  # pragma: no cover - d >= 1 is checked by the caller
         raise RuntimeError("no pixel columns to multiply")
-    return out.numpy()
+    return out
+
+
+def _dots(q8: torch.Tensor, rT8: torch.Tensor, product: str) -> np.ndarray:
+    if product == "int8":
+        return (torch._int_mm(q8, rT8) if _int_mm_is_fast() else _exact_f32(q8, rT8)).numpy()
+    if product == "float32-exact":
+        return _exact_f32(q8, rT8).numpy()
+    return (q8.to(torch.float32) @ rT8.to(torch.float32)).numpy()  # "float32": plain, a speed baseline
 
 
 def l2_knn(

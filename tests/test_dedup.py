@@ -94,6 +94,25 @@ def test_l2_knn_matches_brute_force_with_ties(product):
     np.testing.assert_array_equal(res.within_radius, (full <= 250**2).sum(1))
 
 
+@pytest.mark.parametrize("int_mm_fast", [True, False])
+def test_int8_product_is_exact_on_either_kernel(int_mm_fast, monkeypatch):
+    """"int8" uses torch._int_mm or, where a probe finds that slower, exact float32 blocks:
+    the same integers either way, even at the extremes (every product 128 * 128, 3,072 columns)."""
+    from replicate import _l2
+
+    monkeypatch.setattr(_l2, "_INT_MM_FAST", int_mm_fast)
+    rng = np.random.default_rng(3)
+    q = rng.choice(np.array([0, 255], np.uint8), (20, 32, 32, 3))
+    r = np.concatenate([rng.choice(np.array([0, 255], np.uint8), (30, 32, 32, 3)), 255 - q[:5], q[5:8]])
+    q8, r8 = _l2._shifted(q.reshape(20, -1)), _l2._shifted(r.reshape(len(r), -1))
+    want = q8.to(torch.int64) @ r8.to(torch.int64).T
+    np.testing.assert_array_equal(_l2._dots(q8, r8.T.contiguous(), "int8"), want.numpy())
+    res = l2_knn(q, r, k=4, reference_chunk=16)
+    order, dist, _ = brute_knn(q, r, 4)
+    np.testing.assert_array_equal(res.sq_distances, dist)
+    np.testing.assert_array_equal(res.indices, order)
+
+
 def test_l2_knn_within_set_excludes_self_and_ignores_chunking():
     rng = np.random.default_rng(1)
     x = rng.integers(0, 256, (41, 4, 4, 3), dtype=np.uint8)
