@@ -896,3 +896,26 @@ def test_presets_name_the_measured_settings(sets):
         DedupConfig.preset("balance")
     with pytest.raises(ValueError, match=r"keyword argument == 'edge_maxx'; must be one of"):
         DedupConfig.preset("fast", edge_maxx=1.0)
+
+
+def test_cosine_knn_blocked_over_references_equals_one_block():
+    """The tiny-image / feature kNN holds at most chunk x ref_chunk similarities: blocked over
+    the references it gives the one-block answer, ties (exact copies in different blocks)
+    going to the lower index."""
+    from replicate.dedup.signatures import _cosine_knn
+
+    rng = np.random.default_rng(4)
+    r = rng.normal(size=(300, 12)).astype(np.float32)
+    r[[250, 40, 130]] = r[7]  # three copies of row 7, in three blocks
+    r /= np.linalg.norm(r, axis=1, keepdims=True)
+    q = np.concatenate([r[:20] + 0.05 * rng.normal(size=(20, 12)).astype(np.float32), r[[7]]])
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    one_i, one_d = _cosine_knn(q, r, 6, chunk=8)
+    for ref_chunk in (50, 64, 299):
+        i, d = _cosine_knn(q, r, 6, chunk=8, ref_chunk=ref_chunk)
+        np.testing.assert_array_equal(i, one_i)
+        np.testing.assert_array_equal(d, one_d)
+    full = (q.astype(np.float64) @ r.T.astype(np.float64))
+    np.testing.assert_array_equal(i[:20, 0], np.argmax(full[:20], axis=1))
+    np.testing.assert_array_equal(one_i[20, :4], [7, 40, 130, 250])
+    np.testing.assert_array_equal(_cosine_knn(q, r, 6, chunk=8, ref_chunk=50)[0][20, :4], [7, 40, 130, 250])

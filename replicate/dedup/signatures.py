@@ -395,19 +395,51 @@ def window_knn(
     return idx
 
 
-def _cosine_knn(q: np.ndarray, r: np.ndarray, k: int, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """k nearest rows of unit vectors by ``sqrt(2 - 2 cos)`` (ties: lower index; float32)."""
+def _cosine_knn(q: np.ndarray, r: np.ndarray, k: int, chunk: int = 4096,
+                ref_chunk: int = 32768) -> tuple[np.ndarray, np.ndarray]:
+    """k nearest rows of unit vectors by ``sqrt(2 - 2 cos)`` (ties: lower index; float32).
+
+    Blocked over both sides: at most ``chunk * ref_chunk`` similarities (512 MB) are held,
+    whatever the number of references (a streamed pool's search within itself passes the
+    whole pool, memory-mapped, as ``r``). Up to ``ref_chunk`` references it is one block;
+    beyond, each block's top k are merged into the running top k (value, then index)."""
     qt = torch.from_numpy(q)
-    rt = torch.from_numpy(r)
     k = min(k, len(r))
     idx = np.empty((len(q), k), dtype=np.int64)
     dist = np.empty((len(q), k), dtype=np.float64)
     for s in range(0, len(q), chunk):
-        sim = qt[s : s + chunk] @ rt.T
-        v, i = torch.topk(sim, k, dim=1, largest=True, sorted=True)
+        qs = qt[s : s + chunk]
+        if len(r) <= ref_chunk:
+            v, i = _by_value_then_index(*torch.topk(qs @ torch.from_numpy(np.asarray(r)).T, k, dim=1), k)
+        else:
+            v, i = _blocked_topk(qs, r, k, ref_chunk)
         idx[s : s + len(v)] = i.numpy()
         dist[s : s + len(v)] = torch.sqrt(torch.clamp(2 - 2 * v.double(), min=0)).numpy()
     return idx, dist
+
+
+def _by_value_then_index(v: torch.Tensor, i: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest values per row, ties in increasing index (``torch.topk`` orders ties
+    arbitrarily)."""
+    by_index = torch.sort(i, dim=1, stable=True).indices
+    v, i = v.gather(1, by_index), i.gather(1, by_index)
+    by_value = torch.sort(v, dim=1, descending=True, stable=True).indices[:, :k]
+    return v.gather(1, by_value), i.gather(1, by_value)
+
+
+def _blocked_topk(qs: torch.Tensor, r: np.ndarray, k: int, ref_chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top ``k`` of ``qs @ r.T`` per row, one block of ``ref_chunk`` references at a time."""
+    best_v = best_i = None
+    for c0 in range(0, len(r), ref_chunk):
+        block = torch.from_numpy(np.ascontiguousarray(r[c0 : c0 + ref_chunk]))
+        v, i = torch.topk(qs @ block.T, min(k, len(block)), dim=1, largest=True, sorted=True)
+        i = i + c0
+        if best_v is not None and best_i is not None:
+            v, i = torch.cat([best_v, v], 1), torch.cat([best_i, i], 1)
+        best_v, best_i = _by_value_then_index(v, i, k)
+    if best_v is None or best_i is None:  # pragma: no cover - r is non-empty (k >= 1 is checked)
+        raise RuntimeError("no references to search")
+    return best_v, best_i
 
 
 def _unit_features(x: np.ndarray) -> np.ndarray:
