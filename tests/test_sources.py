@@ -406,3 +406,30 @@ def test_load_and_load_pool_open_sources(tmp_path, toy):
     with pytest.raises(ValueError, match="stream == True; must be False for pool 'mypool', whose data 'x.npy' is an "
                                          "in-memory format"):
         replicate.load_pool(pool, stream=True)
+
+
+def test_flat_folder_class_names_from_classes_txt_or_argument(tmp_path):
+    """String labels name only the classes present; classes.txt (or class_names=) gives all,
+    in label order; a classes.txt with repeats or no names is an error naming the file."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, label in enumerate(["dog", "cat", "dog"]):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        rows.append({"file": f"{i}.png", "label": label})
+    (tmp_path / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    src = open_source(tmp_path)
+    assert src.class_names == ("cat", "dog") and src.labels.tolist() == [1, 0, 1]
+    (tmp_path / "classes.txt").write_text("airplane\ncat\n\ndog\n")
+    src = open_source(tmp_path)
+    assert src.class_names == ("airplane", "cat", "dog") and src.labels.tolist() == [2, 1, 2]
+    src = open_source(tmp_path, class_names=["dog", "cat", "bird"])  # the argument wins
+    assert src.labels.tolist() == [0, 1, 0]
+    (tmp_path / "classes.txt").write_text("cat\nbird\n")
+    with pytest.raises(ValueError, match=r"labels in folder source .* == \['dog'\]; must be one of class_names"):
+        open_source(tmp_path)
+    (tmp_path / "classes.txt").write_text("cat\ndog\ncat\n")
+    with pytest.raises(ValueError, match=r"classes\.txt == \"\['cat'\] listed twice\"; must be each class name once"):
+        open_source(tmp_path)
+    (tmp_path / "classes.txt").write_text("\n\n")
+    with pytest.raises(ValueError, match=r"classes\.txt == 'no class names'; must be one class name per line"):
+        open_source(tmp_path)
