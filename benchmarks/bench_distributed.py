@@ -26,7 +26,6 @@ The load average before and after each part is recorded (``loaded``: above the c
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
