@@ -13,7 +13,7 @@ import torch
 from conftest import make_imageset
 from PIL import Image
 
-from replicate._l2 import l2_knn, l2_sq_distances
+from replicate._l2 import fastest_exact_product, l2_knn, l2_sq_distances
 from replicate.dedup import (
     DedupConfig,
     DedupResult,
@@ -80,7 +80,7 @@ def sets():
 # ------------------------------------------------------------------------------ exact pixel kNN
 
 
-@pytest.mark.parametrize("product", ["int8", "float32-exact"])
+@pytest.mark.parametrize("product", ["auto", "int8", "float32-exact"])
 def test_l2_knn_matches_brute_force_with_ties(product):
     rng = np.random.default_rng(0)
     q = rng.integers(0, 256, (37, 6, 5, 3), dtype=np.uint8)
@@ -92,6 +92,9 @@ def test_l2_knn_matches_brute_force_with_ties(product):
     np.testing.assert_array_equal(res.sq_distances, dist)
     np.testing.assert_array_equal(res.indices[3, :3], [4, 9, 20])
     np.testing.assert_array_equal(res.within_radius, (full <= 250**2).sum(1))
+    # "auto" records the exact path it took (the faster one on this machine)
+    assert res.product == (fastest_exact_product() if product == "auto" else product)
+    assert res.product in ("int8", "float32-exact")
 
 
 def test_l2_knn_within_set_excludes_self_and_ignores_chunking():
@@ -129,7 +132,7 @@ def test_l2_knn_bad_input():
         l2_knn(x[:0], x, k=1)
     with pytest.raises(TypeError, match="images.dtype == 'float32'; must be uint8"):
         l2_knn(x.astype(np.float32), k=1)
-    with pytest.raises(ValueError, match="product == 'int'; must be one of: 'int8'.*Did you mean 'int8'"):
+    with pytest.raises(ValueError, match="product == 'int'; must be one of: 'auto', 'int8'.*Did you mean 'int8'"):
         l2_knn(x, k=1, product="int")
     with pytest.raises(ValueError, match="radius == -1.0; must be a finite number >= 0"):
         l2_knn(x, k=1, radius=-1)
