@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
 
     import replicate
-    from replicate._l2 import _dots, _int_mm_is_fast, _shifted, l2_knn
+    from replicate._l2 import _dots, _shifted, fastest_exact_product, l2_knn
     from replicate.dedup import DedupConfig, find_near_duplicates
     from replicate.keywords import allocate
     from replicate.sampling import sample
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     q8 = _shifted(q)
     t = time.perf_counter()
     for c0 in range(0, len(r), 4096):
-        _dots(q8, _shifted(r[c0 : c0 + 4096]).T.contiguous(), "int8")
+        _dots(q8, _shifted(r[c0 : c0 + 4096]).T.contiguous(), fastest_exact_product())
     l2_product_rate = len(q) / (time.perf_counter() - t)
     t = time.perf_counter()
     l2_knn(q, r, k=config.l2_k)
@@ -124,9 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         "int8_l2_product_multiply_adds_per_s": float(f"{l2_product_rate * len(r) * 3072:.3g}"),
         "l2_knn_images_per_s_vs_60000": round(l2_knn_rate, 1),
         "measured_on_images": n_k,
-        # the exact integer product's kernel: torch._int_mm, or exact float32 blocks where a
-        # probe finds _int_mm slower (replicate._l2._int_mm_is_fast)
-        "int8_product_kernel": "torch._int_mm" if _int_mm_is_fast() else "float32 exact blocks",
+        # the exact product the search uses ("auto": replicate._l2.fastest_exact_product)
+        "exact_product_kernel": fastest_exact_product(),
     }
     del thumbs, q, r, q8
 

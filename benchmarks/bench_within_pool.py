@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--topic", default="sources-within")
     ap.add_argument("--no-check", action="store_true", help="skip the in-memory comparison (halves the time)")
     a = ap.parse_args(argv)
-    from replicate._l2 import _int_mm_is_fast, l2_knn
+    from replicate._l2 import fastest_exact_product, l2_knn
 
     results: dict = {"load_average_at_start": [round(x, 2) for x in os.getloadavg()], "chunk": a.chunk, "k": a.k}
     with np.load(SHARED / "data/candidates/tinyimagenet_cifar10_32x32.npz") as d:
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     images = np.ascontiguousarray(images[: a.n])
     n = len(images)
     results["n"] = n
-    results["int8_product_kernel"] = "torch._int_mm" if _int_mm_is_fast() else "float32 exact blocks"
+    results["exact_product_kernel"] = fastest_exact_product()
     with tempfile.TemporaryDirectory(prefix="within-") as tmp:
         path = Path(tmp) / "images.npy"
         np.save(path, images)

@@ -13,7 +13,7 @@ import torch
 from conftest import make_imageset
 from PIL import Image
 
-from replicate._l2 import l2_knn, l2_sq_distances
+from replicate._l2 import fastest_exact_product, l2_knn, l2_sq_distances
 from replicate.dedup import (
     DedupConfig,
     DedupResult,
@@ -80,7 +80,7 @@ def sets():
 # ------------------------------------------------------------------------------ exact pixel kNN
 
 
-@pytest.mark.parametrize("product", ["int8", "float32-exact"])
+@pytest.mark.parametrize("product", ["auto", "int8", "float32-exact"])
 def test_l2_knn_matches_brute_force_with_ties(product):
     rng = np.random.default_rng(0)
     q = rng.integers(0, 256, (37, 6, 5, 3), dtype=np.uint8)
@@ -92,22 +92,25 @@ def test_l2_knn_matches_brute_force_with_ties(product):
     np.testing.assert_array_equal(res.sq_distances, dist)
     np.testing.assert_array_equal(res.indices[3, :3], [4, 9, 20])
     np.testing.assert_array_equal(res.within_radius, (full <= 250**2).sum(1))
+    # "auto" records the exact path it took (the faster one on this machine)
+    assert res.product == (fastest_exact_product() if product == "auto" else product)
+    assert res.product in ("int8", "float32-exact")
 
 
-@pytest.mark.parametrize("int_mm_fast", [True, False])
-def test_int8_product_is_exact_on_either_kernel(int_mm_fast, monkeypatch):
-    """"int8" uses torch._int_mm or, where a probe finds that slower, exact float32 blocks:
-    the same integers either way, even at the extremes (every product 128 * 128, 3,072 columns)."""
+@pytest.mark.parametrize("product", ["int8", "float32-exact", "auto"])
+def test_exact_products_agree_at_the_extremes(product):
+    """Both exact kernels (and "auto", the faster here) give the same integers, even at the
+    extremes (every product 128 * 128, 3,072 columns)."""
     from replicate import _l2
 
-    monkeypatch.setattr(_l2, "_INT_MM_FAST", int_mm_fast)
     rng = np.random.default_rng(3)
     q = rng.choice(np.array([0, 255], np.uint8), (20, 32, 32, 3))
     r = np.concatenate([rng.choice(np.array([0, 255], np.uint8), (30, 32, 32, 3)), 255 - q[:5], q[5:8]])
     q8, r8 = _l2._shifted(q.reshape(20, -1)), _l2._shifted(r.reshape(len(r), -1))
     want = q8.to(torch.int64) @ r8.to(torch.int64).T
-    np.testing.assert_array_equal(_l2._dots(q8, r8.T.contiguous(), "int8"), want.numpy())
-    res = l2_knn(q, r, k=4, reference_chunk=16)
+    name = _l2.fastest_exact_product() if product == "auto" else product
+    np.testing.assert_array_equal(_l2._dots(q8, r8.T.contiguous(), name), want.numpy())
+    res = l2_knn(q, r, k=4, reference_chunk=16, product=product)
     order, dist, _ = brute_knn(q, r, 4)
     np.testing.assert_array_equal(res.sq_distances, dist)
     np.testing.assert_array_equal(res.indices, order)
@@ -148,7 +151,7 @@ def test_l2_knn_bad_input():
         l2_knn(x[:0], x, k=1)
     with pytest.raises(TypeError, match="images.dtype == 'float32'; must be uint8"):
         l2_knn(x.astype(np.float32), k=1)
-    with pytest.raises(ValueError, match="product == 'int'; must be one of: 'int8'.*Did you mean 'int8'"):
+    with pytest.raises(ValueError, match="product == 'int'; must be one of: 'auto', 'int8'.*Did you mean 'int8'"):
         l2_knn(x, k=1, product="int")
     with pytest.raises(ValueError, match="radius == -1.0; must be a finite number >= 0"):
         l2_knn(x, k=1, radius=-1)

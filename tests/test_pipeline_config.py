@@ -343,3 +343,34 @@ def test_class_names_refused_for_a_named_pool() -> None:
     with pytest.raises(ValueError, match=r"config \[pool\] class_names == \['cat', 'dog'\]; must be used with a pool "
                                          r"path .*named pool"):
         load_pool("tinyimagenet-cifar10-sample", section)
+
+
+def test_run_executor_and_address_rules() -> None:
+    """[run] executor is one of replicate.distributed.EXECUTORS; address needs executor = 'dask';
+    'dask' needs a streamed pool and one decode worker per process; both stay out of the config hash."""
+    from replicate.pipeline.build import config_hash, with_executor
+
+    streamed = {"pool": {"path": "p", "stream": True}}
+    cfg = config_from_dict({"run": {"executor": "dask", "address": "tcp://h:8786"}, **streamed})
+    assert (cfg.run.executor, cfg.run.address) == ("dask", "tcp://h:8786")
+    assert config_from_dict({}).run.executor == "local" and config_from_dict({}).run.address is None
+    with pytest.raises(ValueError, match=r"config \[run\] executor == 'ray'; must be one of: 'local', 'dask'"):
+        config_from_dict({"run": {"executor": "ray"}, **streamed})
+    with pytest.raises(TypeError, match=r"config \[run\] address == 8786"):
+        config_from_dict({"run": {"executor": "dask", "address": 8786}, **streamed})
+    with pytest.raises(ValueError, match=r"config \[run\] address == 'tcp://h:8786'; must be used with executor = "
+                                         r"'dask'.*executor 'local' connects to no cluster"):
+        config_from_dict({"run": {"address": "tcp://h:8786"}, **streamed})
+    with pytest.raises(ValueError, match=r"config \[run\] executor == 'dask'; must be used with \[pool\] stream = "
+                                         r"true.*Add stream = true"):
+        config_from_dict({"run": {"executor": "dask"}, "pool": {"path": "p"}})
+    with pytest.raises(ValueError, match=r"config \[pool\] workers == 4; must be 1 with \[run\] executor = 'dask'"):
+        config_from_dict({"run": {"executor": "dask"}, "pool": {"path": "p", "stream": True, "workers": 4}})
+    local = config_from_dict(streamed)
+    assert config_hash(cfg) == config_hash(local)  # where the stages run is not what they compute
+    assert config_hash(local) != config_hash(local.replace(run={"seed": 1}))
+    assert with_executor(cfg, "local").run.address is None
+    assert with_executor(local, "dask", "tcp://x:1").run.address == "tcp://x:1"
+    assert with_executor(local) is local
+    with pytest.raises(ValueError, match=r"config \[run\] address == 'tcp://x:1'; must be used with executor"):
+        with_executor(local, address="tcp://x:1")

@@ -16,6 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("config", help="a TOML config (schema: replicate.config; examples in configs/)")
         _common(p)
+        p.add_argument("--executor", choices=("local", "dask"),
+                       help="where a streamed pool's stages run (replaces [run] executor; docs/scale.md)")
+        p.add_argument("--address", help="the Dask scheduler (replaces [run] address; default: "
+                       "DASK_SCHEDULER_ADDRESS, else a local cluster)")
         p.set_defaults(func=run_command, stage=name)
     p = sub.add_parser("demo", help="the full run on the embedded default (real data bundled with replicate)")
     _common(p)
@@ -51,9 +55,11 @@ def _run(args: argparse.Namespace) -> int:
         config = pipeline.demo_config(args.out or "demo-out")
         result = pipeline.run(config, out=args.out, overwrite=args.overwrite, quiet=args.quiet)
     elif args.stage == "build":
-        result = pipeline.build_testset(args.config, out=args.out, overwrite=args.overwrite, quiet=args.quiet)
+        result = pipeline.build_testset(args.config, out=args.out, overwrite=args.overwrite, quiet=args.quiet,
+                                        executor=args.executor, address=args.address)
     else:
-        result = pipeline.run(args.config, out=args.out, overwrite=args.overwrite, quiet=args.quiet)
+        result = pipeline.run(args.config, out=args.out, overwrite=args.overwrite, quiet=args.quiet,
+                              executor=args.executor, address=args.address)
     data = result.to_dict()
     if args.json:
         print_json(data)

@@ -30,6 +30,7 @@ from replicate.pipeline.build import (
     logger,
     opened,
     require,
+    with_executor,
     write_json,
 )
 from replicate.pipeline.config import PipelineConfig, ReanalysisSection
@@ -68,13 +69,15 @@ def evaluate_and_report(
     out: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     quiet: bool = False,
+    executor: str | None = None,
+    address: str | None = None,
 ) -> RunOutput:
     """Evaluate models on the original and the new set, compare, and render the reports.
 
     Builds the new test set first if this output directory does not hold it yet (a
     cached no-op otherwise). Arguments as for :func:`replicate.pipeline.build_testset`.
     """
-    cfg = as_config(config)
+    cfg = with_executor(as_config(config), executor, address)
     require(cfg, evaluate=True)
     inputs = load_inputs(cfg)
     log = logger(quiet)
@@ -89,9 +92,11 @@ def run(
     out: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     quiet: bool = False,
+    executor: str | None = None,
+    address: str | None = None,
 ) -> RunOutput:
     """Everything: build the new test set, evaluate, compare, test for shift, report."""
-    return evaluate_and_report(config, out=out, overwrite=overwrite, quiet=quiet)
+    return evaluate_and_report(config, out=out, overwrite=overwrite, quiet=quiet, executor=executor, address=address)
 
 
 # --------------------------------------------------------------------------- weights

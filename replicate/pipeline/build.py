@@ -22,12 +22,19 @@ import numpy as np
 from replicate._validation import fail
 from replicate.imageset import ImageSet
 from replicate.manifest import sha256_file
-from replicate.pipeline.config import BUNDLE, PipelineConfig, PoolSection, config_from_dict, load_config
+from replicate.pipeline.config import (
+    BUNDLE,
+    PLACEMENT_KEYS,
+    PipelineConfig,
+    PoolSection,
+    config_from_dict,
+    load_config,
+)
 from replicate.pipeline.outdir import OutputDir, open_out
 from replicate.pipeline.stages import StageInfo, run_stage
 from replicate.sources import ImageSource, detect_kind
 
-__all__ = ["build_testset", "demo_config", "BuildOutput", "Inputs", "load_pool"]
+__all__ = ["build_testset", "demo_config", "with_executor", "BuildOutput", "Inputs", "load_pool"]
 
 ConfigLike = PipelineConfig | dict | str | os.PathLike  # type: ignore[type-arg]
 
@@ -78,8 +85,53 @@ def as_config(config: ConfigLike) -> PipelineConfig:
     return config_from_dict(config)
 
 
+def with_executor(cfg: PipelineConfig, executor: str | None = None, address: str | None = None) -> PipelineConfig:
+    """``cfg`` with ``[run] executor``/``address`` replaced (checked again); ``None`` keeps the
+    config's. A new executor other than ``"dask"`` drops the config's address."""
+    if executor is None and address is None:
+        return cfg
+    run: dict[str, Any] = {}
+    if executor is not None:
+        run["executor"] = executor
+        if executor != "dask":
+            run["address"] = None
+    if address is not None:
+        run["address"] = address
+    return cfg.replace(run=run)
+
+
 def config_hash(cfg: PipelineConfig) -> str:
-    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
+    """The config's digest, without the keys that only say where the stages run
+    (``[run] executor``/``address``): a run on a cluster and one on this machine share
+    an output directory and its cached stages."""
+    data = cfg.to_dict()
+    data["run"] = {k: v for k, v in data["run"].items() if k not in PLACEMENT_KEYS}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class _Cluster:
+    """The run's executor for the streamed pool stages: ``"local"``, or one Dask
+    connection made when the first stage that needs it runs (a run whose stages are all
+    cached connects to nothing) and closed by :meth:`close` at the end of the run."""
+
+    def __init__(self, cfg: PipelineConfig) -> None:
+        self.name, self.address = cfg.run.executor, cfg.run.address
+        self._ex: Any = None
+        self._owned = False
+
+    def get(self) -> Any:
+        if self.name == "local":
+            return "local"
+        if self._ex is None:
+            from replicate.distributed import resolve
+
+            self._ex, self._owned = resolve(self.name, self.address)
+        return self._ex
+
+    def close(self) -> None:
+        if self._ex is not None and self._owned:
+            self._ex.close()
+        self._ex = None
 
 
 def require(cfg: PipelineConfig, *, evaluate: bool) -> None:
@@ -240,14 +292,17 @@ def build_testset(
     out: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     quiet: bool = False,
+    executor: str | None = None,
+    address: str | None = None,
 ) -> BuildOutput:
     """Pool -> near-duplicate removal -> keyword-matched sample -> the new test set.
 
     ``config`` is a :class:`PipelineConfig`, a TOML path or a TOML-shaped mapping;
     ``out`` replaces ``[run] out``; ``overwrite`` replaces a run with another config
-    there (only the files replicate wrote are removed).
+    there (only the files replicate wrote are removed); ``executor``/``address`` replace
+    ``[run] executor``/``address`` (where the streamed pool's stages run, docs/scale.md).
     """
-    cfg = as_config(config)
+    cfg = with_executor(as_config(config), executor, address)
     require(cfg, evaluate=False)
     inputs = load_inputs(cfg)
     log = logger(quiet)
@@ -255,7 +310,8 @@ def build_testset(
         return build(cfg, od, inputs, log)
 
 
-def _dedup_stage(cfg: PipelineConfig, od: OutputDir, inputs: Inputs, log: Callable[[str], None]) -> StageInfo:
+def _dedup_stage(cfg: PipelineConfig, od: OutputDir, inputs: Inputs, log: Callable[[str], None],
+                 cluster: _Cluster) -> StageInfo:
     from replicate.dedup import find_near_duplicates
 
     dcfg = cfg.dedup
@@ -271,7 +327,7 @@ def _dedup_stage(cfg: PipelineConfig, od: OutputDir, inputs: Inputs, log: Callab
             from replicate.streaming import scan_pool
 
             scan = scan_pool(pool, refs, hashes=("phash",), blacklist=dcfg.blacklist, keyword_column=None,
-                             workers=cfg.pool.workers, **options)
+                             workers=cfg.pool.workers, executor=cluster.get(), **options)
             result = scan.dedup
             # the sample stage draws from the images that decoded; the hashes are imagehash's
             # on each original image (the near-duplicate search compares thumbnails)
@@ -304,7 +360,8 @@ def _dedup_stage(cfg: PipelineConfig, od: OutputDir, inputs: Inputs, log: Callab
 
 
 def _sample_stage(
-    cfg: PipelineConfig, od: OutputDir, inputs: Inputs, dedup_stage: StageInfo | None, log: Callable[[str], None]
+    cfg: PipelineConfig, od: OutputDir, inputs: Inputs, dedup_stage: StageInfo | None, log: Callable[[str], None],
+    cluster: _Cluster,
 ) -> StageInfo:
     from replicate.dedup import DedupResult
     from replicate.keywords import allocate, load_keyword_counts
@@ -330,7 +387,8 @@ def _sample_stage(
 
             kept = dedup_stage.path / "kept_positions.npy" if dedup_stage is not None else None
             positions = np.load(kept) if kept is not None and kept.is_file() else None
-            result = sample_source(pool, allocation, positions=positions, workers=cfg.pool.workers, **options)
+            result = sample_source(pool, allocation, positions=positions, workers=cfg.pool.workers,
+                                   executor=cluster.get(), **options)
         else:
             result = sample(pool, allocation, **options)
         fit = result.fit(counts, seed=seed)
@@ -375,11 +433,15 @@ def _sample_stage(
 def build(cfg: PipelineConfig, od: OutputDir, inputs: Inputs, log: Callable[[str], None]) -> BuildOutput:
     """Run the build stages in an opened output directory."""
     stages: list[StageInfo] = []
-    dedup_stage = _dedup_stage(cfg, od, inputs, log) if cfg.dedup.enabled else None
-    if dedup_stage is not None:
-        stages.append(dedup_stage)
-    sample_stage = _sample_stage(cfg, od, inputs, dedup_stage, log)
-    stages.append(sample_stage)
+    cluster = _Cluster(cfg)
+    try:
+        dedup_stage = _dedup_stage(cfg, od, inputs, log, cluster) if cfg.dedup.enabled else None
+        if dedup_stage is not None:
+            stages.append(dedup_stage)
+        sample_stage = _sample_stage(cfg, od, inputs, dedup_stage, log, cluster)
+        stages.append(sample_stage)
+    finally:
+        cluster.close()
     root = od.root
     testset_path = root / "new-testset"
     new = ImageSet.load(sample_stage.path / "testset")

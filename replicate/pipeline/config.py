@@ -15,7 +15,8 @@ A config file never makes replicate run code from elsewhere: ``hub:`` model entr
 
 Schema (all sections optional)::
 
-    [run]        name, seed, out
+    [run]        name, seed, out, executor ("local" or "dask": where a streamed pool's
+                 stages run), address (a Dask scheduler; executor = "dask" only)
     [original]   test, train                  # image sets the new set must not repeat
     [pool]       path                         # a candidate pool (name or path)
                  stream (read it chunk by chunk: an image folder tree, WebDataset tar
@@ -215,11 +216,17 @@ def _key(check: Check, default: Any = None, *, factory: Callable[[], Any] | None
 
 @dataclass(frozen=True)
 class RunSection:
-    """``[run]``: the run's name, the seed of every random choice, the output directory."""
+    """``[run]``: the run's name, the seed of every random choice, the output directory,
+    and where a streamed pool's stages run: ``executor = "dask"`` maps them over the
+    workers of the Dask scheduler at ``address`` (else ``DASK_SCHEDULER_ADDRESS``, else a
+    local cluster started for the run; docs/scale.md). Results and stage cache keys do not
+    depend on ``executor``/``address``."""
 
     name: str = _key(_str(), "replicate-run")
     seed: int = _key(_int(0), 0)
     out: str = _key(_str(), "out")
+    executor: str = _key(_choices_of("replicate.distributed", "EXECUTORS"), "local")
+    address: str | None = _key(_str(optional=True))
 
 
 @dataclass(frozen=True)
@@ -265,6 +272,10 @@ class PoolSection:
         return {"size": tuple(self.thumbnail), "fit": self.fit, "resample": self.resample,
                 "upsample": self.upsample, "exif_transpose": self.exif_transpose}
 
+
+# [run] keys that say where the stages run, not what they compute: left out of the
+# config hash of the output directory (and of every stage's cache key)
+PLACEMENT_KEYS = ("executor", "address")
 
 # [pool] keys that only a streamed pool (stream = true) reads
 STREAM_KEYS = ("kind", "thumbnail", "fit", "resample", "upsample", "exif_transpose", "on_error", "chunk_size",
@@ -563,6 +574,17 @@ def _check_across(sections: dict[str, Any]) -> None:
             _FIX,
         )
     po = sections["pool"]
+    ru = sections["run"]
+    if ru.address is not None and ru.executor != "dask":
+        raise fail("config [run] address", ru.address, "used with executor = 'dask' (the scheduler to connect to)",
+                   f"executor {ru.executor!r} connects to no cluster: set executor = 'dask' or remove the key.")
+    if ru.executor != "local" and not po.stream:
+        raise fail("config [run] executor", ru.executor, "used with [pool] stream = true (the cluster runs the "
+                   "streamed pool's chunks; an in-memory pool is scanned on this machine)",
+                   "Add stream = true to [pool], or set executor = 'local'.")
+    if ru.executor != "local" and po.workers != 1:
+        raise fail("config [pool] workers", po.workers, f"1 with [run] executor = {ru.executor!r} (the cluster's "
+                   "workers decode the chunks)", "Remove the key; size the cluster instead.")
     if not po.stream:
         given = [k for k in STREAM_KEYS if getattr(po, k) != getattr(PoolSection(), k)]
         if given:
