@@ -206,7 +206,10 @@ def main() -> int:
     ops = ["default", "balanced", *sorted(set(best_per_family.values()) - {"default", "balanced"})]
     base = rule_masks(pairs, vd.DEFAULT_REVIEW)
     ones = lab[lab.label.astype(str) == "1"]
-    shown = labels.set_index("query_id").loc[ones.query_id]
+    # every train image a labeller was shown for a test image (an image can be labelled in several rounds)
+    shown: dict[str, set] = {}
+    for row in labels.itertuples():
+        shown.setdefault(row.query_id, set()).update(x for x in (row.reference_id, row.reference_id_2) if pd.notna(x))
     missed, shown_found = {}, {}
     for k in ops:
         fam, thr = family(k)
@@ -228,7 +231,7 @@ def main() -> int:
         missed[k] = rows_m
         # of the labelled same-photograph images found, how many with the train image shown
         if fam == "alone":
-            hit = [train.ids[te_idx[test.positions([q])[0], 0]] in (shown.loc[q].reference_id, shown.loc[q].reference_id_2)
+            hit = [train.ids[te_idx[test.positions([q])[0], 0]] in shown.get(q, set())
                    for q in ones.query_id[f.loc[ones.query_id].to_numpy()]]
         else:
             if k == "default":
@@ -244,7 +247,7 @@ def main() -> int:
             got = set(zip(fp.query_id, fp.reference_id))
             hit = []
             for q in ones.query_id[f.loc[ones.query_id].to_numpy()]:
-                refs = {shown.loc[q].reference_id, shown.loc[q].reference_id_2}
+                refs = shown.get(q, set())
                 h = any((q, r_) in got for r_ in refs)
                 if fam == "or" and not h:
                     h = train.ids[te_idx[test.positions([q])[0], 0]] in refs and top1[idx.get_loc(q)] >= thr
