@@ -76,6 +76,24 @@ def evaluate_and_report(
 
     Builds the new test set first if this output directory does not hold it yet (a
     cached no-op otherwise). Arguments as for :func:`replicate.pipeline.build_testset`.
+
+    Parameters
+    ----------
+    config
+        a :class:`PipelineConfig`, a TOML path or a TOML-shaped mapping.
+    out
+        the output directory (``None``: the config's ``[run] out``).
+    overwrite
+        replace a run with another config in ``out`` (only the files replicate wrote are removed).
+    quiet
+        do not print progress to stderr.
+    executor, address
+        replace ``[run] executor``/``address`` (``None``: the config's; docs/scale.md).
+
+    Returns
+    -------
+    RunOutput
+        the build's output, the evaluations, comparisons and the rendered reports.
     """
     cfg = with_executor(as_config(config), executor, address)
     require(cfg, evaluate=True)
@@ -95,7 +113,26 @@ def run(
     executor: str | None = None,
     address: str | None = None,
 ) -> RunOutput:
-    """Everything: build the new test set, evaluate, compare, test for shift, report."""
+    """Everything: build the new test set, evaluate, compare, test for shift, report.
+
+    Parameters
+    ----------
+    config
+        a :class:`PipelineConfig`, a TOML path or a TOML-shaped mapping.
+    out
+        the output directory (``None``: the config's ``[run] out``).
+    overwrite
+        replace a run with another config in ``out`` (only the files replicate wrote are removed).
+    quiet
+        do not print progress to stderr.
+    executor, address
+        replace ``[run] executor``/``address`` (``None``: the config's; docs/scale.md).
+
+    Returns
+    -------
+    RunOutput
+        as :func:`evaluate_and_report`.
+    """
     return evaluate_and_report(config, out=out, overwrite=overwrite, quiet=quiet, executor=executor, address=address)
 
 

@@ -301,6 +301,24 @@ def build_testset(
     ``out`` replaces ``[run] out``; ``overwrite`` replaces a run with another config
     there (only the files replicate wrote are removed); ``executor``/``address`` replace
     ``[run] executor``/``address`` (where the streamed pool's stages run, docs/scale.md).
+
+    Parameters
+    ----------
+    config
+        a :class:`PipelineConfig`, a TOML path or a TOML-shaped mapping.
+    out
+        the output directory (``None``: the config's ``[run] out``).
+    overwrite
+        replace a run with another config in ``out`` (only the files replicate wrote are removed).
+    quiet
+        do not print progress to stderr.
+    executor, address
+        replace ``[run] executor``/``address`` (``None``: the config's; docs/scale.md).
+
+    Returns
+    -------
+    BuildOutput
+        the dedup, sampling and new test set of the run.
     """
     cfg = with_executor(as_config(config), executor, address)
     require(cfg, evaluate=False)

@@ -273,7 +273,26 @@ def _writable(root: Path) -> bool:
 def open_out(
     root: Path, config: Mapping[str, Any], digest: str, overwrite: bool, log: Callable[[str], None]
 ) -> Iterator[OutputDir]:
-    """Check, lock and record the output directory for the length of a run (see the module doc)."""
+    """Check, lock and record the output directory for the length of a run (see the module doc).
+
+    Parameters
+    ----------
+    root
+        the output directory (created when missing).
+    config
+        the run's config as a mapping, recorded in the run record.
+    digest
+        the config's hash; a directory holding a run with another hash is refused unless ``overwrite``.
+    overwrite
+        remove the previous run's files (only those replicate wrote) and start afresh.
+    log
+        called with progress messages.
+
+    Yields
+    ------
+    OutputDir
+        the checked, locked directory; the lock is released when the ``with`` block ends.
+    """
     _check_path(root)
     _check_same_run(root, digest, overwrite)  # before anything is written
     if not root.exists():

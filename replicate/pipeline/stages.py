@@ -132,6 +132,28 @@ def run_stage(
     ``code`` names the modules whose source goes into the key. With
     ``writable=False`` (a read-only output directory) a stage that is not cached is an
     error naming it, before anything is attempted.
+
+    Parameters
+    ----------
+    root
+        the output directory; stages live in ``root/stages/<name>-<key[:16]>``.
+    name
+        the stage's name (part of its directory name and its key).
+    config, inputs
+        the stage's configuration and its inputs' digests (``{name: digest}``), both in the key.
+    work
+        computes the stage in the temporary directory it is given and returns its summary.
+    code
+        module names whose source goes into the key.
+    writable
+        whether ``root`` may be written (False: an uncached stage raises ``PermissionError``).
+    log
+        called with progress messages (``None``: silent).
+
+    Returns
+    -------
+    StageInfo
+        the stage's name, key, directory, whether it was cached, seconds taken and summary.
     """
     key = stage_key(name, config, inputs, code)
     stages = root / "stages"

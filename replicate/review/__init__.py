@@ -66,6 +66,25 @@ def open_review(
     ``pairs`` is a dedup result or its ``pairs`` table; ``references`` maps the
     ``reference_set`` names to their image sets (see :class:`ReviewQueue`).
     Reopening the same ``db`` resumes: the log is replayed and new decisions append.
+
+    Parameters
+    ----------
+    candidates
+        the candidate :class:`~replicate.imageset.ImageSet` to review.
+    db
+        path of the SQLite decision log (created when missing).
+    pairs
+        a dedup result or its ``pairs`` table (``None``: no pair review).
+    references
+        ``{reference_set name: ImageSet}`` for the pairs' other images.
+    keyword_column
+        the candidates' metadata column holding each image's keyword.
+    pair_rows
+        which pair rows to review, as for :class:`ReviewQueue` (``"flagged"`` by default).
+
+    Returns
+    -------
+    ReviewSession
     """
     import secrets
 

@@ -61,7 +61,21 @@ def create_app(
     stage: str = "select",
     allowed_hosts: Iterable[str] = LOOPBACK_HOSTS,
 ) -> Flask:
-    """The Flask app over one review session; ``app.config['REVIEW_TOKEN']`` holds the token."""
+    """The Flask app over one review session; ``app.config['REVIEW_TOKEN']`` holds the token.
+
+    Parameters
+    ----------
+    session
+        the review session served.
+    token
+        the access token every request must carry (``None``: a random one).
+    reviewer
+        the default reviewer name.
+    stage
+        the stage shown first: ``"select"`` or ``"verify"``.
+    allowed_hosts
+        the ``Host`` header values accepted (loopback names by default).
+    """
     stage = check_choice("stage", stage, STAGES)
     token = token or secrets.token_urlsafe(24)
     app = Flask(__name__, static_folder="static", static_url_path="/static")
@@ -445,6 +459,25 @@ def start_server(
 
     Binding to anything but a loopback address makes the review reachable from
     other machines: it is allowed only when asked for, and warns.
+
+    Parameters
+    ----------
+    session
+        the review session served.
+    host, port
+        the address to bind (``"127.0.0.1"`` by default) and port (0: a free one).
+    reviewer
+        the default reviewer name.
+    stage
+        the stage shown first: ``"select"`` or ``"verify"``.
+    token
+        the access token (``None``: a random one).
+    background
+        start serving in a background thread (False: return the unstarted server).
+
+    Returns
+    -------
+    ReviewServer
     """
     if not isinstance(host, str) or not host:
         raise fail("host", host, "an address such as '127.0.0.1'")

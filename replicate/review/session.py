@@ -134,7 +134,30 @@ class ReviewSession:
         images: bool = True,
         scale: int = 1,
     ) -> dict[str, Any]:
-        """One page of the label queue after filters; ``page=None`` opens at the first pending item."""
+        """One page of the label queue after filters; ``page=None`` opens at the first pending item.
+
+        Parameters
+        ----------
+        stage
+            ``"select"`` or ``"verify"`` (verify shows only what select kept).
+        class_name, keyword
+            show only this (shown) class, this keyword (``None``: all).
+        status
+            show only items with this status, one of ``LABEL_STATUSES`` (``None``: all).
+        page
+            the page number from 0 (``None``: the page of the first pending item).
+        per_page
+            items per page, 1 to ``MAX_PER_PAGE``.
+        images
+            include each image as a data URL.
+        scale
+            image enlargement factor, 1 to 8.
+
+        Returns
+        -------
+        dict
+            the page's rows and counts, as the review app's JSON.
+        """
         stage = check_choice("stage", stage, STAGES)
         per_page = check_int("per_page", per_page, 1, MAX_PER_PAGE)
         scale = check_int("scale", scale, 1, 8)
@@ -208,7 +231,28 @@ class ReviewSession:
         images: bool = True,
         scale: int = 1,
     ) -> dict[str, Any]:
-        """One page of flagged pairs; ``page=None`` opens at the first pending pair."""
+        """One page of flagged pairs; ``page=None`` opens at the first pending pair.
+
+        Parameters
+        ----------
+        stage
+            ``"select"`` or ``"verify"`` (verify shows only what select kept).
+        status
+            show only pairs with this status, one of ``PAIR_STATUSES`` (``None``: all).
+        page
+            the page number from 0 (``None``: the page of the first pending item).
+        per_page
+            items per page, 1 to ``MAX_PER_PAGE``.
+        images
+            include each image as a data URL.
+        scale
+            image enlargement factor, 1 to 8.
+
+        Returns
+        -------
+        dict
+            the page's pair rows and counts, as the review app's JSON.
+        """
         stage = check_choice("stage", stage, STAGES)
         per_page = check_int("per_page", per_page, 1, MAX_PER_PAGE)
         scale = check_int("scale", scale, 1, 8)
@@ -422,7 +466,28 @@ class ReviewSession:
         ref_id: str = "",
         reason: str = "",
     ) -> Event | None:
-        """Retract the reviewer's latest standing decision (on ``item`` or overall)."""
+        """Retract the reviewer's latest standing decision (on ``item`` or overall).
+
+        Parameters
+        ----------
+        reviewer
+            whose decision to retract.
+        stage
+            ``"select"`` or ``"verify"``.
+        kind
+            ``"label"`` or ``"pair"``.
+        item
+            the item id (``None``: the reviewer's latest decision on any item).
+        ref_set, ref_id
+            the pair's reference set and id (pairs only; ``""`` for labels).
+        reason
+            an optional note stored with the undo.
+
+        Returns
+        -------
+        Event or None
+            the ``undo`` event, or ``None`` when there was nothing to undo.
+        """
         reviewer = check_reviewer(reviewer)
         stage = check_choice("stage", stage, STAGES)
         kind = check_choice("kind", kind, ("label", "pair"))

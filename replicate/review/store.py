@@ -245,7 +245,29 @@ class ReviewStore:
         reason: str = "",
         session: str = "",
     ) -> Event:
-        """Append one decision and commit it; returns the stored event."""
+        """Append one decision and commit it; returns the stored event.
+
+        Parameters
+        ----------
+        reviewer
+            who decided.
+        stage
+            ``"select"`` or ``"verify"``.
+        kind
+            ``"label"`` or ``"pair"``.
+        item
+            the item's id.
+        verdict
+            the decision.
+        ref_set, ref_id
+            the pair's reference set and id (pairs only).
+        label, class_name
+            a corrected label and its class name (``None``: none).
+        reason
+            an optional note.
+        session
+            the writing session's id.
+        """
         with self._connect() as con:
             con.execute("BEGIN IMMEDIATE")
             try:
@@ -287,6 +309,23 @@ class ReviewStore:
         Appends an ``undo`` event naming the retracted one; returns it, or ``None``
         when there is nothing left to undo. Target lookup and insert share one
         transaction, so two undos at once never retract the same event twice.
+
+        Parameters
+        ----------
+        reviewer
+            whose decision to retract.
+        stage
+            ``"select"`` or ``"verify"``.
+        kind
+            ``"label"`` or ``"pair"``.
+        item
+            the item id (``None``: the reviewer's latest decision on any item).
+        ref_set, ref_id
+            the pair's reference set and id (pairs only; ``""`` for labels).
+        reason
+            an optional note stored with the undo.
+        session
+            the writing session's id.
         """
         query = (
             "SELECT seq, kind, item, ref_set, ref_id FROM events e WHERE reviewer=? AND stage=? AND kind=? "
