@@ -148,6 +148,24 @@ def accuracy_scatter(
     (accuracies in [0, 1]), optional ``x_low``/``x_high``/``y_low``/``y_high`` (interval
     bounds), and optional ``fit``: ``grid`` (original accuracies), ``line`` (fitted new
     accuracy), ``band_low``/``band_high`` and ``band_label``, all already in accuracy units.
+
+    Parameters
+    ----------
+    series
+        one dict per new test set, as described above.
+    name, title
+        the figure's name (file stem) and title.
+    xlabel, ylabel
+        the axis labels.
+    scale
+        the axes' scale: ``"probit"`` (default) or linear.
+    fmt, dpi
+        image format (``"png"`` by default) and resolution of the encoded figure.
+
+    Returns
+    -------
+    Figure
+        the encoded figure with its alt text and caption.
     """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 5.6), layout="constrained")
@@ -217,6 +235,22 @@ def agreement_scatter(result: Any, *, name: str, title: str | None = None, fmt: 
 
     ``result`` is an :class:`~replicate.stats.AgreementLine`; its agreement line is drawn, and
     where the new set's accuracies are known the accuracy points and line too (probit axes).
+
+    Parameters
+    ----------
+    result
+        an :class:`~replicate.stats.AgreementLine`.
+    name
+        the figure's name (file stem).
+    title
+        the title (``None``: "Agreement on the line: <original> -> <new>").
+    fmt, dpi
+        image format (``"png"`` by default) and resolution of the encoded figure.
+
+    Returns
+    -------
+    Figure
+        the encoded figure with its alt text and caption.
     """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 5.6), layout="constrained")
@@ -276,6 +310,29 @@ def class_drop_plot(
     (``others``, one sequence per model in the same class order) as grey dots; more classes
     (e.g. ImageNet's 1,000) as the sorted drop profile with its interval band and the
     ``label_top`` largest drops named.
+
+    Parameters
+    ----------
+    classes
+        the class names, in the order of ``gap``.
+    gap, gap_low, gap_high
+        the drop per class and its interval bounds, as fractions (drawn in points);
+        bounds ``None``: no interval.
+    name, title
+        the figure's name (file stem) and title.
+    others
+        the other models' drops per class (``None``: none drawn).
+    reference
+        the model's name for the legend (``None``: no label).
+    fmt, dpi
+        image format (``"png"`` by default) and resolution of the encoded figure.
+    label_top
+        how many of the largest drops are named on the profile (more than 40 classes).
+
+    Returns
+    -------
+    Figure
+        the encoded figure with its alt text and caption.
     """
     plt = _pyplot()
     g = np.asarray(gap, float) * 100
@@ -340,7 +397,28 @@ def keyword_plot(
     fmt: str = "png",
     dpi: int = 110,
 ) -> Figure:
-    """Share of each keyword in the new set against its target (the ``top`` largest targets)."""
+    """Share of each keyword in the new set against its target (the ``top`` largest targets).
+
+    Parameters
+    ----------
+    keywords
+        the keyword names.
+    new_counts, target_counts
+        the new set's and the target's count per keyword (same order; drawn as shares in %).
+    name, title
+        the figure's name (file stem) and title.
+    new_label, target_label
+        legend labels of the two bars.
+    top
+        how many keywords to show, the largest target shares first.
+    fmt, dpi
+        image format (``"png"`` by default) and resolution of the encoded figure.
+
+    Returns
+    -------
+    Figure
+        the encoded figure with its alt text and caption.
+    """
     plt = _pyplot()
     new = np.asarray(new_counts, float)
     target = np.asarray(target_counts, float)
@@ -386,7 +464,24 @@ def pair_gallery(
     fmt: str = "png",
     dpi: int = 110,
 ) -> Figure:
-    """Side-by-side image pairs (e.g. flagged near-duplicates), each with a caption line."""
+    """Side-by-side image pairs (e.g. flagged near-duplicates), each with a caption line.
+
+    Parameters
+    ----------
+    pairs
+        ``(left image, right image, caption)`` per pair; a ``None`` image is drawn empty.
+    name, title
+        the figure's name (file stem) and title.
+    left_label, right_label
+        the sets the left and right images come from (in alt text and caption).
+    fmt, dpi
+        image format (``"png"`` by default) and resolution of the encoded figure.
+
+    Returns
+    -------
+    Figure
+        the encoded figure with its alt text and caption.
+    """
     plt = _pyplot()
     k = len(pairs)
     cols = 4  # pairs per row
@@ -423,7 +518,24 @@ def image_grid(
     fmt: str = "png",
     dpi: int = 110,
 ) -> Figure:
-    """A grid of images, one row per class (``rows`` = [(class name, images), ...])."""
+    """A grid of images, one row per class (``rows`` = [(class name, images), ...]).
+
+    Parameters
+    ----------
+    rows
+        ``(class name, images)`` per row.
+    name, title
+        the figure's name (file stem) and title.
+    set_label
+        the set's name, for the alt text and caption.
+    fmt, dpi
+        image format (``"png"`` by default) and resolution of the encoded figure.
+
+    Returns
+    -------
+    Figure
+        the encoded figure with its alt text and caption.
+    """
     plt = _pyplot()
     k = len(rows)
     cols = max((len(imgs) for _, imgs in rows), default=1) or 1

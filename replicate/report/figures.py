@@ -77,7 +77,24 @@ def imageset_by_name(test_sets: Any) -> dict[str, Any]:
 
 
 def keyword_figures(sec: ResultSection, obj: Any, fmt: str, dpi: int, key: str) -> list[Figure]:
-    """Keyword distribution of the new set against its target, when the result holds both."""
+    """Keyword distribution of the new set against its target, when the result holds both.
+
+    Parameters
+    ----------
+    sec
+        the result's report section; its ``data`` holds the counts.
+    obj
+        the result object itself (unused here; same signature as the other figure builders).
+    fmt, dpi
+        image format and resolution.
+    key
+        prefix of the figure's name.
+
+    Returns
+    -------
+    list of Figure
+        one keyword plot, or empty when the counts are not there.
+    """
     d = sec.data
     strata = d.get("strata")
     if isinstance(strata, list) and strata and isinstance(strata[0], Mapping) and "achieved" in strata[0]:
@@ -122,6 +139,26 @@ def pair_figures(obj: Any, sec: ResultSection, sets: Mapping[str, Any], dpi: int
     """A gallery of flagged near-duplicate pairs (``DedupResult.pairs``), where the pixels are at hand.
 
     Pairs are shown closest first (aligned distance, then pixel L2), at most ``limit``.
+
+    Parameters
+    ----------
+    obj
+        a dedup result with a ``pairs`` table and ``query_name``.
+    sec
+        the result's report section (its label).
+    sets
+        the image sets by name, where the pixels come from.
+    dpi
+        resolution of the figure.
+    key
+        prefix of the figure's name.
+    limit
+        the most pairs shown.
+
+    Returns
+    -------
+    list of Figure
+        one gallery, or empty when there are no flagged pairs or no pixels.
     """
     pairs = getattr(obj, "pairs", None)
     query_name = getattr(obj, "query_name", None)
@@ -176,7 +213,26 @@ def _isnan(x: Any) -> bool:
 
 
 def shift_figures(sec: ResultSection, sets: Mapping[str, Any], dpi: int, key: str, per_row: int = 8) -> list[Figure]:
-    """The most distinguishing images of each set (as in Torralba & Efros 2011), where the pixels are at hand."""
+    """The most distinguishing images of each set (as in Torralba & Efros 2011), where the pixels are at hand.
+
+    Parameters
+    ----------
+    sec
+        the shift test's report section; ``data`` holds ``name_a``/``name_b`` and ``top_a``/``top_b``.
+    sets
+        the image sets by name, where the pixels come from.
+    dpi
+        resolution of the figure.
+    key
+        prefix of the figure's name.
+    per_row
+        the most images shown per set.
+
+    Returns
+    -------
+    list of Figure
+        one image grid, or empty when no set's pixels are at hand.
+    """
     d = sec.data
     rows = []
     for side in ("a", "b"):
@@ -202,6 +258,26 @@ def shift_figures(sec: ResultSection, sets: Mapping[str, Any], dpi: int, key: st
 
 
 def grid_figure(s: Any, seed: int, per_class: int, max_classes: int, fmt: str, dpi: int) -> Figure | None:
+    """A grid of random images of ``s``, one row per class, drawn with ``seed``.
+
+    Parameters
+    ----------
+    s
+        the image set.
+    seed
+        seed of the random draw of classes and images.
+    per_class
+        the most images per row.
+    max_classes
+        the most rows; more classes are subsampled at random.
+    fmt, dpi
+        image format and resolution.
+
+    Returns
+    -------
+    Figure or None
+        the grid, or ``None`` when no image is labelled.
+    """
     labels = np.asarray(s.labels)
     classes = [k for k in range(len(s.class_names)) if np.any(labels == k)]
     if not classes:

@@ -348,7 +348,28 @@ def comparison_sections(
     obj: Any, index: int, label: str | None, max_class_entries: int, fingerprints: Mapping[str, str],
     sizes: Mapping[str, int] | None = None,
 ) -> list[ComparisonSection]:
-    """One section per metric of a ``replicate.stats.Comparison`` (top-1, and top-5 when it holds one)."""
+    """One section per metric of a ``replicate.stats.Comparison`` (top-1, and top-5 when it holds one).
+
+    Parameters
+    ----------
+    obj
+        a ``Comparison`` or its ``to_dict()`` mapping.
+    index
+        its position in the report's comparisons (in error messages and section keys).
+    label
+        the section's label (``None``: "<original> vs <new> (<metric>)").
+    max_class_entries
+        the most (model, class) drop entries kept; beyond it only the reference model's.
+    fingerprints
+        test-set fingerprints by set name, used when the comparison holds none.
+    sizes
+        known test-set sizes by name, checked against the comparison's (``None``: no check).
+
+    Returns
+    -------
+    list of ComparisonSection
+        one per metric.
+    """
     where = f"comparisons[{index}]"
     cmp = _as_comparison(obj, where)
     d = cmp.to_dict()
