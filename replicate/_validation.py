@@ -44,7 +44,26 @@ def fail(
     fix: str | None = None,
     error: type[Exception] = ValueError,
 ) -> Exception:
-    """Build (not raise) the standard error: ``raise fail("alpha", a, "in (0, 1)")``."""
+    """Build (not raise) the standard error: ``raise fail("alpha", a, "in (0, 1)")``.
+
+    Parameters
+    ----------
+    name
+        the argument's name as the caller wrote it (e.g. ``"alpha"`` or ``"len(ids)"``).
+    value
+        the value given; shown shortened by :func:`short_repr`.
+    rule
+        what the value must be, completing "must be ...".
+    fix
+        an optional sentence appended to the message (how to fix it); ``None`` or empty: none.
+    error
+        the exception class to build (``ValueError`` by default; ``TypeError`` for wrong types).
+
+    Returns
+    -------
+    Exception
+        ``error("<name> == <value>; must be <rule>. <fix>")``, for the caller to raise.
+    """
     message = f"{name} == {short_repr(value)}; must be {rule}."
     if fix:
         message += f" {fix}"

@@ -831,7 +831,40 @@ def predict(
     cache_key: str | None = None,
     allow_remote_code: bool = False,
 ) -> np.ndarray:
-    """Predicted class of every image (labels not needed), int64 ``(N,)``; cached like :func:`evaluate`."""
+    """Predicted class of every image (labels not needed), int64 ``(N,)``; cached like :func:`evaluate`.
+
+    Parameters
+    ----------
+    model_or_name
+        the model, as for :func:`evaluate` (a zoo name, a prediction-file entry, a
+        :class:`replicate.models.ModelCard`, a ``torch.nn.Module``, a callable from a float
+        batch to logits, or ``"hub:owner/repo:entry"`` with ``allow_remote_code=True``).
+    dataset
+        an :class:`~replicate.imageset.ImageSet` or a path ``replicate.load`` reads.
+    batch_size, threads
+        images per forward pass (``None``: ``CPU_BATCH_SIZE`` on the CPU,
+        ``CUDA_BATCH_SIZE`` on a GPU); CPU threads (``None``: as for :func:`evaluate`).
+    device
+        ``"auto"`` (CUDA when present, else CPU), ``"cpu"`` or ``"cuda"``.
+    cache
+        read and write the on-disk cache (``$REPLICATE_HOME/evaluations``).
+    progress
+        show a tqdm progress bar.
+    weights
+        an explicit weights file for a zoo model (its sha256 is checked).
+    preprocessing
+        a :class:`replicate.models.Preprocessing` for user models or to override a card's
+        (``None``: the card's, else pixels scaled to [0, 1], NCHW).
+    cache_key
+        a string naming a callable's identity so its predictions can be cached.
+    allow_remote_code
+        allow a ``"hub:owner/repo:entry"`` model (downloads and runs that repository's code).
+
+    Returns
+    -------
+    numpy.ndarray
+        the predicted class index of every image, int64 ``(N,)``.
+    """
     batch_size = _batch_size(batch_size, device)
     ds = _as_imageset(dataset)
     dev = _resolve_device(device)
@@ -867,6 +900,36 @@ def extract_features(
 
     Zoo models give their pooled features (64-d for the CIFAR ResNets); any module
     with a ``forward_features(x)`` method works. Cached like :func:`evaluate`.
+
+    Parameters
+    ----------
+    model_or_name
+        the model, as for :func:`evaluate` (a zoo name, a prediction-file entry, a
+        :class:`replicate.models.ModelCard`, a ``torch.nn.Module``, a callable from a float
+        batch to logits, or ``"hub:owner/repo:entry"`` with ``allow_remote_code=True``).
+    dataset
+        an :class:`~replicate.imageset.ImageSet` or a path ``replicate.load`` reads.
+    batch_size, threads
+        images per forward pass (``None``: ``CPU_BATCH_SIZE`` on the CPU,
+        ``CUDA_BATCH_SIZE`` on a GPU); CPU threads (``None``: as for :func:`evaluate`).
+    device
+        ``"auto"`` (CUDA when present, else CPU), ``"cpu"`` or ``"cuda"``.
+    cache
+        read and write the on-disk cache (``$REPLICATE_HOME/evaluations``).
+    progress
+        show a tqdm progress bar.
+    weights
+        an explicit weights file for a zoo model (its sha256 is checked).
+    preprocessing
+        a :class:`replicate.models.Preprocessing` for user models or to override a card's
+        (``None``: the card's, else pixels scaled to [0, 1], NCHW).
+    allow_remote_code
+        allow a ``"hub:owner/repo:entry"`` model (downloads and runs that repository's code).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(N, D)``, one feature row per image in the set's order.
     """
     batch_size = _batch_size(batch_size, device)
     ds = _as_imageset(dataset)

@@ -767,6 +767,26 @@ def whash(
     For ``mode="haar"`` the low band is a scaled block sum (minus the image mean when
     ``remove_max_haar_ll``), so the comparison is done exactly on integer block sums;
     ties at the median and ``mode="db4"`` use pywt exactly as imagehash does.
+
+    Parameters
+    ----------
+    images
+        uint8 images ``(N, H, W)`` or ``(N, H, W, C)``.
+    hash_size
+        the hash is ``hash_size**2`` bits (a power of two for ``mode="haar"``).
+    image_scale
+        side of the gray image the wavelet runs on (``None``: as imagehash, the largest
+        power of two not above the smaller image side, at least ``hash_size``); required
+        for ``mode="db4"``.
+    mode
+        the wavelet: ``"haar"`` or ``"db4"``.
+    remove_max_haar_ll
+        remove the lowest Haar band first (imagehash's default); True or False.
+
+    Returns
+    -------
+    numpy.ndarray
+        the packed hash bits, one row per image (see :func:`pack_bits`).
     """
     checked_mode = check_choice("mode", mode, ["haar", "db4"])
     if not isinstance(remove_max_haar_ll, (bool, np.bool_)):
@@ -994,7 +1014,21 @@ class Hashes:
         params: dict[str, Any] | None = None,
         versions: dict[str, str | None] | None = None,
     ) -> Hashes:
-        """Hashes from imagehash hex strings (e.g. ``str(imagehash.phash(img))``)."""
+        """Hashes from imagehash hex strings (e.g. ``str(imagehash.phash(img))``).
+
+        Parameters
+        ----------
+        hexes
+            the hex strings, one per image, each of the method's bit length.
+        ids
+            the image ids, in the same order.
+        method
+            the hash method the strings came from (``"phash"`` by default).
+        params
+            the method's parameters (``hash_size`` defaults to 8; ``None``: the defaults).
+        versions
+            library versions to record (``None``: those installed here).
+        """
         hasher, full = _resolve(
             method,
             (params or {}).get("hash_size", 8),

@@ -718,6 +718,10 @@ def sample(
     fingerprint
         record the pool's content fingerprint in the new set's provenance (hashes
         every pool image once).
+    column
+        the metadata column holding each image's keyword.
+    name, original
+        the new set's name; the original's description (recorded in the result; ``None``: defaults).
     """
     policy = check_choice("policy", policy, POLICIES)  # type: ignore[assignment]
     seed = _check_seed(seed)

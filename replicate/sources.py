@@ -1047,6 +1047,26 @@ def write_shards(imageset: Any, directory: str | os.PathLike[str], *, shard_size
 
     The JSON member holds ``id``, ``label`` (when labelled) and every 1-D metadata column;
     ``classes.txt`` lists the class names. For tests, benchmarks and exporting pools.
+
+    Parameters
+    ----------
+    imageset
+        the :class:`~replicate.imageset.ImageSet` to write.
+    directory
+        where the shards go (created when missing).
+    shard_size
+        images per shard (at least 1).
+    format
+        ``"png"`` (lossless) or ``"jpg"``.
+    quality
+        JPEG quality (``format="jpg"`` only).
+    prefix
+        shard file names are ``<prefix>-000000.tar``, ...
+
+    Returns
+    -------
+    list of Path
+        the shard files written.
     """
     from PIL import Image
 
@@ -1084,7 +1104,26 @@ def write_shards(imageset: Any, directory: str | os.PathLike[str], *, shard_size
 
 def write_parquet(imageset: Any, path: str | os.PathLike[str], *, row_group_size: int = 4096,
                   format: Literal["png", "jpg"] = "png", quality: int = 95) -> Path:
-    """Write an ImageSet as one Parquet file: ``image`` (encoded bytes), ``id``, ``label``, 1-D columns."""
+    """Write an ImageSet as one Parquet file: ``image`` (encoded bytes), ``id``, ``label``, 1-D columns.
+
+    Parameters
+    ----------
+    imageset
+        the :class:`~replicate.imageset.ImageSet` to write.
+    path
+        the Parquet file (its directory is created when missing).
+    row_group_size
+        rows per Parquet row group.
+    format
+        ``"png"`` (lossless) or ``"jpg"``.
+    quality
+        JPEG quality (``format="jpg"`` only).
+
+    Returns
+    -------
+    Path
+        the file written.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
     from PIL import Image

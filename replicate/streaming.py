@@ -141,7 +141,26 @@ def _flagged_only(pairs: pd.DataFrame, config: Any, name: str) -> pd.DataFrame:
 def dedup_chunk(chunk: Chunk, references: Sequence[Any], config: Any, name: str, *,
                 keep_pairs: str = "all") -> pd.DataFrame:
     """Candidate pairs of one chunk against the prepared references (chunk-local ``query_pos``);
-    ``keep_pairs="flagged"`` keeps only the pairs a rule flags."""
+    ``keep_pairs="flagged"`` keeps only the pairs a rule flags.
+
+    Parameters
+    ----------
+    chunk
+        the decoded chunk of the pool.
+    references
+        the prepared reference sets.
+    config
+        the dedup configuration.
+    name
+        the pool's name.
+    keep_pairs
+        ``"all"`` or ``"flagged"``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        the chunk's candidate pairs.
+    """
     from replicate import dedup
 
     if len(chunk) == 0 or not references:
@@ -154,7 +173,28 @@ def merge_dedup(parts: Iterable[tuple[int, pd.DataFrame]], query: ImageSet, refe
                 config: Any, *, blacklist: Iterable[str] = (), blacklist_path: str | None = None,
                 within: pd.DataFrame | None = None) -> Any:
     """:func:`replicate.dedup.decide` on the joined tables; ``parts`` are ``(offset, pairs)``
-    with each chunk's first position among the decoded images; ``within`` the pairs inside the pool."""
+    with each chunk's first position among the decoded images; ``within`` the pairs inside the pool.
+
+    Parameters
+    ----------
+    parts
+        ``(offset, pairs)`` per chunk.
+    query
+        the decoded pool (the query set).
+    references
+        the reference sets by name.
+    config
+        the dedup configuration.
+    blacklist, blacklist_path
+        ids to drop, and the file they came from (recorded), as for ``decide``.
+    within
+        the pairs found inside the pool (``None``: none).
+
+    Returns
+    -------
+    DedupResult
+        as :func:`replicate.dedup.decide` returns it.
+    """
     from replicate import dedup
 
     frames = []
@@ -254,7 +294,27 @@ def keyword_chunk(labels: np.ndarray, keywords: np.ndarray) -> dict[tuple[int, s
 def merge_keywords(parts: Iterable[Mapping[tuple[int, str], int]], class_names: Sequence[str], *, name: str,
                    column: str = "keyword", normalize: bool = False, separator: str | None = None) -> Any:
     """:class:`~replicate.keywords.KeywordCounts` from per-chunk cells, as
-    :func:`replicate.keywords.keyword_counts` counts them on the whole set."""
+    :func:`replicate.keywords.keyword_counts` counts them on the whole set.
+
+    Parameters
+    ----------
+    parts
+        per chunk, ``{(label, keyword): count}``.
+    class_names
+        the pool's class names (labels index them).
+    name
+        the pool's name (in errors and the counts' source).
+    column
+        the metadata column the keywords came from.
+    normalize
+        normalize each keyword as :func:`replicate.keywords.normalize_keyword`.
+    separator
+        keep only the part of a keyword before this separator (``None``: the whole keyword).
+
+    Returns
+    -------
+    KeywordCounts
+    """
     from replicate.keywords import KeywordCounts, normalize_keyword
 
     cells: dict[tuple[int, str], int] = {}
@@ -453,6 +513,10 @@ def scan_pool(
         scheduler at ``address``, else ``DASK_SCHEDULER_ADDRESS``, else a local cluster) or a
         :class:`replicate.distributed.DaskExecutor`; the merges run here and the result is
         the local executor's (docs/scale.md).
+    config
+        the dedup configuration, as for :func:`replicate.dedup.find_near_duplicates` (``None``: the defaults).
+    blacklist
+        ids to drop, or a file listing them, as for :func:`replicate.dedup.find_near_duplicates`.
     """
     source = _check_source(source)
     from replicate._validation import check_choice
@@ -573,6 +637,28 @@ def sample_source(source: ImageSource, allocation: Any, *, positions: np.ndarray
     ``fingerprint=True`` records the source's content fingerprint (reads every byte once).
     ``executor``/``address`` as for :func:`scan_pool` (the chosen chunks decode on the cluster).
     Other keyword arguments as for :func:`replicate.sampling.sample`.
+
+    Parameters
+    ----------
+    source
+        the pool's :class:`ImageSource`.
+    allocation
+        the per-class/keyword allocation, as for :func:`replicate.sampling.sample`.
+    positions
+        the positions that may be drawn (``None``: all).
+    workers
+        decoder processes (``None``/1: decode in this process).
+    fingerprint
+        record the source's content fingerprint.
+    executor, address
+        as for :func:`scan_pool`.
+    **kwargs
+        passed to :func:`replicate.sampling.sample`.
+
+    Returns
+    -------
+    SamplingResult
+        whose ``testset`` holds the decoded chosen images.
     """
     from replicate.sampling import sample
 

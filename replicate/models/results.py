@@ -256,7 +256,38 @@ def make_result(
     params: Mapping[str, Any] | None = None,
     flags: tuple[str, ...] = (),
 ) -> EvalResult:
-    """Build an :class:`EvalResult` from predictions and labels (counts computed here)."""
+    """Build an :class:`EvalResult` from predictions and labels (counts computed here).
+
+    Parameters
+    ----------
+    model, dataset
+        the model's and the test set's names.
+    dataset_fingerprint
+        the test set's content fingerprint.
+    predictions, labels
+        the predicted and the true class of every image (int, same shape).
+    class_names
+        the set's class names; per-class counts have one entry per name.
+    top5_correct
+        whether each image's label is among the model's top 5 (``None``: not known).
+    logits
+        the ``(N, classes)`` logits to keep (``None``: not kept).
+    ids
+        the image ids in prediction order (``None``: not recorded).
+    source
+        where the predictions came from (``"zoo"`` by default).
+    weights_sha256
+        the weights file's sha256 (``None``: not known).
+    params
+        evaluation parameters to record (batch size, device, ...).
+    flags
+        notes attached to the result.
+
+    Returns
+    -------
+    EvalResult
+        with ``n``, ``n_correct`` and the per-class counts computed from ``predictions`` and ``labels``.
+    """
     predictions = np.asarray(predictions).astype(np.int64, copy=False)
     labels = np.asarray(labels).astype(np.int64, copy=False)
     if predictions.shape != labels.shape:

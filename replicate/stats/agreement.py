@@ -329,6 +329,10 @@ def agreement_on_the_line(
         ``labels_new`` also the accuracy line's, and the two lines' slopes may differ by at
         most ``slope_tolerance`` and their values at the models' mean original probit by at
         most ``level_tolerance``.
+    names
+        the models' names (``None``: taken from the predictions where they carry names, else numbered).
+    original_name, new_name
+        the two sets' names, for the summary.
     """
     min_r2 = check_fraction("min_r2", min_r2)
     for arg, v in (("slope_tolerance", slope_tolerance), ("level_tolerance", level_tolerance)):

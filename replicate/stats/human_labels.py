@@ -206,6 +206,10 @@ def human_label_accuracy(
         only the human-label accuracies are given.
     split_below
         an image is *split* when its top class has less than this share of the votes.
+    names
+        the models' names (``None``: from the predictions' keys or results, else ``model0``, ...); one per model.
+    alpha, interval
+        1 - the confidence level; the binomial interval method (``"clopper-pearson"`` by default).
     """
     from statsmodels.stats.weightstats import DescrStatsW
 

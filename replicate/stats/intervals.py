@@ -101,6 +101,8 @@ def accuracy_ci(
     method
         ``'clopper-pearson'`` (exact, the default; statsmodels ``'beta'``), ``'wilson'``
         (score) or ``'jeffreys'`` (equal-tailed Beta(1/2, 1/2) posterior interval).
+    names
+        one name per model, recorded in the result (``None``: none).
 
     Examples
     --------

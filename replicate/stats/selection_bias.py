@@ -636,6 +636,10 @@ def selection_bias_correction(
         beta components per mixture (mixture estimator).
     n_bootstrap, seed
         bootstrap replicates for the jackknife's percentile interval.
+    names
+        the models' names (``None``: from the results, else ``model0``, ...); one per model.
+    alpha
+        1 - the confidence level of the intervals.
     """
     from threadpoolctl import threadpool_limits
 
