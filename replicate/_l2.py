@@ -32,6 +32,8 @@ float32).
 
 from __future__ import annotations
 
+import functools
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -138,9 +140,7 @@ def _shifted(block: np.ndarray) -> torch.Tensor:
     return t.view(torch.int8) ^ -128
 
 
-_FASTEST: list[str] = []  # the "auto" choice of this process (timed once)
-
-
+@functools.cache  # the "auto" choice of this process: timed once
 def fastest_exact_product() -> str:
     """``"int8"`` or ``"float32-exact"``: whichever runs a small block faster here.
 
@@ -148,25 +148,21 @@ def fastest_exact_product() -> str:
     with several threads one descheduled thread stalls the float32 product), alternating
     the two, best of five each; int8 must win by a clear margin (0.8x the float32 time).
     """
-    if not _FASTEST:
-        import time
-
-        gen = torch.Generator().manual_seed(0)
-        q8 = torch.randint(-128, 128, (128, 1024), dtype=torch.int8, generator=gen)
-        rT8 = torch.randint(-128, 128, (1024, 256), dtype=torch.int8, generator=gen)
-        best = {"int8": float("inf"), "float32-exact": float("inf")}
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            for _ in range(5):
-                for name in best:
-                    t = time.perf_counter()
-                    _dots(q8, rT8, name)
-                    best[name] = min(best[name], time.perf_counter() - t)
-        finally:
-            torch.set_num_threads(threads)
-        _FASTEST.append("int8" if best["int8"] < 0.8 * best["float32-exact"] else "float32-exact")
-    return _FASTEST[0]
+    gen = torch.Generator().manual_seed(0)
+    q8 = torch.randint(-128, 128, (128, 1024), dtype=torch.int8, generator=gen)
+    rT8 = torch.randint(-128, 128, (1024, 256), dtype=torch.int8, generator=gen)
+    best = {"int8": float("inf"), "float32-exact": float("inf")}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(5):
+            for name in best:
+                t = time.perf_counter()
+                _dots(q8, rT8, name)
+                best[name] = min(best[name], time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(threads)
+    return "int8" if best["int8"] < 0.8 * best["float32-exact"] else "float32-exact"
 
 
 def _dots(q8: torch.Tensor, rT8: torch.Tensor, product: str) -> np.ndarray:

@@ -401,18 +401,14 @@ def _cosine_knn(q: np.ndarray, r: np.ndarray, k: int, chunk: int = 4096,
 
     Blocked over both sides: at most ``chunk * ref_chunk`` similarities (512 MB) are held,
     whatever the number of references (a streamed pool's search within itself passes the
-    whole pool, memory-mapped, as ``r``). Up to ``ref_chunk`` references it is one block;
-    beyond, each block's top k are merged into the running top k (value, then index)."""
+    whole pool, memory-mapped, as ``r``): each block's top k are merged into the running
+    top k (value, then index)."""
     qt = torch.from_numpy(q)
     k = min(k, len(r))
     idx = np.empty((len(q), k), dtype=np.int64)
     dist = np.empty((len(q), k), dtype=np.float64)
     for s in range(0, len(q), chunk):
-        qs = qt[s : s + chunk]
-        if len(r) <= ref_chunk:
-            v, i = _by_value_then_index(*torch.topk(qs @ torch.from_numpy(np.asarray(r)).T, k, dim=1), k)
-        else:
-            v, i = _blocked_topk(qs, r, k, ref_chunk)
+        v, i = _blocked_topk(qt[s : s + chunk], r, k, ref_chunk)
         idx[s : s + len(v)] = i.numpy()
         dist[s : s + len(v)] = torch.sqrt(torch.clamp(2 - 2 * v.double(), min=0)).numpy()
     return idx, dist
