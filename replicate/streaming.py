@@ -268,6 +268,10 @@ def _within_pairs(spill: _Spill, ids: np.ndarray, config: Any, name: str, chunk_
     # one multi-index table per hash over the whole pool, probed by every chunk: sub-linear
     # per query where a scan of every hash would make the hash signal quadratic in the pool
     index = {m: HammingIndex(whole.hashes[m]) for m in config.hash_radii}
+    if config.l2_k:  # the pruned pixel search's index of the whole pool, also made once
+        from replicate._l2 import l2_index
+
+        whole = replace(whole, l2=l2_index(whole.images.images))
     for start in range(0, len(whole), chunk_size):
         stop = min(start + chunk_size, len(whole))
         part = dedup._slice_prepared(whole, start, stop)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from replicate._l2 import l2_knn, l2_sq_distances_at
+from replicate._l2 import L2Index, l2_index, l2_knn, l2_sq_distances_at
 from replicate._validation import check_int, fail
 from replicate.dedup.rules import RANK_COLUMNS, DedupConfig, _distance_columns
 from replicate.dedup.signatures import (
@@ -49,6 +49,7 @@ class PreparedSet:
     aligned: np.ndarray
     features: np.ndarray | None
     coarse: np.ndarray | None = None
+    l2: L2Index | None = None  # the pruned pixel-L2 search's index (None: too small to prune)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -77,6 +78,7 @@ def prepare(images: ImageSet, config: DedupConfig, name: str | None = None) -> P
         aligned=_aligned_reference(images.images, config.max_shift),
         features=feats,
         coarse=_coarse_reference(images.images, config.max_shift) if config.aligned_k else None,
+        l2=l2_index(images.images) if config.l2_k else None,
     )
 
 
@@ -208,7 +210,8 @@ def _candidate_keys(
         keys.append(pd.DataFrame({**cols, **more}))
 
     if config.l2_k:
-        knn(l2_knn(query.images.images, ref.images.images, k=min(config.l2_k, available) + extra).indices, "l2_rank")
+        refs = ref.l2 if ref.l2 is not None else ref.images.images
+        knn(l2_knn(query.images.images, refs, k=min(config.l2_k, available) + extra).indices, "l2_rank")
     if config.tiny_k:
         knn(_cosine_knn(query.tiny, ref.tiny, min(config.tiny_k, available) + extra)[0], "tiny_rank")
     if config.flips and config.tiny_k:
