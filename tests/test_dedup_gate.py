@@ -241,3 +241,27 @@ def test_pipeline_config_passes_the_gate_and_the_preset_through():
         config_from_dict({"dedup": {"preset": 3}})
     with pytest.raises(ValueError, match=r"config \[dedup\] descriptor_min == 1\.5"):
         config_from_dict({"dedup": {"preset": "clean", "descriptor_min": 1.5}})
+
+
+def test_cli_names_the_preset_and_the_gate(tmp_path, sets, capsys, monkeypatch):
+    import json
+
+    from replicate.cli import main
+
+    monkeypatch.setattr(descriptor, "embed", _bytes_embed)
+    query, ref = sets
+    qp, rp = query.save(tmp_path / "new"), ref.save(tmp_path / "ref")
+    base = ["dedup", str(qp), "--reference", f"ref={rp}", "--edge-max", "off", "--aligned-k", "0", "--json"]
+    assert main([*base, "--out", str(tmp_path / "plain")]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main([*base, "--out", str(tmp_path / "clean"), "--preset", "clean"]) == 0
+    clean = json.loads(capsys.readouterr().out)
+    assert clean["config"]["descriptor_min"] == DESCRIPTOR_GATE_MIN and "descriptor_min" not in plain["config"]
+    assert {f["query_id"] for f in clean["flagged"]} < {f["query_id"] for f in plain["flagged"]}
+    assert "descriptor_cos" in (tmp_path / "clean" / "pairs.csv").read_text().splitlines()[0]
+    assert main([*base, "--out", str(tmp_path / "off"), "--preset", "clean", "--descriptor-min", "off"]) == 0
+    assert json.loads(capsys.readouterr().out)["counts"] == plain["counts"]
+    assert main([*base, "--out", str(tmp_path / "bad"), "--descriptor-min", "high"]) == 2
+    assert "--descriptor-min == 'high'; must be a cosine in [0, 1] or 'off'" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "bad"), "--descriptor-min", "1.2"]) == 2
+    assert "descriptor_min == 1.2; must be a cosine in [0, 1]" in capsys.readouterr().err
