@@ -32,7 +32,8 @@ __all__ = ["EXECUTORS", "DaskExecutor", "connect", "resolve", "code_fingerprint"
 EXECUTORS = ("local", "dask")
 
 # the modules whose code decides a pool stage's result: driver and workers must agree on them
-_STAGE_MODULES = ("streaming.py", "sources.py", "hashing.py", "hamming.py", "keywords.py", "sampling.py", "dedup")
+_STAGE_MODULES = ("streaming.py", "sources.py", "hashing.py", "hamming.py", "keywords.py", "sampling.py", "dedup",
+                  "models/descriptor.py")  # the descriptor gate (descriptor_min) embeds on the workers
 
 
 def code_fingerprint() -> str:

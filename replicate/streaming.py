@@ -234,7 +234,7 @@ class _Spill:
         if n == 0:
             return
         rows = {"images": prepared.images.images, "tiny": prepared.tiny, "aligned": prepared.aligned}
-        for key in ("tiny_flipped", "coarse", "features"):
+        for key in ("tiny_flipped", "coarse", "features", "descriptors"):
             if getattr(prepared, key) is not None:
                 rows[key] = getattr(prepared, key)
         for key, value in rows.items():
@@ -253,7 +253,7 @@ class _Spill:
         return dedup.PreparedSet(
             name=name, images=images, hashes={m: np.concatenate(v) for m, v in self.hashes.items()},
             tiny=view["tiny"], tiny_flipped=view.get("tiny_flipped"), aligned=view["aligned"],
-            features=view.get("features"), coarse=view.get("coarse"))
+            features=view.get("features"), coarse=view.get("coarse"), descriptors=view.get("descriptors"))
 
 
 def _within_pairs(spill: _Spill, ids: np.ndarray, config: Any, name: str, chunk_size: int,

@@ -874,7 +874,9 @@ def test_rules_own_every_setting_and_the_columns_the_search_computes(sets):
 
     owned = [name for rule in RULES for name in rule.settings]
     assert len(owned) == len(set(owned)) and set(owned) | {"within_query"} == set(DedupConfig.__dataclass_fields__)
-    assert [r.name for r in RULES] == ["hash", "l2", "aligned", "mirror", "ratio", "tiny", "feature", "edge"]
+    assert [r.name for r in RULES] == ["hash", "l2", "aligned", "mirror", "ratio", "tiny", "feature", "edge",
+                                       "descriptor"]
+    assert [r.name for r in RULES if r.gate] == ["descriptor"]  # a verification gate, after the rules
     query, ref = sets
     for cfg in (DedupConfig(), DedupConfig(aligned_k=0, edge_max=None, flips=True), DedupConfig(hash_radii={})):
         res = find_near_duplicates(query, {"ref": ref}, config=cfg)
@@ -889,13 +891,13 @@ def test_presets_name_the_measured_settings(sets):
     assert DedupConfig.preset("balanced") == DedupConfig(edge_max=1.0, edge_ratio_max=0.9)  # the edge ratio guard
     assert DedupConfig.preset("fast") == DedupConfig(aligned_k=0)
     assert DedupConfig.preset("balanced", within_query=False).within_query is False
-    assert sorted(PRESETS) == ["balanced", "fast", "recall"]
+    assert sorted(PRESETS) == ["balanced", "clean", "fast", "recall"]  # clean: tests/test_dedup_gate.py
     query, ref = sets
     by_name = find_near_duplicates(query, {"ref": ref}, config="fast", within_query=False)
     by_field = find_near_duplicates(query, {"ref": ref}, aligned_k=0, within_query=False)
     pd.testing.assert_frame_equal(by_name.pairs, by_field.pairs)
-    with pytest.raises(ValueError, match=r"preset == 'balance'; must be one of: 'recall', 'balanced', 'fast'. "
-                                         r"Did you mean 'balanced'\?"):
+    with pytest.raises(ValueError, match=r"preset == 'balance'; must be one of: 'recall', 'balanced', 'clean', 'fast'. "
+                                         r"Did you mean 'balanced'"):
         DedupConfig.preset("balance")
     with pytest.raises(ValueError, match=r"keyword argument == 'edge_maxx'; must be one of"):
         DedupConfig.preset("fast", edge_maxx=1.0)

@@ -48,6 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="METHOD=RADIUS",
         help="a perceptual hash and its Hamming radius, e.g. phash=4 (repeatable; replaces the defaults)",
     )
+    p.add_argument("--preset", metavar="NAME",
+                   help="named settings the other options replace: recall (the defaults), balanced, clean (the "
+                        "defaults AND the copy-detection descriptor gate), fast (docs/dedup.md)")
+    p.add_argument("--descriptor-min", metavar="COS|off",
+                   help="verification gate: flag a pair only if the rules flag it AND its copydesc32 descriptor "
+                        "cosine is >= COS (in [0, 1]; default: off, or the preset's); 'off' switches it off")
     p.add_argument("--features", metavar="MODEL", help="also compare features of this zoo model (e.g. resnet56)")
     p.add_argument("--feature-max", type=float, help="feature cosine-distance threshold (with --features)")
     p.add_argument("--max-gallery", type=int, default=1000, help="flagged pairs shown in gallery.html")
@@ -119,7 +125,9 @@ def run(args: argparse.Namespace) -> int:
         overrides["feature_model"] = args.features
         if args.feature_max is not None:
             overrides["feature_max"] = args.feature_max
-    result = find_near_duplicates(query, references, blacklist=args.blacklist, **overrides)
+    if args.descriptor_min is not None:
+        overrides["descriptor_min"] = _number_or_off(args.descriptor_min, "--descriptor-min", "a cosine in [0, 1]")
+    result = find_near_duplicates(query, references, config=args.preset, blacklist=args.blacklist, **overrides)
     result.save(out)
     html = dedup_gallery(result, query, references, max_pairs=args.max_gallery)
     (out / "gallery.html").write_text(html, encoding="utf-8")

@@ -49,6 +49,7 @@ class PreparedSet:
     aligned: np.ndarray
     features: np.ndarray | None
     coarse: np.ndarray | None = None
+    descriptors: np.ndarray | None = None  # copydesc32, unit rows: the descriptor gate (descriptor_min)
     l2: L2Index | None = None  # the pruned pixel-L2 search's index (None: too small to prune)
 
     def __len__(self) -> int:
@@ -56,7 +57,8 @@ class PreparedSet:
 
 
 def prepare(images: ImageSet, config: DedupConfig, name: str | None = None) -> PreparedSet:
-    """Hashes, tiny signatures, aligned windows (and features) of one set."""
+    """Hashes, tiny signatures, aligned windows (and features, and the copy-detection
+    descriptors of the gate when ``descriptor_min`` is set) of one set."""
     from replicate.hashing import hash_images
 
     hashes = {m: hash_images(images.images, m, hash_size=config.hash_size) for m in config.hash_radii}
@@ -78,8 +80,26 @@ def prepare(images: ImageSet, config: DedupConfig, name: str | None = None) -> P
         aligned=_aligned_reference(images.images, config.max_shift),
         features=feats,
         coarse=_coarse_reference(images.images, config.max_shift) if config.aligned_k else None,
+        descriptors=_gate_descriptors(images, config, feats),
         l2=l2_index(images.images) if config.l2_k else None,
     )
+
+
+def _gate_descriptors(images: ImageSet, config: DedupConfig, feats: np.ndarray | None) -> np.ndarray | None:
+    """copydesc32 descriptors for the gate (``None`` when it is off); the features when they
+    are copydesc32 already. Missing or altered weights fail naming the gate."""
+    if config.descriptor_min is None:
+        return None
+    if config.feature_model == "copydesc32" and feats is not None:
+        return feats
+    from replicate.models._weights import WeightsError
+    from replicate.models.descriptor import embed
+
+    try:
+        return _unit_features(embed(images.images))
+    except WeightsError as exc:
+        raise WeightsError(f"descriptor_min == {config.descriptor_min:g} (the copy-detection gate) needs the "
+                           f"copydesc32 weights: {exc} Or switch the gate off with descriptor_min=None.") from exc
 
 
 def hash_pairs(query: Any, reference: Any, radius: int) -> pd.DataFrame:
@@ -379,10 +399,21 @@ def _distances(
             raise RuntimeError("prepared sets have no model features; prepare() them with feature_model set")
         out["feature"] = _row_distance(qsrc.features[qloc], ref.features[rpos])
         out["feature_rank"] = cand.feature_rank.to_numpy()
+    if config.descriptor_min is not None:
+        out["descriptor_cos"] = _row_cosine(qsrc, qloc, ref, rpos)
     for col in RANK_COLUMNS:
         if col in out:
             out[col] = out[col].astype("Int64")
     return out
+
+
+def _row_cosine(qsrc: PreparedSet, qloc: np.ndarray, ref: PreparedSet, rpos: np.ndarray) -> np.ndarray:
+    """copydesc32 cosine of each pair (float64 dot product of the unit rows)."""
+    if qsrc.descriptors is None or ref.descriptors is None:  # pragma: no cover - made by prepare()
+        raise RuntimeError("prepared sets have no descriptors; prepare() them with descriptor_min set")
+    a = np.asarray(qsrc.descriptors[qloc], dtype=np.float64)
+    b = np.asarray(ref.descriptors[rpos], dtype=np.float64)
+    return np.einsum("ij,ij->i", a, b)
 
 
 def _aligned_at(
@@ -472,4 +503,5 @@ def _slice_prepared(p: PreparedSet, start: int, stop: int) -> PreparedSet:
         aligned=p.aligned[sl],
         features=None if p.features is None else p.features[sl],
         coarse=None if p.coarse is None else p.coarse[sl],
+        descriptors=None if p.descriptors is None else p.descriptors[sl],
     )

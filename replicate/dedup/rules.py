@@ -13,6 +13,11 @@ import pandas as pd
 
 from replicate._validation import check_int, fail
 
+DESCRIPTOR_GATE_MIN: float = 0.40
+"""The copydesc32 cosine of the ``"clean"`` preset's verification gate (``descriptor_min``).
+Measured with the shipped weights by ``validation/descriptor_analysis.py`` (setting ``and``,
+``validation/results/descriptor.md``); set here, in one place, when the descriptor is retrained."""
+
 # --------------------------------------------------------------------------------------
 # configuration
 
@@ -62,7 +67,14 @@ class DedupConfig:
       by default: there 1.1 flags mostly distinct images (``None``: ``edge_max`` there too);
     * ``window_edge_max``: the edge rule's limit for candidates only the coarse-window
       search (``aligned_k``) proposed, stricter by default: being the nearest by design,
-      they pass 1.1 as look-alikes far more often (``None``: ``edge_max`` for them too).
+      they pass 1.1 as look-alikes far more often (``None``: ``edge_max`` for them too);
+    * ``descriptor_min``: not a rule but a verification gate on all of them: when set, a
+      pair is flagged only if a rule above fires AND the cosine similarity of the two
+      images' copy-detection descriptors (:mod:`replicate.models.descriptor`, copydesc32;
+      column ``descriptor_cos``, computed for every candidate pair) is >= this, a number in
+      [0, 1] (a cosine below 0 gates nothing of use). ``None`` (the default) switches it off
+      and skips the descriptor. Needs the shipped copydesc32 weights (``WeightsError`` when
+      they are missing or differ).
 
     ``None`` switches a rule off (the signal may still propose candidates). Candidates
     come from the hash radii and the ``l2_k``, ``tiny_k``, ``aligned_k`` and ``feature_k`` nearest
@@ -88,8 +100,9 @@ class DedupConfig:
     ``"recall"``, the defaults (an estimated 96% of the test images whose train
     near-duplicate is the same photograph, at 0.86 false flags per true one);
     ``"balanced"``, the edge ratio guard (``edge_max=1.0``, ``edge_ratio_max=0.9``: 11%
-    fewer flags to review, 95% at 0.67); ``"fast"``, without the coarse-window candidates
-    (``aligned_k=0``: 24-25 s instead of 41-42 s on CIFAR-10 test against train, 93% at
+    fewer flags to review, 95% at 0.67); ``"clean"``, the defaults with the descriptor gate
+    (``descriptor_min=DESCRIPTOR_GATE_MIN``; ``validation/results/descriptor.md``);
+    ``"fast"``, without the coarse-window candidates (``aligned_k=0``: 24-25 s instead of 41-42 s on CIFAR-10 test against train, 93% at
     0.84). The thresholds above are the knobs with a measured effect; ``hash_size``,
     ``tiny_size``, ``max_shift``, ``scales``, ``edge_max_shift``, ``edge_scales`` and
     ``edge_ratio_edge_max`` are fixed by design (a wider alignment search measured worse
@@ -124,6 +137,7 @@ class DedupConfig:
     edge_aligned_max: float = 0.8
     edge_max_shift: int = 3
     edge_scales: tuple[float, ...] = (0.8125, 0.875, 0.9375, 1.0, 1.0625, 1.125)
+    descriptor_min: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hash_radii", dict(self.hash_radii))
@@ -136,6 +150,8 @@ class DedupConfig:
         d["hash_radii"] = dict(self.hash_radii)
         d["scales"] = list(self.scales)
         d["edge_scales"] = list(self.edge_scales)
+        if d["descriptor_min"] is None:  # off: results and stage keys as before the gate existed
+            del d["descriptor_min"]
         return d
 
     @classmethod
@@ -150,7 +166,7 @@ class DedupConfig:
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> DedupConfig:
         """The settings named ``name`` (one of :data:`PRESETS`: ``"recall"``, the defaults;
-        ``"balanced"``; ``"fast"``), with single fields replaced by ``overrides``."""
+        ``"balanced"``; ``"clean"``; ``"fast"``), with single fields replaced by ``overrides``."""
         from replicate._validation import check_choice
 
         check_choice("preset", name, list(PRESETS))
@@ -160,6 +176,7 @@ class DedupConfig:
 PRESETS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
     "recall": MappingProxyType({}),  # the defaults
     "balanced": MappingProxyType({"edge_max": 1.0, "edge_ratio_max": 0.9}),  # the edge ratio guard
+    "clean": MappingProxyType({"descriptor_min": DESCRIPTOR_GATE_MIN}),  # the defaults AND the descriptor gate
     "fast": MappingProxyType({"aligned_k": 0}),  # no coarse-window candidates
 })
 """Named settings of the detector, as their differences from the defaults (``docs/dedup.md``)."""
@@ -232,6 +249,19 @@ def _radii(name: str, radii: Mapping[str, Any], config: DedupConfig) -> dict[str
     return out
 
 
+def _cosine_min(name: str, value: Any, config: DedupConfig) -> float | None:
+    """A cosine threshold in [0, 1], or None (the gate off)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise fail(name, value, "a cosine in [0, 1] or None", "None switches the descriptor gate off.",
+                   error=TypeError)
+    x = float(value)
+    if not (0.0 <= x <= 1.0):
+        raise fail(name, value, "a cosine in [0, 1] (or None to switch the descriptor gate off)")
+    return x
+
+
 def _switch(name: str, value: Any, config: DedupConfig) -> bool:
     return bool(value)
 
@@ -263,6 +293,9 @@ class Rule:
         ``text(config)``: how :meth:`DedupResult.summary` states it (no parts when off).
     settings
         the :class:`DedupConfig` fields it owns, each with its check.
+    gate
+        a verification gate rather than a rule: its predicate's masks are the pairs it lets
+        through, and a pair is flagged only when a rule fires AND every gate lets it through.
     """
 
     name: str
@@ -270,6 +303,7 @@ class Rule:
     predicate: Callable[[pd.DataFrame, DedupConfig, np.ndarray], dict[str, np.ndarray]]
     text: Callable[[DedupConfig], list[str]]
     settings: Mapping[str, Check] = field(default_factory=dict)
+    gate: bool = False
 
 
 def _col(pairs: pd.DataFrame, name: str) -> np.ndarray:
@@ -429,8 +463,27 @@ _EDGE = Rule(
               "edge_max_shift": _count(0, 8), "edge_scales": _zooms},
 )
 
-RULES: tuple[Rule, ...] = (_HASH, _L2, _ALIGNED, _MIRROR, _RATIO, _TINY, _FEATURE, _EDGE)
-"""Every rule, in the order of the labels in ``flagged_by``."""
+def _descriptor_passes(p: pd.DataFrame, c: DedupConfig, inside: np.ndarray) -> dict[str, np.ndarray]:
+    if c.descriptor_min is None:
+        return {}
+    if "descriptor_cos" not in p:
+        raise fail("config.descriptor_min", c.descriptor_min, "None for a candidate table without a "
+                   "'descriptor_cos' column", "Search again with descriptor_min set to compute it.")
+    cos = np.nan_to_num(p["descriptor_cos"].to_numpy(dtype=float), nan=-np.inf)  # not computed: gated out
+    return {"descriptor": cos >= c.descriptor_min}
+
+
+_DESCRIPTOR = Rule(  # the verification gate: rules AND descriptor cosine >= descriptor_min
+    "descriptor",
+    columns=lambda c: ("descriptor_cos",) if c.descriptor_min is not None else (),
+    predicate=_descriptor_passes,
+    text=lambda c: [] if c.descriptor_min is None else [f"copydesc32 cosine >= {c.descriptor_min:g}"],
+    settings={"descriptor_min": _cosine_min},
+    gate=True,
+)
+
+RULES: tuple[Rule, ...] = (_HASH, _L2, _ALIGNED, _MIRROR, _RATIO, _TINY, _FEATURE, _EDGE, _DESCRIPTOR)
+"""Every rule, in the order of the labels in ``flagged_by``, then the gates."""
 
 _SEARCH_SETTINGS: dict[str, Check] = {"within_query": _switch}  # the one setting no rule owns
 _CHECKS: dict[str, Check] = {**_SEARCH_SETTINGS, **{k: v for rule in RULES for k, v in rule.settings.items()}}
@@ -458,12 +511,27 @@ def _flag_rules(
     flagged = np.zeros(n, dtype=bool)
     labels = np.full(n, "", dtype=object)
     for rule in RULES:
+        if rule.gate:
+            continue
         for name, mask in rule.predicate(pairs, config, inside).items():
             flagged |= mask
             labels[mask] = [f"{x},{name}" if x else name for x in labels[mask]]
+    flagged = _apply_gates(pairs, config, inside, flagged)
+    labels[~flagged] = ""  # a pair a gate stops is not flagged by anything
     return flagged, labels.astype(str) if n else np.array([], dtype=str)
 
 
+def _apply_gates(pairs: pd.DataFrame, config: DedupConfig, inside: np.ndarray, flagged: np.ndarray) -> np.ndarray:
+    """``flagged`` AND every gate's verdict."""
+    for rule in RULES:
+        if rule.gate:
+            for mask in rule.predicate(pairs, config, inside).values():
+                flagged = flagged & mask
+    return flagged
+
+
 def _rules_text(config: DedupConfig) -> str:
-    parts = [part for rule in RULES for part in rule.text(config)]
-    return " or ".join(parts) if parts else "(none)"
+    parts = [part for rule in RULES if not rule.gate for part in rule.text(config)]
+    gates = [part for rule in RULES if rule.gate for part in rule.text(config)]
+    text = " or ".join(parts) if parts else "(none)"
+    return f"({text}) and {' and '.join(gates)}" if gates and parts else text

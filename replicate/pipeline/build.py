@@ -333,7 +333,7 @@ def _dedup_stage(cfg: PipelineConfig, od: OutputDir, inputs: Inputs, log: Callab
     from replicate.dedup import find_near_duplicates
 
     dcfg = cfg.dedup
-    options = dict(dcfg.options)
+    detector = dcfg.resolved()  # the preset (if named) with the [dedup] fields given
 
     pool = inputs.pool
     streamed = isinstance(pool, ImageSource)
@@ -345,7 +345,7 @@ def _dedup_stage(cfg: PipelineConfig, od: OutputDir, inputs: Inputs, log: Callab
             from replicate.streaming import scan_pool
 
             scan = scan_pool(pool, refs, hashes=("phash",), blacklist=dcfg.blacklist, keyword_column=None,
-                             workers=cfg.pool.workers, executor=cluster.get(), **options)
+                             workers=cfg.pool.workers, executor=cluster.get(), config=detector)
             result = scan.dedup
             # the sample stage draws from the images that decoded; the hashes are imagehash's
             # on each original image (the near-duplicate search compares thumbnails)
@@ -354,20 +354,21 @@ def _dedup_stage(cfg: PipelineConfig, od: OutputDir, inputs: Inputs, log: Callab
             write_json(tmp / "scan.json", scan.to_dict())
             extra = {"decoded": scan.n_decoded, "skipped": len(scan.skipped)}
         else:
-            result = find_near_duplicates(pool, refs, blacklist=dcfg.blacklist, **options)
+            result = find_near_duplicates(pool, refs, blacklist=dcfg.blacklist, config=detector)
         result.save(tmp / "dedup")
         reasons = result.flagged["reason"].value_counts().to_dict() if len(result.flagged) else {}
         return {"flagged": int(len(result.flagged)), "by_reason": {str(k): int(v) for k, v in reasons.items()},
                 **extra}
 
     fps = {s.name: s.fingerprint for s in (*inputs.originals, pool)}
-    code = DEDUP_CODE + (("replicate.evaluation", "replicate.models") if options.get("feature_model") else ())
+    models = detector.feature_model is not None or detector.descriptor_min is not None  # the descriptor gate too
+    code = DEDUP_CODE + (("replicate.evaluation", "replicate.models") if models else ())
     code += STREAM_CODE if streamed else ()
     return run_stage(
         od.root,
         "dedup",
         # keyed by the resolved detector settings, so a change of defaults recomputes
-        {"blacklist": dcfg.blacklist, "resolved": dcfg.resolved().to_dict(),
+        {"blacklist": dcfg.blacklist, "resolved": detector.to_dict(),
          **({"pool_on_error": cfg.pool.on_error} if streamed else {})},
         {**fps, "blacklist": file_digest(dcfg.blacklist) or ""},
         work,

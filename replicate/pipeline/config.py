@@ -24,8 +24,10 @@ Schema (all sections optional)::
                  thumbnail, fit, resample, upsample, exif_transpose (the DecodePolicy),
                  on_error, chunk_size, workers, image_column (Parquet), metadata (folder),
                  class_names (the classes in label order, e.g. when string labels miss some)
-    [dedup]      enabled, blacklist, and any DedupConfig field (hash_radii, l2_k,
-                 l2_rms_max, aligned_max, tiny_max, feature_model, within_query, ...)
+    [dedup]      enabled, blacklist, preset (a name of replicate.dedup.PRESETS, e.g.
+                 "clean": the descriptor gate), and any DedupConfig field (hash_radii,
+                 l2_k, l2_rms_max, aligned_max, tiny_max, feature_model, within_query,
+                 descriptor_min, ...), which replace the preset's
     [keywords]   target (counts file or image set), version (v4/v6/v7 for CIFAR-10.1
                  tables), split (CIFAR-10.2), keyword_column, synonyms
     [sampling]   size or per_class, strategy, shortfall, top_k
@@ -295,10 +297,13 @@ class DedupSection:
     options: Mapping[str, Any] = _key(_dedup_options, factory=lambda: MappingProxyType({}))
 
     def resolved(self) -> Any:
-        """The :class:`replicate.dedup.DedupConfig` these options give (defaults filled in)."""
+        """The :class:`replicate.dedup.DedupConfig` these options give: the preset named by
+        ``preset`` (else the defaults) with the fields given."""
         from replicate.dedup import DedupConfig
 
-        return DedupConfig(**self.options)
+        options = dict(self.options)
+        preset = options.pop("preset", None)
+        return DedupConfig.preset(preset, **options) if preset is not None else DedupConfig(**options)
 
 
 @dataclass(frozen=True)
@@ -497,14 +502,20 @@ def _dedup_fields() -> list[str]:
 
 
 def _check_dedup(options: dict[str, Any]) -> None:
-    """Check the ``DedupConfig`` fields given, with the detector's own checks."""
+    """Check the ``DedupConfig`` fields given (and the preset named), with the detector's own checks."""
     _no_remote_code("config [dedup] feature_model", options.get("feature_model"))
     if options.get("feature_model") is not None:
         _model("config [dedup] feature_model", options["feature_model"])
     from replicate import dedup
 
+    fields = dict(options)
+    preset = fields.pop("preset", None)
+    if preset is not None and not isinstance(preset, str):
+        raise fail("config [dedup] preset", preset, f"the name of a preset, one of: {', '.join(dedup.PRESETS)}",
+                   _FIX, error=TypeError)
     try:
-        dedup._check_config(dedup.DedupConfig(**options))
+        base = dedup.DedupConfig.preset(preset) if preset is not None else dedup.DedupConfig()
+        dedup._check_config(dataclasses.replace(base, **fields))
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"config [dedup] {exc}") from None
 
@@ -515,7 +526,7 @@ def _section(name: str, values: Mapping[str, Any]) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     allowed = [k for k in fields if not (name == "dedup" and k == "options")]
     if name == "dedup":
-        allowed += _dedup_fields()
+        allowed += ["preset", *_dedup_fields()]  # preset: a name of replicate.dedup.PRESETS
     kwargs: dict[str, Any] = {}
     options: dict[str, Any] = {}
     for key, value in values.items():
