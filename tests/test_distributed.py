@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import sysconfig
 import threading
 import time
 
@@ -132,27 +131,47 @@ def test_source_path_workers_cannot_read(tmp_path, cluster):
         shard.chmod(mode)
 
 
-@pytest.mark.skip(reason="the worker started with `python -S` (so that replicate is not importable) never joins "
-                  "the scheduler here: the test cannot yet build a worker without replicate")
 def test_worker_without_replicate(tmp_path):
-    """A worker whose Python cannot import replicate (no site .pth, not on the path): an
-    error naming the worker before any chunk is sent."""
-    from distributed import LocalCluster
+    """A worker process in which ``import replicate`` fails (``sys.modules['replicate'] = None``
+    before Dask's own worker entry point runs; Dask itself imports fine there): an error
+    naming that worker and the rule, before any chunk is sent."""
+    from distributed import Client, LocalCluster
 
     from replicate.distributed import connect
 
+    def imports_replicate() -> bool:  # nested: pickled by value, so the worker needs no module of this test
+        import importlib
+
+        try:
+            importlib.import_module("replicate")
+        except ImportError:
+            return False
+        return True
+
+    hide = ("import sys; sys.modules['replicate'] = None; "
+            "from distributed.cli.dask_worker import main; sys.argv[0] = 'dask-worker'; main()")
     with LocalCluster(n_workers=0, processes=True, dashboard_address=":0") as lc:
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        env["PYTHONPATH"] = sysconfig.get_paths()["purelib"]  # distributed without the editable replicate
-        proc = subprocess.Popen([sys.executable, "-S", "-m", "distributed.cli.dask_worker", lc.scheduler_address,
-                                 "--nthreads", "1", "--no-nanny"], cwd=tmp_path, env=env,
+        proc = subprocess.Popen([sys.executable, "-c", hide, lc.scheduler_address, "--nthreads", "1", "--no-nanny",
+                                 "--name", "no-replicate", "--no-dashboard"], cwd=tmp_path,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            with pytest.raises(RuntimeError, match="Dask worker .* must be able to import replicate"):
+            with Client(lc.scheduler_address, set_as_default=False) as probe:
+                probe.wait_for_workers(1, timeout=60)
+                # the worker really cannot import replicate, and really runs Dask
+                assert probe.run(imports_replicate) == {w: False for w in probe.scheduler_info(n_workers=-1)["workers"]}
+                before = probe.run_on_scheduler(_tasks_seen)
+            with pytest.raises(RuntimeError, match=r"Dask worker tcp://[0-9.:]+ == \"ModuleNotFoundError: No module "
+                                                   r"named 'replicate.distributed'.*\"; must be able to import replicate\. Install replicate-testsets"):
                 connect(lc.scheduler_address, timeout=30.0)
+            with Client(lc.scheduler_address, set_as_default=False) as probe:
+                assert probe.run_on_scheduler(_tasks_seen) == before  # no task was submitted
         finally:
             proc.terminate()
             proc.wait(10)
+
+
+def _tasks_seen(dask_scheduler=None) -> int:
+    return len(dask_scheduler.task_prefixes)
 
 
 def test_killed_worker_mid_stage_gives_the_same_result(tmp_path, cluster):
