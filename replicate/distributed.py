@@ -11,7 +11,8 @@ connects to the scheduler at ``address`` (else the Dask convention: the
 ``DASK_SCHEDULER_ADDRESS`` environment variable / ``scheduler-address`` config) or starts a
 ``LocalCluster`` on this machine. Before any work starts the executor checks that the
 scheduler answers, that it has workers, that every worker imports the same replicate
-code as the driver, and that every worker can read the source's files.
+code as the driver, and that every worker can read the source's files; a dedup
+``feature_model`` other than :data:`WORKER_FEATURE_MODELS` is refused before connecting.
 
 ``import replicate`` does not import Dask; only :func:`connect` does.
 """
