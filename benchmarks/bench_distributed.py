@@ -23,6 +23,14 @@ Default (full) sizes, about 15 min on 2 cores: ``--n 20000`` images scanned thre
 The load average before and after each part is recorded (``loaded``: above the cores).
 
     nice python benchmarks/bench_distributed.py [--quick] [--pool DIR] [--n N] [--hashes N]
+        [--chunk-size N] [--workers 1,2] [--no-simulated] [--out NAME]
+
+Each Dask run's ``attribution`` splits its cores x wall seconds into the tasks' own
+compute (decode+hash, search, keywords; measured inside each task), time inside tasks
+outside that compute, and idle/(de)serialisation/scheduling (the rest); with the driver's
+reference preparation, broadcast, wait, absorb and merge seconds, the result bytes, the
+kernel threads the tasks ran with, and per worker its busy seconds, when its first task
+started and how long it sat idle after its last one.
 """
 
 from __future__ import annotations
@@ -75,6 +83,54 @@ def _search_chunk(i: int, seed: int, size: int, index, planted_per_chunk: int) -
     return {"pairs": len(qi), "planted": planted.shape[1], "missing": missing, "generate_s": gen, "search_s": search}
 
 
+def _compute(scan) -> dict:
+    """A scan's own compute seconds: decode + hash, search, keyword counting."""
+    c = {k: round(scan.timings[k], 3) for k in ("decode", "search", "keywords")}
+    c["total"] = round(sum(c.values()), 3)
+    return c
+
+
+def _attribution(scan, wall: float, t_start: float, workers: int, n: int, local_compute: float) -> dict:
+    """Where a cluster scan's wall time went. ``core_s = workers x wall`` is split into the
+    tasks' own compute (decode+hash, search, keywords, measured inside each task), the time
+    tasks spent outside their compute (result assembly), and the rest: cores idle or busy
+    with (de)serialisation, transfers and scheduling (``idle_and_serialisation_s``). Driver
+    side: preparing the references, the broadcast (scatter to every worker), waiting,
+    taking in each result (absorb) and the merge."""
+    tm = scan.timings
+    compute = _compute(scan)
+    tasks = scan.tasks
+    busy: dict[str, float] = {}
+    first: dict[str, float] = {}
+    last: dict[str, float] = {}
+    for r in tasks:
+        busy[r["worker"]] = busy.get(r["worker"], 0.0) + r["end"] - r["start"]
+        first[r["worker"]] = min(first.get(r["worker"], np.inf), r["start"])
+        last[r["worker"]] = max(last.get(r["worker"], -np.inf), r["end"])
+    task_s = sum(busy.values())
+    core_s = workers * wall
+    t_end = t_start + wall
+    per_worker = {w: {"tasks": sum(r["worker"] == w for r in tasks), "busy_s": round(busy[w], 3),
+                      "first_task_after_s": round(first[w] - t_start, 3), "idle_after_last_s": round(t_end - last[w], 3)}
+                  for w in sorted(busy)}
+    return {
+        "wall_s": round(wall, 3), "core_s": round(core_s, 3), "tasks": len(tasks),
+        "compute_s": compute, "compute_s_per_image": round(compute["total"] / n, 6),
+        "compute_vs_local_1_thread": round(compute["total"] / local_compute, 3),
+        "task_outside_compute_s": round(task_s - compute["total"], 3),
+        "idle_and_serialisation_s": round(core_s - task_s, 3),
+        "driver_s": {"references": round(tm["references"], 3), "broadcast": round(tm.get("broadcast", 0.0), 3),
+                     "wait": round(tm.get("wait", 0.0), 3), "absorb": round(tm["absorb"], 3),
+                     "merge": round(tm["merge"] + tm["within"], 3)},
+        "result_bytes": int(sum(r["result_bytes"] for r in tasks)),
+        "threads_torch_numba_in_tasks": sorted({tuple(r["threads_torch_numba"]) for r in tasks}),
+        "per_worker": per_worker,
+        "shares_of_core_s": {"compute": round(compute["total"] / core_s, 3),
+                             "task_outside_compute": round((task_s - compute["total"]) / core_s, 3),
+                             "idle_and_serialisation": round((core_s - task_s) / core_s, 3)},
+    }
+
+
 def _same(a, b) -> None:
     if not (a.hashes["phash"] == b.hashes["phash"]):
         raise SystemExit("cluster hashes differ from the local executor's")
@@ -91,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hash-chunk", type=int, default=1_000_000)
     ap.add_argument("--chunk-size", type=int, default=1024)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=str, default="1,2", help="Dask LocalCluster sizes to run, e.g. 1,2")
+    ap.add_argument("--no-simulated", action="store_true", help="skip part (b)")
+    ap.add_argument("--out", type=str, default=None, help="results file name (default distributed[_quick])")
     a = ap.parse_args(argv)
+    pool_sizes = [int(w) for w in a.workers.split(",")]
     n = a.n or (2_000 if a.quick else 20_000)
     n_hashes = a.hashes or (1_000_000 if a.quick else 10_000_000)
 
@@ -144,10 +204,17 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads[0])
         numba.set_num_threads(threads[1])
     _same(local, one)
+    scan["local"]["compute_s"] = _compute(local)
+    local_compute = _compute(one)
     scan["local_1_thread"] = {"seconds": round(one_s, 2), "images_per_s": round(n / one_s, 1),
-                              "images_per_s_per_core": round(n / one_s, 1), "cores": 1}
-    for workers in (1, 2):
+                              "images_per_s_per_core": round(n / one_s, 1), "cores": 1,
+                              "compute_s": local_compute, "compute_s_per_image": round(local_compute["total"] / n, 6),
+                              "driver_s": {"references": round(one.timings["references"], 3),
+                                           "absorb": round(one.timings["absorb"], 3),
+                                           "merge": round(one.timings["merge"] + one.timings["within"], 3)}}
+    for workers in pool_sizes:
         with connect(n_workers=workers) as ex:
+            t_start = time.time()
             t = time.perf_counter()
             dist = scan_pool(src, refs, hashes=["phash"], config=config, keep_pairs="flagged", executor=ex)
             s = time.perf_counter() - t
@@ -156,12 +223,18 @@ def main(argv: list[str] | None = None) -> int:
         scan[f"dask_{workers}"] = {"seconds": round(s, 2), "images_per_s": round(n / s, 1),
                                    "images_per_s_per_core": round(per_core, 1), "cores": workers,
                                    "overhead_per_core_vs_local": round(scan["local_1_thread"]["images_per_s"] / per_core - 1, 3),
-                                   "identical_to_local": True}
+                                   "identical_to_local": True,
+                                   "attribution": _attribution(dist, s, t_start, workers, n, local_compute["total"])}
     scan["flagged"] = int(local.dedup.n_flagged)
     scan["loadavg_before_after"] = [load0, _load()]
     scan["loaded"] = max(load0[0], scan["loadavg_before_after"][1][0]) > CORES
     scan["overhead_target"] = 0.15
     results["scan"] = scan
+    if a.no_simulated:
+        write(a.out or ("distributed_quick" if a.quick else "distributed"), results)
+        if tmp is not None:
+            tmp.cleanup()
+        return 0
 
     # ---- (b) simulated pool at the hash level
     ref = np.concatenate([phash(train.images), phash(test.images)]).reshape(-1)
@@ -196,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     })
     sim["loaded"] = max(load0[0], sim["loadavg_before_after"][1][0]) > CORES
     results["simulated"] = sim
-    write("distributed_quick" if a.quick else "distributed", results)
+    write(a.out or ("distributed_quick" if a.quick else "distributed"), results)
     if tmp is not None:
         tmp.cleanup()
     return 0

@@ -11,7 +11,8 @@ connects to the scheduler at ``address`` (else the Dask convention: the
 ``DASK_SCHEDULER_ADDRESS`` environment variable / ``scheduler-address`` config) or starts a
 ``LocalCluster`` on this machine. Before any work starts the executor checks that the
 scheduler answers, that it has workers, that every worker imports the same replicate
-code as the driver, and that every worker can read the source's files.
+code as the driver, and that every worker can read the source's files; a dedup
+``feature_model`` other than :data:`WORKER_FEATURE_MODELS` is refused before connecting.
 
 ``import replicate`` does not import Dask; only :func:`connect` does.
 """
@@ -27,13 +28,28 @@ from typing import Any
 
 from replicate._validation import check_choice, check_int, fail
 
-__all__ = ["EXECUTORS", "DaskExecutor", "connect", "resolve", "code_fingerprint"]
+__all__ = ["EXECUTORS", "WORKER_FEATURE_MODELS", "DaskExecutor", "connect", "resolve", "code_fingerprint",
+           "check_feature_model"]
 
 EXECUTORS = ("local", "dask")
 
+# the dedup feature models a worker computes itself: replicate's copy-detection descriptor,
+# whose weights ship inside the package and which replicate.models.descriptor loads once per
+# process (so once per worker). A zoo or registered model would need its weights (or its
+# Python registration) on every worker and is loaded per call: not run on a cluster.
+WORKER_FEATURE_MODELS = ("copydesc32",)
+
 # the modules whose code decides a pool stage's result: driver and workers must agree on them
-_STAGE_MODULES = ("streaming.py", "sources.py", "hashing.py", "hamming.py", "keywords.py", "sampling.py", "dedup",
-                  "models/descriptor.py")  # the descriptor gate (descriptor_min) embeds on the workers
+_STAGE_MODULES = ("streaming.py", "sources.py", "hashing.py", "hamming.py", "keywords.py", "sampling.py", "_l2.py",
+                  "dedup", "models/descriptor.py")  # the descriptor: features and the gate embed on workers
+
+
+def check_feature_model(name: str, model: Any) -> None:
+    """A clear error unless ``model`` (a dedup ``feature_model``) can run on Dask workers."""
+    if model is not None and model not in WORKER_FEATURE_MODELS:
+        raise fail(name, model, f"None or one of {WORKER_FEATURE_MODELS} with executor 'dask' (the workers compute "
+                   "the pool's features; a zoo or registered model is not loaded on them)",
+                   "Use feature_model = 'copydesc32', or run this dedup with executor = 'local'.")
 
 
 def code_fingerprint() -> str:

@@ -31,7 +31,8 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -357,6 +358,7 @@ class _ChunkScan:
     prepared: Any
     keywords: dict[tuple[int, str], int] | None
     timings: dict[str, float]
+    task: dict[str, Any] | None = None  # on a cluster: where and when it ran (see _scan_task)
 
 
 def _chunk_keywords(kw_all: tuple[np.ndarray, np.ndarray] | None, start: int, n: int) -> Any:
@@ -394,12 +396,67 @@ def _scan_task(task_kw: tuple[Any, Any], *args: Any) -> _ChunkScan:
     """:func:`_scan_chunk` of one :class:`~replicate.sources.ChunkTask` (decoded here): a cluster task."""
     from replicate.sources import read_chunk
 
-    t = time.perf_counter()
-    task, kw = task_kw
-    chunk = read_chunk(task)
-    refs, cfg, name, keep_specs, keep_pairs, want_prepared = args
-    return _scan_chunk(chunk, refs, cfg, name, keep_specs, keep_pairs, want_prepared, kw,
-                       decode=time.perf_counter() - t)
+    start = time.time()
+    with _task_threads():
+        t = time.perf_counter()
+        task, kw = task_kw
+        chunk = read_chunk(task)
+        refs, cfg, name, keep_specs, keep_pairs, want_prepared = args
+        out = _scan_chunk(chunk, refs, cfg, name, keep_specs, keep_pairs, want_prepared, kw,
+                          decode=time.perf_counter() - t)
+        record = _task_record(task.index, start)
+    return replace(out, task={**record, "result_bytes": _result_bytes(out)})
+
+
+@contextmanager
+def _task_threads() -> Iterator[None]:
+    """Inside a cluster task numba's kernels (and the hash / Hamming thread pools sized by
+    numba's count) use as many threads as torch's. A Dask nanny starts its worker with
+    ``OMP_NUM_THREADS=1``, which torch follows and numba does not: numba kept one thread per
+    core in every worker, so two single-threaded workers on two cores ran four kernel threads
+    (OpenMP threads that spin between parallel regions). One thread per worker thread is the
+    local one-thread scan that the overhead per core is measured against; give the workers
+    more kernel threads with ``OMP_NUM_THREADS`` in their environment (docs/scale.md).
+    ``numba.set_num_threads`` holds for the calling thread only, so it is set per task and
+    restored after it."""
+    import numba
+    import torch
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), before)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
+def _task_record(index: int, start: float) -> dict[str, Any]:
+    """Where and when a cluster task ran (wall-clock seconds since the epoch, comparable across
+    the processes of one machine) and the kernel threads it had: for the overhead attribution
+    of ``benchmarks/bench_distributed.py`` (docs/scale.md)."""
+    import numba
+    import torch
+
+    try:
+        from distributed import get_worker
+
+        worker = get_worker().address
+    except (ImportError, ValueError):  # not inside a Dask worker
+        worker = f"pid {os.getpid()}"
+    return {"index": index, "worker": worker, "start": start, "end": time.time(),
+            "threads_torch_numba": (torch.get_num_threads(), numba.get_num_threads())}
+
+
+def _result_bytes(part: _ChunkScan) -> int:
+    """The array and table bytes of one chunk's result (what goes back to the driver)."""
+    n = part.positions.nbytes + sum(h.nbytes for h in part.hashes.values())
+    if part.pairs is not None:
+        n += int(part.pairs.memory_usage(deep=True).sum())
+    if part.prepared is not None:
+        p = part.prepared
+        n += p.images.images.nbytes + sum(h.nbytes for h in p.hashes.values())
+        n += sum(v.nbytes for v in vars(p).values() if isinstance(v, np.ndarray))
+    return n
 
 
 def _executor(executor: Any, address: str | None, workers: int | None, source: ImageSource) -> tuple[Any, bool]:
@@ -432,7 +489,12 @@ class PoolScan:
 
     ``kept_positions`` are the listing positions of the images that decoded (all, unless
     ``on_error="skip"`` skipped some: ``skipped`` lists ``(id, where, reason)``);
-    ``timings`` the seconds spent decoding (with hashing), searching and merging.
+    ``timings`` the seconds spent decoding (with hashing), searching, counting keywords,
+    taking in each chunk's result (``absorb``) and merging. On a Dask executor ``decode``,
+    ``search`` and ``keywords`` are the tasks' own compute seconds summed over the workers,
+    ``broadcast`` the scatter of the reference index to every worker and ``wait`` the
+    driver's time blocked on the next result; ``tasks`` then holds one record per chunk task
+    (its worker, wall-clock ``start``/``end``, its compute seconds, its kernel threads).
     """
 
     source: dict[str, Any]
@@ -442,6 +504,7 @@ class PoolScan:
     kept_positions: np.ndarray
     skipped: tuple[tuple[str, str, str], ...]
     timings: dict[str, float] = field(default_factory=dict)
+    tasks: tuple[dict[str, Any], ...] = ()
 
     @property
     def n_decoded(self) -> int:
@@ -536,8 +599,13 @@ def scan_pool(
     keep_specs = tuple(HashSpec(h) if isinstance(h, str) else h for h in hashes)
     specs = tuple(dict.fromkeys(keep_specs))
     shape = (*source.policy.size, 3)
+    if cfg is not None and cfg.feature_model is not None:
+        from replicate import distributed  # (imports no Dask)
+
+        if isinstance(executor, distributed.DaskExecutor) or (isinstance(executor, str) and executor == "dask"):
+            distributed.check_feature_model("feature_model", cfg.feature_model)
     dask_ex, owned = _executor(executor, address, workers, source)
-    timings = {"decode": 0.0, "search": 0.0, "within": 0.0, "keywords": 0.0, "merge": 0.0}
+    timings = {"decode": 0.0, "search": 0.0, "within": 0.0, "keywords": 0.0, "merge": 0.0, "absorb": 0.0}
     t0 = time.perf_counter()
     refs_prepared = prepare_references(references, cfg, source.name, shape) if cfg is not None else []
     ref_sets = dict(dd._as_references(references, ImageSet(np.zeros((1, *shape), np.uint8), name=source.name,
@@ -554,6 +622,7 @@ def scan_pool(
     kw_parts: list[dict[tuple[int, str], int]] = []
     kept: list[np.ndarray] = []
     skipped: list[tuple[str, str, str]] = []
+    task_log: list[dict[str, Any]] = []
     offset = 0
     try:
         kw_all = (source.labels, source.metadata[keyword_column]) if keyword_column is not None else None
@@ -565,12 +634,21 @@ def scan_pool(
                 for c in source.chunks(specs, workers=workers))
         else:
             # the reference index once per worker; each task decodes, hashes, searches and counts one chunk
+            t = time.perf_counter()
             args = (dask_ex.broadcast(refs_prepared), *args[1:])
+            timings["broadcast"] = time.perf_counter() - t
+            timings["wait"] = 0.0
             parts = dask_ex.imap(_scan_task, [(task, _chunk_keywords(kw_all, task.start, len(task.ids)))
                                               for task in source.tasks(specs)], *args)
+            t = time.perf_counter()
         for part in parts:
+            t_part = time.perf_counter()
             if dask_ex is None:
-                part.timings["decode"] = time.perf_counter() - t - sum(part.timings.values())
+                part.timings["decode"] = t_part - t - sum(part.timings.values())
+            else:  # the driver waited for this result (the cluster computes meanwhile)
+                timings["wait"] += t_part - t
+                if part.task is not None:
+                    task_log.append({**part.task, **{k: round(v, 6) for k, v in part.timings.items()}})
             for k, v in part.timings.items():
                 timings[k] += v
             kept.append(part.positions)
@@ -585,6 +663,7 @@ def scan_pool(
                 kw_parts.append(part.keywords)
             offset += len(part.ids)
             t = time.perf_counter()
+            timings["absorb"] += t - t_part
         kept_pos = np.concatenate(kept) if kept else np.zeros(0, np.int64)
         ids = source.ids[kept_pos]
         result = None
@@ -625,6 +704,7 @@ def scan_pool(
         kept_positions=kept_pos,
         skipped=tuple(skipped),
         timings=timings,
+        tasks=tuple(task_log),
     )
 
 

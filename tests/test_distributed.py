@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import sysconfig
 import threading
 import time
 
@@ -132,27 +131,115 @@ def test_source_path_workers_cannot_read(tmp_path, cluster):
         shard.chmod(mode)
 
 
-@pytest.mark.skip(reason="the worker started with `python -S` (so that replicate is not importable) never joins "
-                  "the scheduler here: the test cannot yet build a worker without replicate")
 def test_worker_without_replicate(tmp_path):
-    """A worker whose Python cannot import replicate (no site .pth, not on the path): an
-    error naming the worker before any chunk is sent."""
-    from distributed import LocalCluster
+    """A worker process in which ``import replicate`` fails (``sys.modules['replicate'] = None``
+    before Dask's own worker entry point runs; Dask itself imports fine there): an error
+    naming that worker and the rule, before any chunk is sent."""
+    from distributed import Client, LocalCluster
 
     from replicate.distributed import connect
 
+    def imports_replicate() -> bool:  # nested: pickled by value, so the worker needs no module of this test
+        import importlib
+
+        try:
+            importlib.import_module("replicate")
+        except ImportError:
+            return False
+        return True
+
+    hide = ("import sys; sys.modules['replicate'] = None; "
+            "from distributed.cli.dask_worker import main; sys.argv[0] = 'dask-worker'; main()")
     with LocalCluster(n_workers=0, processes=True, dashboard_address=":0") as lc:
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        env["PYTHONPATH"] = sysconfig.get_paths()["purelib"]  # distributed without the editable replicate
-        proc = subprocess.Popen([sys.executable, "-S", "-m", "distributed.cli.dask_worker", lc.scheduler_address,
-                                 "--nthreads", "1", "--no-nanny"], cwd=tmp_path, env=env,
+        proc = subprocess.Popen([sys.executable, "-c", hide, lc.scheduler_address, "--nthreads", "1", "--no-nanny",
+                                 "--name", "no-replicate", "--no-dashboard"], cwd=tmp_path,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            with pytest.raises(RuntimeError, match="Dask worker .* must be able to import replicate"):
+            with Client(lc.scheduler_address, set_as_default=False) as probe:
+                probe.wait_for_workers(1, timeout=60)
+                # the worker really cannot import replicate, and really runs Dask
+                assert probe.run(imports_replicate) == {w: False for w in probe.scheduler_info(n_workers=-1)["workers"]}
+                before = probe.run_on_scheduler(_tasks_seen)
+            with pytest.raises(RuntimeError, match=r"Dask worker tcp://[0-9.:]+ == \"ModuleNotFoundError: No module "
+                                                   r"named 'replicate.distributed'.*\"; must be able to import replicate\. Install replicate-testsets"):
                 connect(lc.scheduler_address, timeout=30.0)
+            with Client(lc.scheduler_address, set_as_default=False) as probe:
+                assert probe.run_on_scheduler(_tasks_seen) == before  # no task was submitted
         finally:
             proc.terminate()
             proc.wait(10)
+
+
+def _tasks_seen(dask_scheduler=None) -> int:
+    return len(dask_scheduler.task_prefixes)
+
+
+def test_descriptor_features_on_the_workers_equal_local(tmp_path, cluster):
+    """``feature_model="copydesc32"``: each worker embeds its own chunks with replicate's
+    descriptor, loaded once per worker process (a second scan finds the same model object),
+    and the pairs, feature distances included, are the local executor's."""
+    src, _, ref = _synthetic(tmp_path, n=60)
+    cfg = DedupConfig(edge_max=None, aligned_k=0, feature_model="copydesc32")
+    local = scan_pool(src, {"ref": ref}, config=cfg)
+    dist = scan_pool(src, {"ref": ref}, config=cfg, executor=cluster)
+    _same(local, dist)
+    assert {"feature", "feature_rank"} <= set(dist.dedup.pairs.columns)
+    assert dist.dedup.pairs["feature"].notna().sum() >= len(src)  # every pool image has its feature neighbours
+
+    def loaded_model() -> int:  # nested: pickled by value
+        from replicate.models import descriptor
+
+        return id(descriptor._CACHE["default"])
+
+    first = cluster.client.run(loaded_model)
+    assert len(first) == 2  # both workers embedded chunks (5 chunks of 16 images, 2 in flight per worker)
+    again = scan_pool(src, {"ref": ref}, config=cfg, executor=cluster)
+    _same(local, again)
+    assert cluster.client.run(loaded_model) == first  # not loaded again per task
+
+
+def test_feature_model_the_workers_cannot_load(tmp_path, cluster):
+    """A zoo model as the dedup feature model with executor 'dask': a clear error naming the
+    key and the rule, before any connection or task (the workers would each load it per chunk,
+    from weights or a registration that may exist only on the driver)."""
+    src, _, ref = _synthetic(tmp_path, n=20)
+    cfg = DedupConfig(edge_max=None, aligned_k=0, feature_model="resnet56")
+    before = cluster.client.run_on_scheduler(_tasks_seen)
+    rule = r"feature_model == 'resnet56'; must be None or one of \('copydesc32',\) with executor 'dask'"
+    with pytest.raises(ValueError, match=rule):
+        scan_pool(src, [ref], config=cfg, executor=cluster)
+    with pytest.raises(ValueError, match=rule):  # refused before connecting to the (absent) scheduler
+        scan_pool(src, [ref], config=cfg, executor="dask", address="tcp://127.0.0.1:1")
+    assert cluster.client.run_on_scheduler(_tasks_seen) == before
+
+
+def test_task_records_for_the_overhead_attribution(tmp_path, cluster):
+    """On the cluster a scan records each task (its worker, wall-clock span, compute seconds,
+    kernel threads, result bytes) and the driver's broadcast and wait; locally none. Tasks
+    run numba with torch's thread count (one), and the worker thread's own numba setting is
+    restored after each task."""
+    src, _, ref = _synthetic(tmp_path, n=50)
+    local = scan_pool(src, {"ref": ref}, config=FAST)
+    dist = scan_pool(src, {"ref": ref}, config=FAST, executor=cluster)
+    assert local.tasks == () and "broadcast" not in local.timings
+    assert [r["index"] for r in dist.tasks] == list(range(src.n_chunks))
+    workers = set(cluster.client.scheduler_info(n_workers=-1)["workers"])
+    for r in dist.tasks:
+        assert r["worker"] in workers
+        assert r["end"] - r["start"] >= r["decode"] + r["search"] + r["keywords"] - 1e-6
+        # the nanny's OMP_NUM_THREADS=1 holds for torch, and numba follows torch inside a task
+        assert tuple(r["threads_torch_numba"]) == (1, 1)
+    assert sum(r["result_bytes"] for r in dist.tasks) >= 16 * len(src)  # int64 positions + uint64 phashes at least
+    assert sum(r["decode"] for r in dist.tasks) == pytest.approx(dist.timings["decode"], abs=1e-6 * len(dist.tasks))
+    assert dist.timings["broadcast"] > 0 and dist.timings["wait"] >= 0 and dist.timings["absorb"] > 0
+
+    def numba_threads() -> int:  # nested: pickled by value; a task like the scan's, outside it
+        import numba
+
+        return numba.get_num_threads(), numba.config.NUMBA_NUM_THREADS
+
+    now, default = cluster.client.submit(numba_threads, pure=False).result()
+    assert now == default
 
 
 def test_killed_worker_mid_stage_gives_the_same_result(tmp_path, cluster):

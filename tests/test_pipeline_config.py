@@ -366,6 +366,16 @@ def test_run_executor_and_address_rules() -> None:
         config_from_dict({"run": {"executor": "dask"}, "pool": {"path": "p"}})
     with pytest.raises(ValueError, match=r"config \[pool\] workers == 4; must be 1 with \[run\] executor = 'dask'"):
         config_from_dict({"run": {"executor": "dask"}, "pool": {"path": "p", "stream": True, "workers": 4}})
+    # a dedup feature model the workers cannot load: refused before anything runs
+    with pytest.raises(ValueError, match=r"config \[dedup\] feature_model == 'resnet56'; must be None or one of "
+                                         r"\('copydesc32',\) with executor 'dask'.*executor = 'local'"):
+        config_from_dict({"run": {"executor": "dask"}, "dedup": {"feature_model": "resnet56"}, **streamed})
+    with pytest.raises(ValueError, match=r"config \[dedup\] feature_model == 'resnet56'; must be None"):
+        with_executor(config_from_dict({"dedup": {"feature_model": "resnet56"}, **streamed}), "dask")
+    desc = config_from_dict({"run": {"executor": "dask"}, "dedup": {"feature_model": "copydesc32"}, **streamed})
+    assert desc.dedup.options["feature_model"] == "copydesc32"
+    assert config_from_dict({"run": {"executor": "dask"}, "dedup": {"enabled": False, "feature_model": "resnet56"},
+                             **streamed}).run.executor == "dask"  # no dedup stage: nothing to refuse
     local = config_from_dict(streamed)
     assert config_hash(cfg) == config_hash(local)  # where the stages run is not what they compute
     assert config_hash(local) != config_hash(local.replace(run={"seed": 1}))

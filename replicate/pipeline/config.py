@@ -504,7 +504,7 @@ def _dedup_fields() -> list[str]:
 def _check_dedup(options: dict[str, Any]) -> None:
     """Check the ``DedupConfig`` fields given (and the preset named), with the detector's own checks."""
     _no_remote_code("config [dedup] feature_model", options.get("feature_model"))
-    if options.get("feature_model") is not None:
+    if options.get("feature_model") not in (None, "copydesc32"):  # copydesc32: replicate's descriptor, no zoo card
         _model("config [dedup] feature_model", options["feature_model"])
     from replicate import dedup
 
@@ -593,6 +593,10 @@ def _check_across(sections: dict[str, Any]) -> None:
         raise fail("config [run] executor", ru.executor, "used with [pool] stream = true (the cluster runs the "
                    "streamed pool's chunks; an in-memory pool is scanned on this machine)",
                    "Add stream = true to [pool], or set executor = 'local'.")
+    if ru.executor != "local" and sections["dedup"].enabled:
+        from replicate.distributed import check_feature_model
+
+        check_feature_model("config [dedup] feature_model", sections["dedup"].options.get("feature_model"))
     if ru.executor != "local" and po.workers != 1:
         raise fail("config [pool] workers", po.workers, f"1 with [run] executor = {ru.executor!r} (the cluster's "
                    "workers decode the chunks)", "Remove the key; size the cluster instead.")
