@@ -236,7 +236,7 @@ def test_shipped_weights_missing_fail_naming_every_place_searched(tmp_path, monk
     import replicate.models._weights as w
 
     monkeypatch.setattr(w, "PACKAGE_WEIGHTS", tmp_path / "empty")
-    with pytest.raises(WeightsError, match=r"copydesc32-484e94cb\.npz") as e:
+    with pytest.raises(WeightsError, match=r"copydesc32-745199e1\.npz") as e:
         load_descriptor()
     assert "package data" in str(e.value) and "REPLICATE_HOME" in str(e.value)
 
