@@ -254,25 +254,29 @@ def _projection_mask(height: int, width: int, channels: int) -> np.ndarray | Non
 
 
 def _project(pixels: np.ndarray, image_shape: tuple[int, int, int], mask: np.ndarray, chunk: int = 2048) -> np.ndarray:
-    """The kept coefficients of uint8 ``(N, D)`` rows (centred at 128): the colour
-    rotation, then the orthonormal DCT-II along width and height as float64 matrix
-    products (torch), rounded to float32; in the ``(C, v, u)`` order of ``mask``'s
-    ``(u, v, C)`` entries."""
+    """The kept coefficients of uint8 ``(N, D)`` rows (centred at 128), in the ``(C, u, v)``
+    order of ``mask``'s ``(u, v, C)`` entries: the orthonormal DCT-II along width and
+    height (only the frequencies kept) as float64 matrix products (torch), the colour
+    rotation of those coefficients (it commutes with the spatial transform), rounded to
+    float32."""
     from scipy.fft import dct
 
     h, w, c = image_shape
     colour = _colour_matrix(c)
     if colour is None:  # pragma: no cover - l2_index checks the channels first
         raise RuntimeError("no colour rotation for these channels")
-    col_t = torch.from_numpy(np.ascontiguousarray(colour.T))
-    dh_t = torch.from_numpy(dct(np.eye(h), norm="ortho", axis=0).T.copy())  # x @ dh_t: the DCT of rows
-    dw_t = torch.from_numpy(dct(np.eye(w), norm="ortho", axis=0).T.copy())
-    keep = torch.from_numpy(np.ascontiguousarray(np.transpose(mask, (2, 1, 0))))
+    used = mask.any(axis=2)
+    nu, nv = int(np.nonzero(used.any(1))[0].max()) + 1, int(np.nonzero(used.any(0))[0].max()) + 1
+    dh_t = torch.from_numpy(dct(np.eye(h), norm="ortho", axis=0)[:nu].T.copy())  # (y, u)
+    dw_t = torch.from_numpy(dct(np.eye(w), norm="ortho", axis=0)[:nv].T.copy())  # (x, v)
+    col = torch.from_numpy(colour)
+    keep = torch.from_numpy(np.ascontiguousarray(np.transpose(mask[:nu, :nv], (2, 0, 1))))
     out = np.empty((len(pixels), int(mask.sum())), dtype=np.float32)
     for s in range(0, len(pixels), chunk):
         x = torch.from_numpy(pixels[s : s + chunk].astype(np.float64)).sub_(128.0)  # a writable copy
-        x = (x.view(-1, h * w, c) @ col_t).transpose(1, 2).reshape(-1, c, h, w)
-        x = (x @ dw_t).transpose(2, 3) @ dh_t  # (n, C, v, u)
+        x = x.view(-1, h, w, c).permute(0, 3, 1, 2) @ dw_t  # (n, C, y, v)
+        x = (x.transpose(2, 3) @ dh_t).transpose(2, 3)  # (n, C, u, v)
+        x = torch.einsum("dc,ncuv->nduv", col, x)
         out[s : s + chunk] = x[:, keep].to(torch.float32).numpy()
     return out
 

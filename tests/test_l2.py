@@ -42,7 +42,7 @@ def test_projection_is_the_orthonormal_dct_and_bounds_every_distance():
         centred = x.astype(np.float64) - 128
         colour = _l2._colour_matrix(shape[2])
         full = dctn(centred @ colour.T, type=2, axes=(1, 2), norm="ortho")  # (n, u, v, C)
-        want = full.transpose(0, 3, 2, 1)[:, np.transpose(mask, (2, 1, 0))]
+        want = full.transpose(0, 3, 1, 2)[:, np.transpose(mask, (2, 0, 1))]
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-3)
         # orthonormal: the full transform keeps every norm, so the kept part bounds it
         np.testing.assert_allclose((full**2).sum((1, 2, 3)), (centred**2).sum((1, 2, 3)), rtol=1e-12)
