@@ -224,6 +224,7 @@ _PROBES = 7  # extra references (beyond k) whose exact distances give the upper 
 # (P + 3) u (|a| + |b|)^2 (u = 2^-24): 2.2e-5 for P = 366; the allowance is 4.5x that.
 _ROUNDING = 1e-4
 _PRUNE_QUERY_CHUNK = 256
+_PRUNE_BOUNDS = 1 << 24  # lower bounds held at once (64 MB): fewer queries per chunk against many references
 _AUTO_PRUNE_IMAGES = 2048  # prune by default when both sets are at least this large
 
 
@@ -265,7 +266,7 @@ def _project(pixels: np.ndarray, image_shape: tuple[int, int, int], mask: np.nda
     colour = _colour_matrix(c)
     if colour is None:  # pragma: no cover - l2_index checks the channels first
         raise RuntimeError("no colour rotation for these channels")
-    used = mask.any(axis=2)
+    used = np.any(mask, axis=2)
     nu, nv = int(np.nonzero(used.any(1))[0].max()) + 1, int(np.nonzero(used.any(0))[0].max()) + 1
     dh_t = torch.from_numpy(dct(np.eye(h), norm="ortho", axis=0)[:nu].T.copy())  # (y, u)
     dw_t = torch.from_numpy(dct(np.eye(w), norm="ortho", axis=0)[:nv].T.copy())  # (x, v)
@@ -433,7 +434,8 @@ def l2_knn(
     query_chunk, reference_chunk
         block sizes of the matrix products; memory is about ``query_chunk *
         reference_chunk * 4`` bytes plus one int8 copy of each chunk (the pruned search:
-        256 queries times the number of references, float32).
+        the index, and lower bounds of up to 256 queries against every reference, at most
+        2^24 float32 values at a time).
     """
     product_name = check_choice("product", product, PRODUCTS)
     if product_name == "auto":
@@ -545,8 +547,9 @@ def _pruned_knn(
     proj = torch.from_numpy(_project(qpix, index.image_shape, index.mask))
     qn_all = np.sqrt((proj.numpy().astype(np.float64) ** 2).sum(1))
     exact = 0
-    for s in range(0, n, _PRUNE_QUERY_CHUNK):
-        a = proj[s : s + _PRUNE_QUERY_CHUNK]
+    step = max(1, min(_PRUNE_QUERY_CHUNK, _PRUNE_BOUNDS // m))
+    for s in range(0, n, step):
+        a = proj[s : s + step]
         c = len(a)
         lb = torch.addmm(index.projected_sq.unsqueeze(0), a, index.projected.T, beta=1.0, alpha=-2.0)
         lb.add_((a * a).sum(1, keepdim=True))

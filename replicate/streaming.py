@@ -257,6 +257,13 @@ class _Spill:
             features=view.get("features"), coarse=view.get("coarse"), descriptors=view.get("descriptors"))
 
 
+# The within-pool pixel search prunes with an index of the whole pool while its projection
+# (366 float32 values per 32x32x3 thumbnail, 1.5 KB) stays small in memory: up to 200,000
+# images, about 290 MB. Larger pools keep the blocked every-pair search over the
+# memory-mapped thumbnails, whose memory does not grow with the pool.
+_WITHIN_INDEX_MAX = 200_000
+
+
 def _within_pairs(spill: _Spill, ids: np.ndarray, config: Any, name: str, chunk_size: int,
                   keep_pairs: str) -> pd.DataFrame:
     from replicate import dedup
@@ -269,7 +276,7 @@ def _within_pairs(spill: _Spill, ids: np.ndarray, config: Any, name: str, chunk_
     # one multi-index table per hash over the whole pool, probed by every chunk: sub-linear
     # per query where a scan of every hash would make the hash signal quadratic in the pool
     index = {m: HammingIndex(whole.hashes[m]) for m in config.hash_radii}
-    if config.l2_k:  # the pruned pixel search's index of the whole pool, also made once
+    if config.l2_k and len(whole) <= _WITHIN_INDEX_MAX:  # the pruned pixel search's index, made once
         from replicate._l2 import l2_index
 
         whole = replace(whole, l2=l2_index(whole.images.images))

@@ -145,3 +145,17 @@ def test_real_cifar_test_against_train_slice_equals_every_pair(cifar_test, cifar
     np.testing.assert_array_equal(res.sq_distances, plain.sq_distances)
     np.testing.assert_array_equal(res.within_radius, plain.within_radius)
     assert res.exact_share is not None and res.exact_share < 0.01  # measured: about 0.1%
+
+
+def test_bounds_held_at_once_do_not_change_the_result(monkeypatch):
+    """Against many references the pruned search takes fewer queries per chunk (at most
+    ``_PRUNE_BOUNDS`` lower bounds at once); the answer stays the same."""
+    q, r = smooth_images(50, 11), smooth_images(400, 12)
+    want = l2_knn(q, r, k=3, radius=500.0, prune=True)
+    monkeypatch.setattr(_l2, "_PRUNE_BOUNDS", 2000)  # 5 queries per chunk against 400
+    got = l2_knn(q, r, k=3, radius=500.0, prune=True)
+    np.testing.assert_array_equal(got.indices, want.indices)
+    np.testing.assert_array_equal(got.sq_distances, want.sq_distances)
+    np.testing.assert_array_equal(got.within_radius, want.within_radius)
+    order, dist, _ = brute(q, r, 3)
+    np.testing.assert_array_equal(got.indices, order)

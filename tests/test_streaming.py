@@ -163,3 +163,18 @@ def test_real_pool_scan_equals_in_memory(pool_sources, candidate_pool, cifar_tes
     mem = find_near_duplicates(mem_pool.select(np.arange(3000)), {"cifar10-test": ref}, config=FAST, chunk_size=1024)
     _assert_same_dedup(scan.dedup, mem)
     assert mem.n_flagged > 0
+
+
+def test_within_pool_search_without_the_pool_index_is_the_same(tmp_path, monkeypatch):
+    """A pool over ``_WITHIN_INDEX_MAX`` images searches itself pair by pair over the
+    memory-mapped thumbnails instead of holding an index of its projection: same result."""
+    from replicate import streaming
+
+    pool, ref = _pool_with_copies()
+    write_shards(pool, tmp_path / "tar", shard_size=25)
+    src = open_source(tmp_path / "tar", chunk_size=64, name="pool")
+    with_index = scan_pool(src, {"ref": ref}, hashes=["phash", "dhash"], config=FAST)
+    monkeypatch.setattr(streaming, "_WITHIN_INDEX_MAX", 0)
+    without = scan_pool(src, {"ref": ref}, hashes=["phash", "dhash"], config=FAST)
+    _assert_same_dedup(with_index.dedup, without.dedup)
+    assert {"pool/000011", "pool/000020"} & set(without.dedup.flagged_ids)

@@ -230,8 +230,10 @@ def _candidate_keys(
         keys.append(pd.DataFrame({**cols, **more}))
 
     if config.l2_k:
-        refs = ref.l2 if ref.l2 is not None else ref.images.images
-        knn(l2_knn(query.images.images, refs, k=min(config.l2_k, available) + extra).indices, "l2_rank")
+        # pruned against the set's index; without one (too small, or a streamed pool too large
+        # to hold its projection) every pair, so that no index is rebuilt for each chunk
+        refs, prune = (ref.l2, True) if ref.l2 is not None else (ref.images.images, False)
+        knn(l2_knn(query.images.images, refs, k=min(config.l2_k, available) + extra, prune=prune).indices, "l2_rank")
     if config.tiny_k:
         knn(_cosine_knn(query.tiny, ref.tiny, min(config.tiny_k, available) + extra)[0], "tiny_rank")
     if config.flips and config.tiny_k:
