@@ -326,6 +326,16 @@ def l2_index(reference: Any) -> L2Index | None:
     return L2Index(pixels, shape, mask, t, (t * t).sum(1), norms)
 
 
+@numba.njit(cache=True, nogil=True)
+def _sq_dist(a, b):  # pragma: no cover - compiled
+    """Exact squared L2 distance of two uint8 rows."""
+    acc = np.int64(0)
+    for t in range(a.shape[0]):
+        dv = np.int32(a[t]) - np.int32(b[t])
+        acc += dv * dv
+    return acc
+
+
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _prune_thresholds(lb, qn, rn, qpix, rpix, row0, within, k, lim, out_thr, out_count):  # pragma: no cover - compiled
     """Per row: the upper bound max(U, lim) and how many references survive it."""
@@ -349,13 +359,7 @@ def _prune_thresholds(lb, qn, rn, qpix, rpix, row0, within, k, lim, out_thr, out
                 pj[p] = j
         ex = np.empty(probes, dtype=np.int64)
         for p in range(probes):
-            acc = np.int64(0)
-            a = qpix[i]
-            b = rpix[pj[p]]
-            for t in range(a.shape[0]):
-                dv = np.int32(a[t]) - np.int32(b[t])
-                acc += dv * dv
-            ex[p] = acc
+            ex[p] = _sq_dist(qpix[i], rpix[pj[p]])
         ex.sort()
         thr = max(ex[k - 1], lim)
         out_thr[i] = thr
@@ -384,11 +388,7 @@ def _prune_exact(lb, qn, rn, qpix, rpix, row0, within, thr, lim, best_v, best_i,
             s = qn[i] + rn[j]
             if lb[i, j] - _ROUNDING * s * s > thr[i]:
                 continue
-            b = rpix[j]
-            acc = np.int64(0)
-            for t in range(a.shape[0]):
-                dv = np.int32(a[t]) - np.int32(b[t])
-                acc += dv * dv
+            acc = _sq_dist(a, rpix[j])
             if acc <= lim:
                 cnt += 1
             if acc < best_v[i, k - 1]:

@@ -125,7 +125,7 @@ def _prepared_chunk(chunk: Chunk, config: Any, name: str) -> Any:
     from replicate import dedup
 
     images = ImageSet(chunk.images, ids=chunk.ids, name=name, _validate=False)
-    return dedup.prepare(images, config, name)
+    return dedup.prepare(images, config, name, searched=False)  # a query only: no pixel-search index
 
 
 def _flagged_only(pairs: pd.DataFrame, config: Any, name: str) -> pd.DataFrame:

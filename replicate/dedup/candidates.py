@@ -56,9 +56,11 @@ class PreparedSet:
         return len(self.images)
 
 
-def prepare(images: ImageSet, config: DedupConfig, name: str | None = None) -> PreparedSet:
+def prepare(images: ImageSet, config: DedupConfig, name: str | None = None, *, searched: bool = True) -> PreparedSet:
     """Hashes, tiny signatures, aligned windows (and features, and the copy-detection
-    descriptors of the gate when ``descriptor_min`` is set) of one set."""
+    descriptors of the gate when ``descriptor_min`` is set) of one set; with ``searched``
+    (the default) also the pruned pixel search's index, which only a set searched against
+    needs (a streamed pool's chunks are queries only)."""
     from replicate.hashing import hash_images
 
     hashes = {m: hash_images(images.images, m, hash_size=config.hash_size) for m in config.hash_radii}
@@ -81,7 +83,7 @@ def prepare(images: ImageSet, config: DedupConfig, name: str | None = None) -> P
         features=feats,
         coarse=_coarse_reference(images.images, config.max_shift) if config.aligned_k else None,
         descriptors=_gate_descriptors(images, config, feats),
-        l2=l2_index(images.images) if config.l2_k else None,
+        l2=l2_index(images.images) if config.l2_k and searched else None,
     )
 
 
