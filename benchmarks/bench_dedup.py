@@ -35,16 +35,14 @@ PLANTED_TARGET = 2990
 @contextmanager
 def brute_force_l2():
     """The detector's pixel search with every pair computed (the pre-pruning path)."""
-    from replicate import _l2
     from replicate.dedup import candidates
 
-    saved = candidates.l2_index, _l2._AUTO_PRUNE_IMAGES
-    candidates.l2_index = lambda images: None
-    _l2._AUTO_PRUNE_IMAGES = 1 << 62
+    saved = candidates.l2_index
+    candidates.l2_index = lambda images: None  # a set without an index is searched pair by pair
     try:
         yield
     finally:
-        candidates.l2_index, _l2._AUTO_PRUNE_IMAGES = saved
+        candidates.l2_index = saved
 
 
 def cifar_run(test, train, preset: str) -> dict:
