@@ -50,6 +50,47 @@ def _rss_mib() -> dict[str, float]:
     return {"peak_rss_mib": round(own, 1), "peak_rss_decoder_processes_mib": round(kids, 1)}
 
 
+class _RssByPhase:
+    """Peak resident memory of this process per phase, sampled from /proc/self/status
+    every 0.2 s by a background thread (``ru_maxrss`` only gives the peak of the whole run,
+    which here includes the kernel measurements' 60,000-reference float32 copies)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.phase = "setup"
+        self.peaks: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _now_mib() -> float:
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return float("nan")
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            v = self._now_mib()
+            self.peaks[self.phase] = max(self.peaks.get(self.phase, 0.0), v)
+
+    def enter(self, phase: str) -> None:
+        v = self._now_mib()
+        self.peaks[self.phase] = max(self.peaks.get(self.phase, 0.0), v)
+        self.phase = phase
+
+    def stop(self) -> dict[str, float]:
+        self.enter("done")
+        self._stop.set()
+        self._thread.join()
+        return {k: round(v, 1) for k, v in self.peaks.items() if k != "done"}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=20_000)
@@ -69,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     from replicate.sources import open_source, read_chunk
     from replicate.streaming import sample_source, scan_pool
 
+    rss = _RssByPhase()
     tmp = None
     if a.keep is None:
         tmp = tempfile.TemporaryDirectory(prefix="bench-pool-")
@@ -97,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                                         "ratio_max", "edge_max", "within_query")}
 
     # ---- kernels alone, same run
+    rss.enter("kernels")
     tasks = src.tasks()[:2]
     n_k = sum(len(x.ids) for x in tasks)
     t = time.perf_counter()
@@ -130,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     del thumbs, q, r, q8
 
     # ---- the scan
+    rss.enter("scan")
     t = time.perf_counter()
     scan = scan_pool(src, refs, hashes=["phash"], config=config, keep_pairs="flagged", workers=a.workers)
     scan_s = time.perf_counter() - t
@@ -141,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         "skipped": len(scan.skipped),
     }
     kw = scan.keywords
+    rss.enter("sample")
     t = time.perf_counter()
     alloc = allocate(kw, min(2000, a.n // 4))
     sampled = sample_source(src, alloc, positions=scan.kept_positions, exclude=scan.dedup, seed=0,
@@ -171,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "missed": [p["id"] for p in planted if p not in found][:20]}
 
     # ---- equality with the in-memory path on the decoded thumbnails
+    rss.enter("in_memory_check")
     m = min(a.check, a.n)
     part = src.select(np.arange(m))
     t = time.perf_counter()
@@ -195,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         "same_flagged_pairs_and_distances": bool(same_pairs),
         "same_sample_ids": None if mem_sample is None else bool(mem_sample == sampled.selected_ids),
     }
+    results["memory"]["peak_rss_mib_by_phase"] = rss.stop()
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     if tmp is not None:
         tmp.cleanup()
