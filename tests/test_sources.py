@@ -170,6 +170,19 @@ def test_materialise_positions_in_given_order(tmp_path, toy):
     np.testing.assert_array_equal(m.images, toy.images[[33, 2, 17, 3]])
 
 
+def test_materialise_decodes_only_the_wanted_images(tmp_path, toy):
+    """A sample of a web-scale pool must not decode the rest of each chunk it draws from:
+    a corrupt image next to the wanted ones (same chunk) is never read."""
+    good = _png(toy.images[0], "JPEG")
+    path = _one_shard(tmp_path, {"a.jpg": good, "a.cls": b"1", "b.jpg": good[: len(good) // 3], "b.cls": b"2",
+                                 "c.jpg": good, "c.cls": b"3"})
+    src = open_source(path, chunk_size=4096)
+    m = src.materialise([2, 0])
+    assert m.ids.tolist() == ["bad/c", "bad/a"] and "skipped" not in m.info
+    with pytest.raises(ValueError, match=r"image member 'b\.jpg' of shard"):
+        src.materialise([1])
+
+
 # --------------------------------------------------------------------------- sizes and modes
 
 
