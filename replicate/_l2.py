@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from replicate._validation import check_choice, check_int, fail
+from replicate.hamming import _insert  # the sorted k-smallest insertion (ties keep the earlier index)
 
 __all__ = ["L2Index", "L2Neighbors", "l2_index", "l2_knn", "flatten_pixels", "fastest_exact_product", "PRODUCTS"]
 
@@ -108,19 +109,6 @@ def flatten_pixels(images: Any) -> np.ndarray:
     return arr.reshape(len(arr), int(np.prod(arr.shape[1:])))
 
 
-@numba.njit(cache=True, nogil=True)
-def _insert(best_v, best_i, i, v, j):  # pragma: no cover - compiled
-    """Insert value ``v`` at reference ``j`` into row ``i`` of the sorted k smallest (the
-    caller checked ``v < best_v[i, -1]``); equal values keep their earlier place."""
-    p = best_v.shape[1] - 1
-    while p > 0 and best_v[i, p - 1] > v:
-        best_v[i, p] = best_v[i, p - 1]
-        best_i[i, p] = best_i[i, p - 1]
-        p -= 1
-    best_v[i, p] = v
-    best_i[i, p] = j
-
-
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _scan(dots, nr, col0, row0, self_exclude, best_v, best_i, limit, counts):  # pragma: no cover - compiled
     """Merge one block of dot products into the running k smallest per row.
@@ -145,7 +133,7 @@ def _scan(dots, nr, col0, row0, self_exclude, best_v, best_i, limit, counts):  #
             if v < worst:
                 if self_exclude and col0 + j == gi:
                     continue
-                _insert(best_v, best_i, i, v, col0 + j)
+                _insert(best_i, best_v, i, best_v.shape[1], v, col0 + j)
                 worst = best_v[i, k - 1]
         counts[i] += cnt
 
@@ -392,7 +380,7 @@ def _prune_exact(lb, qn, rn, qpix, rpix, row0, within, thr, lim, best_v, best_i,
             if acc <= lim:
                 cnt += 1
             if acc < best_v[i, k - 1]:
-                _insert(best_v, best_i, i, acc, j)
+                _insert(best_i, best_v, i, best_v.shape[1], acc, j)
         counts[i] = cnt
 
 
