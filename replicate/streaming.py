@@ -58,6 +58,37 @@ __all__ = [
 ]
 
 
+def _return_free_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc ``malloc_trim``; elsewhere nothing).
+
+    A long scan allocates and frees the same large buffers chunk after chunk from several
+    threads (torch's and numba's kernels, the unpickling of decoded chunks). glibc keeps
+    what they free in per-thread arenas and, having raised its mmap threshold after the first
+    large free, serves later large buffers from those arenas too, so the resident memory of
+    the 10^6-image benchmark grew with the pool (3.6 GB) though what the scan holds is the
+    reference index and a few KB per flagged pair. Trimming after each chunk keeps the
+    resident memory at what is live (docs/sources.md, memory model)."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        _MALLOC_TRIM = False
+        try:
+            import ctypes
+            import ctypes.util
+
+            name = ctypes.util.find_library("c")
+            trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+            if trim is not None:
+                trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+                _MALLOC_TRIM = trim
+        except OSError:  # no C library to load: nothing to trim
+            pass
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM: Any = None
+
+
 def _check_source(source: Any) -> ImageSource:
     if not isinstance(source, ImageSource):
         raise fail("source", type(source).__name__, "an ImageSource", "Open one with replicate.open_source(path).",
@@ -618,6 +649,7 @@ def scan_pool(
     ref_sets = dict(dd._as_references(references, ImageSet(np.zeros((1, *shape), np.uint8), name=source.name,
                                                               ids=[f"{source.name}/\x00probe"]))) if cfg else {}
     timings["references"] = time.perf_counter() - t0
+    _return_free_heap()  # the references' temporaries
     within = cfg is not None and cfg.within_query
     tmp = None
     spill = None
@@ -669,6 +701,8 @@ def scan_pool(
             if part.keywords is not None:
                 kw_parts.append(part.keywords)
             offset += len(part.ids)
+            del part
+            _return_free_heap()
             t = time.perf_counter()
             timings["absorb"] += t - t_part
         kept_pos = np.concatenate(kept) if kept else np.zeros(0, np.int64)
