@@ -193,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     sample_s = time.perf_counter() - t
     results["sample"] = {"size": len(sampled.testset), "seconds": round(sample_s, 1)}
     results["memory"] = _rss_mib()
+    # ru_maxrss of the children is the largest child's: the pool generator's when it ran here
+    results["memory"]["child_processes"] = ("decoders and the pool generator (run in this process's "
+                                            "children first)" if "generate_s" in results else "decoders")
     total = scan_s + sample_s
     # the yardstick: decode plus the L2 kernel, images/s each, as time per image
     floor = 1 / decode_rate + 1 / l2_product_rate
