@@ -181,7 +181,8 @@ def candidate_pairs(
     targets: list[tuple[PreparedSet, bool]] = [(r, False) for r in references]
     if within is not None:
         targets.append((within, True))
-    frames = []
+    frames: list[pd.DataFrame] = []
+    edge_jobs: list[_EdgeJob] = []
     for ref, is_within in targets:
         keys = _candidate_keys(query, ref, config, offset, is_within, within_index if is_within else None)
         if not keys:
@@ -197,10 +198,78 @@ def candidate_pairs(
             cand = cand.assign(query_pos=lo, reference_pos=hi)
         cand = cand.groupby(["query_pos", "reference_pos"], as_index=False, sort=True).min()
         cand["window_only"] = cand.window_only.fillna(0.0).astype(bool)  # min skips NaN: window and mirror -> 1
-        frames.append(_distances(cand, query, ref, offset, within if is_within else None, config))
+        out, job = _distances(cand, query, ref, offset, within if is_within else None, config, len(frames))
+        frames.append(out)
+        if job is not None:
+            edge_jobs.append(job)
     if not frames:
         return _empty_pairs(config)
+    if edge_jobs:
+        _fill_edges(frames, edge_jobs, query, offset, within, config)
     return pd.concat(frames, ignore_index=True)
+
+
+@dataclass(frozen=True, eq=False)
+class _EdgeJob:
+    """The pairs of one candidate table (``frames[frame]``) whose edge distance is computed:
+    rows ``near``, the side image at ``side`` (chunk positions, or the whole query's with
+    ``whole``), the centre image ``other`` in ``images``; ``qpos`` and ``window_only`` of
+    every row, for the edge ratio."""
+
+    frame: int
+    near: np.ndarray
+    side: np.ndarray
+    whole: bool
+    other: np.ndarray
+    images: np.ndarray
+    qpos: np.ndarray
+    window_only: np.ndarray
+
+
+def _fill_edges(frames: list[pd.DataFrame], jobs: list[_EdgeJob], query: PreparedSet, offset: int,
+                within: PreparedSet | None, config: DedupConfig) -> None:
+    """The edge distances of every candidate table of one query chunk, in one pass.
+
+    The query side's edge windows are the expensive part (294 windows of 676 values per
+    image); a chunk's pairs against every reference set and inside the query share them, so
+    each query image's windows are made once per chunk instead of once per set. The values
+    are those of a pass per set: :func:`_grouped_max_cos` gives each pair the same result
+    whatever pairs share its batch.
+    """
+    em = config.edge_max_shift
+    side_img = within.images.images if within is not None else query.images.images
+    if min(side_img.shape[1:3]) - 2 * em < 1:
+        raise fail("edge_max_shift", em, f"< {min(side_img.shape[1:3]) / 2} (half the image side)")
+    sides, others, bases = [], [], []
+    base = 0
+    for job in jobs:
+        # one side index: the whole query's positions when it is given (the chunk is its slice)
+        sides.append(job.side + (offset if within is not None and not job.whole else 0))
+        others.append(job.other + base)
+        bases.append((base, job.images))
+        base += len(job.images)
+
+    def centres(p: np.ndarray) -> torch.Tensor:
+        out = torch.empty((len(p), (side_img.shape[1] - 2 * em) * (side_img.shape[2] - 2 * em)))
+        for b0, images in bases:
+            sel = np.flatnonzero((p >= b0) & (p < b0 + len(images)))
+            if len(sel):
+                out[torch.from_numpy(sel)] = _edge_centre(images[p[sel] - b0], em)
+        return out
+
+    cos = _grouped_max_cos(np.concatenate(sides), np.concatenate(others),
+                           lambda u: _edge_windows(side_img[u], em, config.edge_scales), centres, _EDGE_GROUP)
+    dist = _cos_to_distance(cos)
+    at = 0
+    for job in jobs:
+        out = frames[job.frame]
+        edge = np.full(len(out), np.nan)
+        edge[job.near] = dist[at : at + len(job.near)]
+        at += len(job.near)
+        out["edge"] = edge
+        # as for aligned_ratio, the coarse-window candidates are not others: switching
+        # them on only adds candidates and flags
+        out["edge_ratio"] = _ratio_to_best_other(job.qpos, edge, ~job.window_only)
 
 
 def _candidate_keys(
@@ -354,8 +423,11 @@ def _distances(
     offset: int,
     whole_query: PreparedSet | None,
     config: DedupConfig,
-) -> pd.DataFrame:
-    """All distances of candidate pairs (positions; ``whole_query`` for pairs within the query)."""
+    frame: int = 0,
+) -> tuple[pd.DataFrame, _EdgeJob | None]:
+    """All distances of candidate pairs (positions; ``whole_query`` for pairs within the
+    query), but the edge columns: those are NaN here, and the returned job (``frame``: this
+    table's place among the chunk's) says which pairs :func:`_fill_edges` computes them for."""
     qpos = cand.query_pos.to_numpy(np.int64)
     rpos = cand.reference_pos.to_numpy(np.int64)
     # Within the query set both ends are query positions: read them from the whole set.
@@ -389,15 +461,14 @@ def _distances(
         out["aligned_rank"] = cand.aligned_rank.to_numpy()
     if config.flips:
         out["aligned_mirror"] = _aligned_at(qimg, qloc, ref, rpos, config, flip=True)
+    job = None
     if config.edge_max is not None:
-        edge = np.full(len(qpos), np.nan)
+        # filled in by _fill_edges for all of the chunk's tables at once (the columns keep their place)
+        out["edge"] = np.nan
+        out["edge_ratio"] = np.nan
         near = np.flatnonzero(al <= config.edge_aligned_max)  # computed only for pairs already close
-        if len(near):
-            edge[near] = _edge_at(qimg, rimg, qloc[near], rpos[near], config)
-        out["edge"] = edge
-        # as for aligned_ratio, the coarse-window candidates are not others: switching
-        # them on only adds candidates and flags
-        out["edge_ratio"] = _ratio_to_best_other(qpos, edge, ~window_only)
+        job = _EdgeJob(frame=frame, near=near, side=qloc[near], whole=whole_query is not None, other=rpos[near],
+                       images=rimg, qpos=qpos, window_only=window_only)
     if config.feature_model is not None:
         if qsrc.features is None or ref.features is None:  # pragma: no cover - made by prepare()
             raise RuntimeError("prepared sets have no model features; prepare() them with feature_model set")
@@ -408,7 +479,7 @@ def _distances(
     for col in RANK_COLUMNS:
         if col in out:
             out[col] = out[col].astype("Int64")
-    return out
+    return out, job
 
 
 def _row_cosine(qsrc: PreparedSet, qloc: np.ndarray, ref: PreparedSet, rpos: np.ndarray) -> np.ndarray:
@@ -431,20 +502,6 @@ def _aligned_at(
         return _aligned_query(img[:, :, ::-1] if flip else img, config.max_shift, config.scales)
 
     cos = _grouped_max_cos(side, at, windows, lambda p: torch.from_numpy(other.aligned[p]), _ALIGN_GROUP)
-    return _cos_to_distance(cos)
-
-
-def _edge_at(qimg: np.ndarray, rimg: np.ndarray, qloc: np.ndarray, rpos: np.ndarray, config: DedupConfig) -> np.ndarray:
-    """Edge distance of each pair p: image ``qimg[qloc[p]]`` against ``rimg[rpos[p]]``."""
-    em = config.edge_max_shift
-    if min(qimg.shape[1:3]) - 2 * em < 1:
-        raise fail("edge_max_shift", em, f"< {min(qimg.shape[1:3]) / 2} (half the image side)")
-    cos = _grouped_max_cos(
-        qloc, rpos,
-        lambda u: _edge_windows(qimg[u], em, config.edge_scales),
-        lambda p: _edge_centre(rimg[p], em),
-        _EDGE_GROUP,
-    )
     return _cos_to_distance(cos)
 
 

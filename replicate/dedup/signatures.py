@@ -21,8 +21,8 @@ _ALIGN_BATCH = 1024
 
 
 def _unit_rows(x: torch.Tensor) -> torch.Tensor:
-    x = x - x.mean(dim=1, keepdim=True)
-    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-6)
+    x = x - x.mean(dim=1, keepdim=True)  # a new tensor: the division below can write into it
+    return x.div_(x.norm(dim=1, keepdim=True).clamp_min(1e-6))
 
 
 def tiny_signature(images: np.ndarray, size: int = 8) -> np.ndarray:

@@ -196,9 +196,14 @@ def load_descriptor(weights: str | os.PathLike[str] | None = None) -> Any:
 _CACHE: dict[str, Any] = {}
 
 
-def embed(images: np.ndarray, model: Any = None, batch_size: int = 1024) -> np.ndarray:
+def embed(images: np.ndarray, model: Any = None, batch_size: int = 128) -> np.ndarray:
     """Unit-norm float32 ``(N, 128)`` descriptors of uint8 images (shipped weights unless
-    ``model`` is given; the shipped model is loaded once per process)."""
+    ``model`` is given; the shipped model is loaded once per process).
+
+    ``batch_size`` images go through the network at once. 128 keeps each layer's
+    activations in cache: on the 2-core AVX-512 box, 12,288 CIFAR-10 train images ran at
+    9,037 images/s with 128, against 5,822 with 1,024 and 5,322 with 4,096. The descriptors
+    were the same bits at every batch size tried (64-4,096)."""
     if model is None:
         if "default" not in _CACHE:
             _CACHE["default"] = load_descriptor()
