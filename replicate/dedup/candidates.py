@@ -183,6 +183,7 @@ def candidate_pairs(
         targets.append((within, True))
     frames: list[pd.DataFrame] = []
     edge_jobs: list[_EdgeJob] = []
+    tables: list[tuple[pd.DataFrame, PreparedSet, bool]] = []
     for ref, is_within in targets:
         keys = _candidate_keys(query, ref, config, offset, is_within, within_index if is_within else None)
         if not keys:
@@ -198,15 +199,65 @@ def candidate_pairs(
             cand = cand.assign(query_pos=lo, reference_pos=hi)
         cand = cand.groupby(["query_pos", "reference_pos"], as_index=False, sort=True).min()
         cand["window_only"] = cand.window_only.fillna(0.0).astype(bool)  # min skips NaN: window and mirror -> 1
-        out, job = _distances(cand, query, ref, offset, within if is_within else None, config, len(frames))
+        tables.append((cand, ref, is_within))
+    if not tables:
+        return _empty_pairs(config)
+    for (cand, ref, is_within), al in zip(tables, _aligned_all(tables, query, offset, within, config)):
+        out, job = _distances(cand, query, ref, offset, within if is_within else None, config, al, len(frames))
         frames.append(out)
         if job is not None:
             edge_jobs.append(job)
-    if not frames:
-        return _empty_pairs(config)
     if edge_jobs:
         _fill_edges(frames, edge_jobs, query, offset, within, config)
     return pd.concat(frames, ignore_index=True)
+
+
+def _aligned_all(tables: list[tuple[pd.DataFrame, PreparedSet, bool]], query: PreparedSet, offset: int,
+                 within: PreparedSet | None, config: DedupConfig) -> list[np.ndarray]:
+    """The aligned distance of every pair of a chunk's candidate tables, in one pass (as
+    :func:`_fill_edges`: each query image's shifted and zoomed windows are made once per
+    chunk, for its pairs in every set and in both directions inside the query; the values
+    are those of a pass per table). Inside the query both ends are query images and the
+    zoom range applies either way round: the smaller of the two directions."""
+    whole = within is not None
+    side_img = within.images.images if within is not None else query.images.images
+    sides, others, centres, spans = [], [], [], []
+    base = 0
+    for cand, ref, is_within in tables:
+        qpos = cand.query_pos.to_numpy(np.int64)
+        rpos = cand.reference_pos.to_numpy(np.int64)
+        # the side: the whole query's positions when it is given (the chunk is its slice)
+        side = qpos if (is_within or whole) else qpos - offset
+        sides.append(side)
+        others.append(rpos + base)
+        if is_within:  # the other direction: the higher position's windows against the lower's centre
+            sides.append(rpos)
+            others.append(qpos + base)
+        spans.append((len(qpos), is_within))
+        centres.append((base, ref.aligned))
+        base += len(ref.aligned)
+
+    def centre_rows(p: np.ndarray) -> torch.Tensor:
+        out = torch.empty((len(p), centres[0][1].shape[1]))
+        for b0, aligned in centres:
+            sel = np.flatnonzero((p >= b0) & (p < b0 + len(aligned)))
+            if len(sel):
+                out[torch.from_numpy(sel)] = torch.from_numpy(aligned[p[sel] - b0])
+        return out
+
+    cos = _grouped_max_cos(np.concatenate(sides), np.concatenate(others),
+                           lambda u: _aligned_query(side_img[u], config.max_shift, config.scales), centre_rows,
+                           _ALIGN_GROUP)
+    dist = _cos_to_distance(cos)
+    result, at = [], 0
+    for n, is_within in spans:
+        al = dist[at : at + n]
+        at += n
+        if is_within:
+            al = np.minimum(al, dist[at : at + n])
+            at += n
+        result.append(al)
+    return result
 
 
 @dataclass(frozen=True, eq=False)
@@ -423,10 +474,12 @@ def _distances(
     offset: int,
     whole_query: PreparedSet | None,
     config: DedupConfig,
+    al: np.ndarray,
     frame: int = 0,
 ) -> tuple[pd.DataFrame, _EdgeJob | None]:
     """All distances of candidate pairs (positions; ``whole_query`` for pairs within the
-    query), but the edge columns: those are NaN here, and the returned job (``frame``: this
+    query; ``al`` their aligned distances, from :func:`_aligned_all`), but the edge columns:
+    those are NaN here, and the returned job (``frame``: this
     table's place among the chunk's) says which pairs :func:`_fill_edges` computes them for."""
     qpos = cand.query_pos.to_numpy(np.int64)
     rpos = cand.reference_pos.to_numpy(np.int64)
@@ -441,10 +494,6 @@ def _distances(
     qimg = qsrc.images.images
     rimg = ref.images.images
     sq = l2_sq_distances_at(qimg, rimg, qloc, rpos)
-    al = _aligned_at(qimg, qloc, ref, rpos, config)
-    if whole_query is not None:
-        # both ends are query images: the zoom range applies either way round
-        al = np.minimum(al, _aligned_at(rimg, rpos, qsrc, qloc, config))
     values_per_image = int(np.prod(qimg.shape[1:]))
     out["l2"] = np.sqrt(sq.astype(np.float64))
     out["l2_rms"] = np.sqrt(sq / values_per_image)
