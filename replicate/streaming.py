@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -87,6 +88,96 @@ def _return_free_heap() -> None:
 
 
 _MALLOC_TRIM: Any = None
+
+# glibc's malloc parameters (malloc.h) and the environment variables that set them. Setting
+# any of them turns glibc's dynamic mmap threshold off for the whole process.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": "trim_threshold", "MALLOC_TOP_PAD_": "top_pad",
+               "MALLOC_MMAP_THRESHOLD_": "mmap_threshold", "MALLOC_MMAP_MAX_": "mmap_max"}
+_GLIBC_DEFAULT_THRESHOLD = 128 * 1024  # glibc's initial mmap and trim thresholds
+# where glibc's dynamic thresholds end on 64-bit systems (the mmap threshold rises to the
+# size of the largest freed mmapped block, at most 32 MiB; the trim threshold to twice it)
+_TASK_MMAP_THRESHOLD = 32 << 20
+_TASK_TRIM_THRESHOLD = 64 << 20
+_HEAP_LOCK = threading.Lock()
+_HEAP_TASKS = 0
+_MALLOPT: Any = None
+
+
+def _malloc_int(value: str) -> int | None:
+    try:
+        return int(value.strip(), 0)
+    except ValueError:
+        return None
+
+
+def _fixed_malloc_settings() -> dict[str, int | None] | None:
+    """The malloc parameters the environment fixed for this process (``MALLOC_*_``
+    variables, ``glibc.malloc.*`` tunables; a value glibc would not parse is ``None``), or
+    ``None`` where it fixed none (glibc's dynamic mmap threshold is then on)."""
+    found: dict[str, int | None] = {}
+    for tunable in os.environ.get("GLIBC_TUNABLES", "").split(":"):
+        key, _, value = tunable.partition("=")
+        if key.startswith("glibc.malloc.") and key.removeprefix("glibc.malloc.") in _MALLOC_ENV.values():
+            found[key.removeprefix("glibc.malloc.")] = _malloc_int(value)
+    for var, name in _MALLOC_ENV.items():
+        if var in os.environ:
+            found[name] = _malloc_int(os.environ[var])
+    return found or None
+
+
+def _mallopt() -> Any:
+    """glibc's ``mallopt`` (``False`` without glibc)."""
+    global _MALLOPT
+    if _MALLOPT is None:
+        _return_free_heap()  # finds malloc_trim: glibc has both
+        _MALLOPT = False
+        if _MALLOC_TRIM:
+            import ctypes
+            import ctypes.util
+
+            fn = getattr(ctypes.CDLL(ctypes.util.find_library("c")), "mallopt", None)
+            if fn is not None:
+                fn.argtypes, fn.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+                _MALLOPT = fn
+    return _MALLOPT
+
+
+@contextmanager
+def _task_heap() -> Iterator[None]:
+    """Inside a cluster task, glibc's malloc keeps large freed buffers for reuse, as it does
+    in a plain process; after the task, the free heap goes back to the system.
+
+    A Dask nanny starts its worker with ``MALLOC_TRIM_THRESHOLD_=65536`` (so that freed memory
+    leaves the worker at once), and setting any malloc parameter turns off glibc's dynamic
+    mmap threshold: every buffer over 128 KiB is then a fresh mmap whose pages fault in and
+    are zeroed on first touch. The scan's kernels make many such temporaries per chunk, and a
+    worker computed a chunk 25-30% slower than the same process without the variable
+    (docs/scale.md). During a task the thresholds are set where glibc's dynamic ones end on
+    64-bit systems (mmap 32 MiB, trim 64 MiB); when the worker's last running task ends the
+    free heap is trimmed (``malloc_trim``) and the environment's settings are restored. Where
+    the environment fixed nothing, or without glibc, nothing is changed."""
+    global _HEAP_TASKS
+    fixed = _fixed_malloc_settings()
+    mallopt = _mallopt() if fixed is not None else None
+    if not mallopt or fixed is None:
+        yield
+        return
+    with _HEAP_LOCK:
+        if _HEAP_TASKS == 0:
+            mallopt(_M_MMAP_THRESHOLD, _TASK_MMAP_THRESHOLD)
+            mallopt(_M_TRIM_THRESHOLD, _TASK_TRIM_THRESHOLD)
+        _HEAP_TASKS += 1
+    try:
+        yield
+    finally:
+        with _HEAP_LOCK:
+            _HEAP_TASKS -= 1
+            if _HEAP_TASKS == 0:
+                _return_free_heap()
+                for param, name in ((_M_TRIM_THRESHOLD, "trim_threshold"), (_M_MMAP_THRESHOLD, "mmap_threshold")):
+                    value = fixed.get(name)
+                    mallopt(param, _GLIBC_DEFAULT_THRESHOLD if value is None else value)
 
 
 def _check_source(source: Any) -> ImageSource:
@@ -435,7 +526,7 @@ def _scan_task(task_kw: tuple[Any, Any], *args: Any) -> _ChunkScan:
     from replicate.sources import read_chunk
 
     start = time.time()
-    with _task_threads():
+    with _task_threads(), _task_heap():
         t = time.perf_counter()
         task, kw = task_kw
         chunk = read_chunk(task)
@@ -470,8 +561,9 @@ def _task_threads() -> Iterator[None]:
 
 def _task_record(index: int, start: float) -> dict[str, Any]:
     """Where and when a cluster task ran (wall-clock seconds since the epoch, comparable across
-    the processes of one machine) and the kernel threads it had: for the overhead attribution
-    of ``benchmarks/bench_distributed.py`` (docs/scale.md)."""
+    the processes of one machine), the kernel threads it had and whether its malloc
+    thresholds were raised (:func:`_task_heap`): for the overhead attribution of
+    ``benchmarks/bench_distributed.py`` (docs/scale.md)."""
     import numba
     import torch
 
@@ -482,7 +574,8 @@ def _task_record(index: int, start: float) -> dict[str, Any]:
     except (ImportError, ValueError):  # not inside a Dask worker
         worker = f"pid {os.getpid()}"
     return {"index": index, "worker": worker, "start": start, "end": time.time(),
-            "threads_torch_numba": (torch.get_num_threads(), numba.get_num_threads())}
+            "threads_torch_numba": (torch.get_num_threads(), numba.get_num_threads()),
+            "malloc_thresholds_raised": _HEAP_TASKS > 0}
 
 
 def _result_bytes(part: _ChunkScan) -> int:

@@ -224,11 +224,19 @@ def test_task_records_for_the_overhead_attribution(tmp_path, cluster):
     assert local.tasks == () and "broadcast" not in local.timings
     assert [r["index"] for r in dist.tasks] == list(range(src.n_chunks))
     workers = set(cluster.client.scheduler_info(n_workers=-1)["workers"])
+    import dask
+
+    from replicate.streaming import _mallopt
+
+    environ = dask.config.get("distributed.nanny.pre-spawn-environ", {})
+    nanny_fixes_malloc = bool(_mallopt()) and any(k.startswith("MALLOC_") for k in environ)
     for r in dist.tasks:
         assert r["worker"] in workers
         assert r["end"] - r["start"] >= r["decode"] + r["search"] + r["keywords"] - 1e-6
         # the nanny's OMP_NUM_THREADS=1 holds for torch, and numba follows torch inside a task
         assert tuple(r["threads_torch_numba"]) == (1, 1)
+        # the nanny's MALLOC_TRIM_THRESHOLD_ turns glibc's dynamic mmap threshold off: raised in the task
+        assert r["malloc_thresholds_raised"] is nanny_fixes_malloc
     assert sum(r["result_bytes"] for r in dist.tasks) >= 16 * len(src)  # int64 positions + uint64 phashes at least
     assert sum(r["decode"] for r in dist.tasks) == pytest.approx(dist.timings["decode"], abs=1e-6 * len(dist.tasks))
     assert dist.timings["broadcast"] > 0 and dist.timings["wait"] >= 0 and dist.timings["absorb"] > 0

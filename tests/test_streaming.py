@@ -195,3 +195,74 @@ def test_scan_returns_free_heap_memory_after_every_chunk(tmp_path, monkeypatch):
     scan = scan_pool(src, [ref], config=FAST, within_query=False)
     assert scan.n_decoded == 60
     assert len(calls) == 1 + 3  # after the references, then after each of the 3 chunks
+
+
+_HEAP_PROBE = """
+import json, resource
+import numpy as np
+from replicate import streaming as st
+
+def faults(n=12, size=16 << 20):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(n):
+        a = np.ones(size, np.uint8)  # touched: a fresh mapping faults every page in
+        del a
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+out = {"available": bool(st._mallopt()), "fixed": st._fixed_malloc_settings()}
+out["outside"] = faults()
+with st._task_heap():
+    faults(1)  # the first buffer of the task is new memory either way
+    out["inside"] = faults()
+    out["raised"] = st._HEAP_TASKS > 0
+out["after"] = faults()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("env", [{"MALLOC_TRIM_THRESHOLD_": "65536"}, {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=65536"}])
+def test_task_heap_reuses_large_buffers_under_a_fixed_malloc_setting(env):
+    """A Dask nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which turns glibc's
+    dynamic mmap threshold off: every large temporary is then fresh memory that faults in
+    page by page (a chunk computed 25-30% slower, docs/scale.md). Inside a cluster task the
+    thresholds are raised, so a freed 16 MiB buffer is reused (almost no page faults), and
+    restored after it (faults again, as the environment asked)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _HEAP_PROBE], capture_output=True, text=True, check=True,
+                          env={**os.environ, **env})
+    out = json.loads(proc.stdout)
+    if not out["available"]:
+        pytest.skip("no glibc mallopt in this process (the setting is glibc's)")
+    assert out["fixed"] == {"trim_threshold": 65536}
+    assert out["raised"] is True
+    # a fresh 16 MiB mapping faults in 4,096 pages, or 8 transparent huge pages at the least
+    assert out["outside"] >= 12 * 8, out
+    assert out["inside"] * 10 < out["outside"], out
+    assert out["after"] >= 12 * 8, out
+
+
+def test_task_heap_leaves_glibc_alone_where_nothing_is_fixed(monkeypatch):
+    """Without a MALLOC_*_ variable or malloc tunable the dynamic threshold is on: _task_heap
+    changes nothing (it would otherwise turn the dynamic threshold off for good)."""
+    import replicate.streaming as st
+
+    for var in (*st._MALLOC_ENV, "GLIBC_TUNABLES"):
+        monkeypatch.delenv(var, raising=False)
+    assert st._fixed_malloc_settings() is None
+    calls = []
+    monkeypatch.setattr(st, "_MALLOPT", lambda *a: calls.append(a) or 1)
+    with st._task_heap():
+        assert st._HEAP_TASKS == 0
+    assert calls == []
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1048576")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.top_pad=0x0:glibc.pthread.rseq=0")
+    assert st._fixed_malloc_settings() == {"mmap_threshold": 1 << 20, "top_pad": 0}
+    with st._task_heap():
+        assert st._HEAP_TASKS == 1
+    assert calls == [(st._M_MMAP_THRESHOLD, 32 << 20), (st._M_TRIM_THRESHOLD, 64 << 20),
+                     (st._M_TRIM_THRESHOLD, 128 * 1024), (st._M_MMAP_THRESHOLD, 1 << 20)]
+    assert st._HEAP_TASKS == 0
