@@ -69,25 +69,33 @@ def _return_free_heap() -> None:
     the 10^6-image benchmark grew with the pool (3.6 GB) though what the scan holds is the
     reference index and a few KB per flagged pair. Trimming after each chunk keeps the
     resident memory at what is live (docs/sources.md, memory model)."""
-    global _MALLOC_TRIM
-    if _MALLOC_TRIM is None:
-        _MALLOC_TRIM = False
+    libc = _glibc()
+    if libc:
+        libc[0](0)
+
+
+def _glibc() -> Any:
+    """glibc's ``(malloc_trim, mallopt)``, loaded once; ``False`` without glibc."""
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = False
         try:
             import ctypes
             import ctypes.util
 
             name = ctypes.util.find_library("c")
-            trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
-            if trim is not None:
+            lib = ctypes.CDLL(name) if name else None
+            trim, opt = getattr(lib, "malloc_trim", None), getattr(lib, "mallopt", None)
+            if trim is not None and opt is not None:
                 trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-                _MALLOC_TRIM = trim
-        except OSError:  # no C library to load: nothing to trim
+                opt.argtypes, opt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+                _LIBC = (trim, opt)
+        except OSError:  # no C library to load: nothing to trim or set
             pass
-    if _MALLOC_TRIM:
-        _MALLOC_TRIM(0)
+    return _LIBC
 
 
-_MALLOC_TRIM: Any = None
+_LIBC: Any = None
 
 # glibc's malloc parameters (malloc.h) and the environment variables that set them. Setting
 # any of them turns glibc's dynamic mmap threshold off for the whole process.
@@ -130,16 +138,8 @@ def _mallopt() -> Any:
     """glibc's ``mallopt`` (``False`` without glibc)."""
     global _MALLOPT
     if _MALLOPT is None:
-        _return_free_heap()  # finds malloc_trim: glibc has both
-        _MALLOPT = False
-        if _MALLOC_TRIM:
-            import ctypes
-            import ctypes.util
-
-            fn = getattr(ctypes.CDLL(ctypes.util.find_library("c")), "mallopt", None)
-            if fn is not None:
-                fn.argtypes, fn.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-                _MALLOPT = fn
+        libc = _glibc()
+        _MALLOPT = libc[1] if libc else False
     return _MALLOPT
 
 
