@@ -124,11 +124,84 @@ def _attribution(scan, wall: float, t_start: float, workers: int, n: int, local_
                      "merge": round(tm["merge"] + tm["within"], 3)},
         "result_bytes": int(sum(r["result_bytes"] for r in tasks)),
         "threads_torch_numba_in_tasks": sorted({tuple(r["threads_torch_numba"]) for r in tasks}),
+        "malloc_thresholds_raised_in_tasks": sorted({bool(r.get("malloc_thresholds_raised")) for r in tasks}),
         "per_worker": per_worker,
         "shares_of_core_s": {"compute": round(compute["total"] / core_s, 3),
                              "task_outside_compute": round((task_s - compute["total"]) / core_s, 3),
                              "idle_and_serialisation": round((core_s - task_s) / core_s, 3)},
     }
+
+
+def _scan_part(listing: Path, chunk_size: int) -> int:
+    """Child of ``_side_by_side``: one thread, scan the shards ``listing`` names (a JSON
+    list) once the parent writes a line to stdin; print the result as one JSON line."""
+    import json
+
+    import numba
+    import torch
+
+    import replicate
+    from replicate.dedup import DedupConfig
+    from replicate.sources import ImageSource
+    from replicate.streaming import scan_pool
+
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    src = ImageSource.from_shards(json.loads(listing.read_text()), chunk_size=chunk_size, name="bench")
+    refs = {"cifar10-train": replicate.load(SHARED / "data/cifar10/train.npz", name="cifar10-train"),
+            "cifar10-test": replicate.load(SHARED / "data/cifar10/test.npz", name="cifar10-test")}
+    config = DedupConfig(tiny_k=0, aligned_k=0, edge_max=None, within_query=False)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    t = time.perf_counter()
+    scan = scan_pool(src, refs, hashes=["phash"], config=config, keep_pairs="flagged")
+    s = time.perf_counter() - t
+    flagged = sorted(scan.dedup.flagged_ids.tolist())
+    print(json.dumps({"n": len(src), "seconds": s, "compute_s": _compute(scan), "flagged": int(scan.dedup.n_flagged),
+                      "flagged_ids": flagged}), flush=True)
+    return 0
+
+
+def _side_by_side(pool_dir: Path, chunk_size: int, parts: int) -> dict:
+    """The pool's shards split into ``parts`` contiguous groups, each scanned by its own
+    one-thread process, all at once: what ``parts`` cores do with no engine between them
+    (same memory-bandwidth and cache sharing as ``parts`` single-threaded workers). The
+    wall time runs from the start signal (after every child has imported and loaded its
+    inputs) to the last child's result; each child prepares its own references, as each
+    worker receives them."""
+    import json
+
+    shards = sorted(pool_dir.glob("*.tar"))
+    if len(shards) < parts:
+        raise SystemExit(f"--pool {pool_dir}: {len(shards)} shards, fewer than the {parts} side-by-side parts")
+    groups = [g.tolist() for g in np.array_split(np.array([str(x) for x in shards], dtype=object), parts)]
+    with tempfile.TemporaryDirectory(prefix="bench-side-") as d:
+        procs = []
+        for i, g in enumerate(groups):
+            f = Path(d) / f"part{i}.json"
+            f.write_text(json.dumps(g))
+            env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", MKL_NUM_THREADS="1")
+            procs.append(subprocess.Popen([sys.executable, __file__, "--scan-part", str(f), "--chunk-size", str(chunk_size)],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env))
+        for p in procs:
+            if p.stdout.readline().strip() != "ready":
+                raise SystemExit("a side-by-side scan process did not start")
+        t = time.perf_counter()
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        rows = [json.loads(p.stdout.readline()) for p in procs]
+        wall = time.perf_counter() - t
+        for p in procs:
+            if p.wait() != 0:
+                raise SystemExit("a side-by-side scan process failed")
+    n = sum(r["n"] for r in rows)
+    compute = sum(r["compute_s"]["total"] for r in rows)
+    return {"parts": parts, "seconds": round(wall, 2), "images_per_s": round(n / wall, 1),
+            "images_per_s_per_core": round(n / wall / parts, 1), "cores": parts,
+            "part_seconds": [round(r["seconds"], 2) for r in rows], "compute_s_total": round(compute, 3),
+            "flagged": sum(r["flagged"] for r in rows),
+            "flagged_ids": sorted(i for r in rows for i in r["flagged_ids"])}
 
 
 def _same(a, b) -> None:
@@ -150,7 +223,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=str, default="1,2", help="Dask LocalCluster sizes to run, e.g. 1,2")
     ap.add_argument("--no-simulated", action="store_true", help="skip part (b)")
     ap.add_argument("--out", type=str, default=None, help="results file name (default distributed[_quick])")
+    ap.add_argument("--local", type=str, default="all,one,side",
+                    help="local baselines to run: all (the executor's default threads), one (one thread), "
+                         "side (one one-thread process per core, side by side, on the pool's shards split)")
+    ap.add_argument("--scan-part", type=Path, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.scan_part is not None:
+        return _scan_part(a.scan_part, a.chunk_size)
+    baselines = set(a.local.split(","))
+    if not baselines <= {"all", "one", "side"} or not baselines & {"all", "one"}:
+        raise SystemExit(f"--local {a.local!r}: a comma list of all, one, side holding all or one "
+                         "(the cluster's results are compared with a local run)")
     pool_sizes = [int(w) for w in a.workers.split(",")]
     n = a.n or (2_000 if a.quick else 20_000)
     n_hashes = a.hashes or (1_000_000 if a.quick else 10_000_000)
@@ -182,50 +265,75 @@ def main(argv: list[str] | None = None) -> int:
     # ---- (a) the scan: local, 1 worker, 2 workers
     scan: dict = {"n": n, "chunk_size": a.chunk_size, "pool": str(a.pool) if a.pool else "generated"}
     load0 = _load()
-    t = time.perf_counter()
-    local = scan_pool(src, refs, hashes=["phash"], config=config, keep_pairs="flagged")
-    local_s = time.perf_counter() - t
-    # the local executor's kernels (torch, numba) use every core's thread: the per-core
-    # baseline is the same scan with one thread, as a single-threaded Dask worker runs it
+    # the local executor's kernels (torch, numba) use every core's thread ("all"); a Dask
+    # worker runs one. Per core, "one" (the same scan on one thread) is the scaling baseline,
+    # "side" (one one-thread process per core at once, no engine) the same-contention one.
     import numba
     import torch
 
     threads = (torch.get_num_threads(), numba.get_num_threads())
-    scan["local"] = {"seconds": round(local_s, 2), "images_per_s": round(n / local_s, 1),
-                     "images_per_s_per_core": round(n / local_s / threads[0], 1), "cores": threads[0],
-                     "threads_torch_numba": list(threads)}
-    torch.set_num_threads(1)
-    numba.set_num_threads(1)
-    try:
+    local = one = None
+    if "all" in baselines:
         t = time.perf_counter()
-        one = scan_pool(src, refs, hashes=["phash"], config=config, keep_pairs="flagged")
-        one_s = time.perf_counter() - t
-    finally:
-        torch.set_num_threads(threads[0])
-        numba.set_num_threads(threads[1])
-    _same(local, one)
-    scan["local"]["compute_s"] = _compute(local)
-    local_compute = _compute(one)
-    scan["local_1_thread"] = {"seconds": round(one_s, 2), "images_per_s": round(n / one_s, 1),
-                              "images_per_s_per_core": round(n / one_s, 1), "cores": 1,
-                              "compute_s": local_compute, "compute_s_per_image": round(local_compute["total"] / n, 6),
-                              "driver_s": {"references": round(one.timings["references"], 3),
-                                           "absorb": round(one.timings["absorb"], 3),
-                                           "merge": round(one.timings["merge"] + one.timings["within"], 3)}}
+        local = scan_pool(src, refs, hashes=["phash"], config=config, keep_pairs="flagged")
+        local_s = time.perf_counter() - t
+        scan["local"] = {"seconds": round(local_s, 2), "images_per_s": round(n / local_s, 1),
+                         "images_per_s_per_core": round(n / local_s / threads[0], 1), "cores": threads[0],
+                         "threads_torch_numba": list(threads), "compute_s": _compute(local)}
+    if "one" in baselines:
+        torch.set_num_threads(1)
+        numba.set_num_threads(1)
+        try:
+            t = time.perf_counter()
+            one = scan_pool(src, refs, hashes=["phash"], config=config, keep_pairs="flagged")
+            one_s = time.perf_counter() - t
+        finally:
+            torch.set_num_threads(threads[0])
+            numba.set_num_threads(threads[1])
+        if local is not None:
+            _same(local, one)
+        one_compute = _compute(one)
+        scan["local_1_thread"] = {"seconds": round(one_s, 2), "images_per_s": round(n / one_s, 1),
+                                  "images_per_s_per_core": round(n / one_s, 1), "cores": 1,
+                                  "compute_s": one_compute, "compute_s_per_image": round(one_compute["total"] / n, 6),
+                                  "driver_s": {"references": round(one.timings["references"], 3),
+                                               "absorb": round(one.timings["absorb"], 3),
+                                               "merge": round(one.timings["merge"] + one.timings["within"], 3)}}
+    ref_scan = local if local is not None else one
+    if "side" in baselines:
+        side = _side_by_side(pool_dir, a.chunk_size, CORES)
+        ids = side.pop("flagged_ids")
+        local_ids = sorted(ref_scan.dedup.flagged_ids.tolist())
+        if side["flagged"] != int(ref_scan.dedup.n_flagged) or ids != local_ids:
+            raise SystemExit("the side-by-side parts' near-duplicates differ from the whole pool's")
+        side["identical_flagged_to_local"] = True
+        scan["local_side_by_side"] = side
+    # per-image compute of a one-thread scan, for the attribution (the side-by-side parts'
+    # when "one" did not run: the same one-thread scan, with the cores shared)
+    local_compute = (scan["local_1_thread"]["compute_s"]["total"] if "local_1_thread" in scan
+                     else scan["local_side_by_side"]["compute_s_total"] if "local_side_by_side" in scan
+                     else scan["local"]["compute_s"]["total"])
     for workers in pool_sizes:
         with connect(n_workers=workers) as ex:
             t_start = time.time()
             t = time.perf_counter()
             dist = scan_pool(src, refs, hashes=["phash"], config=config, keep_pairs="flagged", executor=ex)
             s = time.perf_counter() - t
-        _same(local, dist)
+        _same(ref_scan, dist)
         per_core = n / s / workers
-        scan[f"dask_{workers}"] = {"seconds": round(s, 2), "images_per_s": round(n / s, 1),
-                                   "images_per_s_per_core": round(per_core, 1), "cores": workers,
-                                   "overhead_per_core_vs_local": round(scan["local_1_thread"]["images_per_s"] / per_core - 1, 3),
-                                   "identical_to_local": True,
-                                   "attribution": _attribution(dist, s, t_start, workers, n, local_compute["total"])}
-    scan["flagged"] = int(local.dedup.n_flagged)
+        row = {"seconds": round(s, 2), "images_per_s": round(n / s, 1),
+               "images_per_s_per_core": round(per_core, 1), "cores": workers}
+        # overhead per core = (baseline images/s per core) / (cluster images/s per core) - 1
+        if "local_1_thread" in scan:
+            row["overhead_per_core_vs_local"] = round(scan["local_1_thread"]["images_per_s"] / per_core - 1, 3)
+        if "local" in scan and scan["local"]["cores"] == workers:
+            row["overhead_per_core_vs_local_executor_same_cores"] = round(scan["local"]["images_per_s_per_core"] / per_core - 1, 3)
+        if "local_side_by_side" in scan and scan["local_side_by_side"]["cores"] == workers:
+            row["overhead_per_core_vs_side_by_side"] = round(scan["local_side_by_side"]["images_per_s_per_core"] / per_core - 1, 3)
+        row["identical_to_local"] = True
+        row["attribution"] = _attribution(dist, s, t_start, workers, n, local_compute)
+        scan[f"dask_{workers}"] = row
+    scan["flagged"] = int(ref_scan.dedup.n_flagged)
     scan["loadavg_before_after"] = [load0, _load()]
     scan["loaded"] = max(load0[0], scan["loadavg_before_after"][1][0]) > CORES
     scan["overhead_target"] = 0.15
