@@ -5,9 +5,11 @@ a simulated 10^8-image pool at the hash level.
     WebDataset shard pool made by ``benchmarks/make_shard_pool.py`` (``--pool DIR``, else
     ``--n`` images generated into a temporary folder): the local executor, a Dask
     LocalCluster of 1 worker and of 2 workers (single-threaded processes). Images/s,
-    images/s per core, the cluster's overhead per core vs local (target <= 15%; the local
-    baseline per core is the same scan on one thread, torch's and numba's: the default local
-    run uses every core's thread, a Dask worker one), and the
+    images/s per core, the cluster's overhead per core vs local (target <= 15%) against three
+    baselines (``--local``): ``one``, the same scan on one thread (torch's and numba's: a Dask
+    worker runs one); ``all``, the local executor on every core's thread; ``side``, one
+    one-thread process per core on the pool's shards split, all at once (the same cores
+    shared the same way, no engine). And the
     hashes, flagged near-duplicates and kept positions equal to the local executor's
     (checked; the script fails otherwise).
 (b) ``--hashes`` random 64-bit pool hashes with planted matches (copies of CIFAR-10
@@ -17,13 +19,13 @@ a simulated 10^8-image pool at the hash level.
     ``(seed, chunk)`` (nothing shipped but the seed). Every planted match must be found;
     time per core extrapolated to 10^8 hashes.
 
-Default (full) sizes, about 15 min on 2 cores: ``--n 20000`` images scanned three times
-(local, 1 and 2 workers), ``--hashes 10000000`` (10^7) in chunks of 10^6.
+Default (full) sizes, about 20 min on 2 cores: ``--n 20000`` images scanned five times
+(the three local baselines, 1 and 2 workers), ``--hashes 10000000`` (10^7) in chunks of 10^6.
 ``--quick``: 2,000 images and 10^6 hashes, to ``results/distributed_quick.json``.
 The load average before and after each part is recorded (``loaded``: above the cores).
 
     nice python benchmarks/bench_distributed.py [--quick] [--pool DIR] [--n N] [--hashes N]
-        [--chunk-size N] [--workers 1,2] [--no-simulated] [--out NAME]
+        [--chunk-size N] [--workers 1,2] [--local all,one,side] [--no-simulated] [--out NAME]
 
 Each Dask run's ``attribution`` splits its cores x wall seconds into the tasks' own
 compute (decode+hash, search, keywords; measured inside each task), time inside tasks
@@ -172,8 +174,7 @@ def _side_by_side(pool_dir: Path, chunk_size: int, parts: int) -> dict:
     import json
 
     shards = sorted(pool_dir.glob("*.tar"))
-    if len(shards) < parts:
-        raise SystemExit(f"--pool {pool_dir}: {len(shards)} shards, fewer than the {parts} side-by-side parts")
+    parts = min(parts, len(shards))  # a part is whole shards
     groups = [g.tolist() for g in np.array_split(np.array([str(x) for x in shards], dtype=object), parts)]
     with tempfile.TemporaryDirectory(prefix="bench-side-") as d:
         procs = []
