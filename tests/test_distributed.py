@@ -186,16 +186,19 @@ def test_descriptor_features_on_the_workers_equal_local(tmp_path, cluster):
     assert {"feature", "feature_rank"} <= set(dist.dedup.pairs.columns)
     assert dist.dedup.pairs["feature"].notna().sum() >= len(src)  # every pool image has its feature neighbours
 
-    def loaded_model() -> int:  # nested: pickled by value
+    def loaded_model() -> int | None:  # nested: pickled by value
         from replicate.models import descriptor
 
-        return id(descriptor._CACHE["default"])
+        model = descriptor._CACHE.get("default")
+        return None if model is None else id(model)
 
-    first = cluster.client.run(loaded_model)
-    assert len(first) == 2  # both workers embedded chunks (5 chunks of 16 images, 2 in flight per worker)
+    # the scheduler may run every chunk on one worker (the other then holds no model)
+    first = {w: m for w, m in cluster.client.run(loaded_model).items() if m is not None}
+    assert first  # a worker embedded chunks and keeps its model
     again = scan_pool(src, {"ref": ref}, config=cfg, executor=cluster)
     _same(local, again)
-    assert cluster.client.run(loaded_model) == first  # not loaded again per task
+    later = cluster.client.run(loaded_model)
+    assert {w: later[w] for w in first} == first  # not loaded again per task
 
 
 def test_feature_model_the_workers_cannot_load(tmp_path, cluster):
