@@ -109,7 +109,6 @@ _TASK_MMAP_THRESHOLD = 32 << 20
 _TASK_TRIM_THRESHOLD = 64 << 20
 _HEAP_LOCK = threading.Lock()
 _HEAP_TASKS = 0
-_MALLOPT: Any = None
 
 
 def _malloc_int(value: str) -> int | None:
@@ -136,11 +135,8 @@ def _fixed_malloc_settings() -> dict[str, int | None] | None:
 
 def _mallopt() -> Any:
     """glibc's ``mallopt`` (``False`` without glibc)."""
-    global _MALLOPT
-    if _MALLOPT is None:
-        libc = _glibc()
-        _MALLOPT = libc[1] if libc else False
-    return _MALLOPT
+    libc = _glibc()
+    return libc[1] if libc else False
 
 
 @contextmanager

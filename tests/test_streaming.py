@@ -254,7 +254,7 @@ def test_task_heap_leaves_glibc_alone_where_nothing_is_fixed(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     assert st._fixed_malloc_settings() is None
     calls = []
-    monkeypatch.setattr(st, "_MALLOPT", lambda *a: calls.append(a) or 1)
+    monkeypatch.setattr(st, "_mallopt", lambda: lambda *a: calls.append(a) or 1)
     with st._task_heap():
         assert st._HEAP_TASKS == 0
     assert calls == []
