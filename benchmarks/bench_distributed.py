@@ -134,6 +134,16 @@ def _attribution(scan, wall: float, t_start: float, workers: int, n: int, local_
     }
 
 
+def _scan_inputs() -> tuple[dict, object]:
+    """The scan's references (CIFAR-10 train and test) and dedup config, in every run."""
+    import replicate
+    from replicate.dedup import DedupConfig
+
+    refs = {"cifar10-train": replicate.load(SHARED / "data/cifar10/train.npz", name="cifar10-train"),
+            "cifar10-test": replicate.load(SHARED / "data/cifar10/test.npz", name="cifar10-test")}
+    return refs, DedupConfig(tiny_k=0, aligned_k=0, edge_max=None, within_query=False)
+
+
 def _scan_part(listing: Path, chunk_size: int) -> int:
     """Child of ``_side_by_side``: one thread, scan the shards ``listing`` names (a JSON
     list) once the parent writes a line to stdin; print the result as one JSON line."""
@@ -142,17 +152,13 @@ def _scan_part(listing: Path, chunk_size: int) -> int:
     import numba
     import torch
 
-    import replicate
-    from replicate.dedup import DedupConfig
     from replicate.sources import ImageSource
     from replicate.streaming import scan_pool
 
     torch.set_num_threads(1)
     numba.set_num_threads(1)
     src = ImageSource.from_shards(json.loads(listing.read_text()), chunk_size=chunk_size, name="bench")
-    refs = {"cifar10-train": replicate.load(SHARED / "data/cifar10/train.npz", name="cifar10-train"),
-            "cifar10-test": replicate.load(SHARED / "data/cifar10/test.npz", name="cifar10-test")}
-    config = DedupConfig(tiny_k=0, aligned_k=0, edge_max=None, within_query=False)
+    refs, config = _scan_inputs()
     print("ready", flush=True)
     sys.stdin.readline()
     t = time.perf_counter()
@@ -239,8 +245,6 @@ def main(argv: list[str] | None = None) -> int:
     n = a.n or (2_000 if a.quick else 20_000)
     n_hashes = a.hashes or (1_000_000 if a.quick else 10_000_000)
 
-    import replicate
-    from replicate.dedup import DedupConfig
     from replicate.distributed import connect
     from replicate.hamming import HammingIndex
     from replicate.hashing import phash
@@ -258,10 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                        check=True)
     src = open_source(pool_dir, chunk_size=a.chunk_size, name="bench")
     n = len(src)
-    train = replicate.load(SHARED / "data/cifar10/train.npz", name="cifar10-train")
-    test = replicate.load(SHARED / "data/cifar10/test.npz", name="cifar10-test")
-    refs = {"cifar10-train": train, "cifar10-test": test}
-    config = DedupConfig(tiny_k=0, aligned_k=0, edge_max=None, within_query=False)
+    refs, config = _scan_inputs()
+    train, test = refs["cifar10-train"], refs["cifar10-test"]
 
     # ---- (a) the scan: local, 1 worker, 2 workers
     scan: dict = {"n": n, "chunk_size": a.chunk_size, "pool": str(a.pool) if a.pool else "generated"}
