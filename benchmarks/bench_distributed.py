@@ -23,6 +23,8 @@ Default (full) sizes, about 20 min on 2 cores: ``--n 20000`` images scanned five
 (the three local baselines, 1 and 2 workers), ``--hashes 10000000`` (10^7) in chunks of 10^6.
 ``--quick``: 2,000 images and 10^6 hashes, to ``results/distributed_quick.json``.
 The load average before and after each part is recorded (``loaded``: above the cores).
+The results file is rewritten as each baseline and Dask row lands (``"partial": true``
+until the run ends), so a long run's late failure keeps the rows measured before it.
 
     nice python benchmarks/bench_distributed.py [--quick] [--pool DIR] [--n N] [--hashes N]
         [--chunk-size N] [--workers 1,2] [--local all,one,side] [--no-simulated] [--out NAME]
@@ -252,6 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     from replicate.streaming import scan_pool
 
     results: dict = {"quick": a.quick, "cores": CORES, "radius": RADIUS}
+    out_name = a.out or ("distributed_quick" if a.quick else "distributed")
+
+    def checkpoint(scan: dict) -> None:
+        # a long run (10^6 images: about 2 h on 2 cores) writes each row as it lands, marked
+        # partial, so that a late failure loses only the row it was on
+        write(out_name, {**results, "scan": scan, "partial": True})
     tmp = None
     pool_dir = a.pool
     if pool_dir is None:
@@ -283,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         scan["local"] = {"seconds": round(local_s, 2), "images_per_s": round(n / local_s, 1),
                          "images_per_s_per_core": round(n / local_s / threads[0], 1), "cores": threads[0],
                          "threads_torch_numba": list(threads), "compute_s": _compute(local)}
+        checkpoint(scan)
     if "one" in baselines:
         torch.set_num_threads(1)
         numba.set_num_threads(1)
@@ -302,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                                   "driver_s": {"references": round(one.timings["references"], 3),
                                                "absorb": round(one.timings["absorb"], 3),
                                                "merge": round(one.timings["merge"] + one.timings["within"], 3)}}
+        checkpoint(scan)
     ref_scan = local if local is not None else one
     if "side" in baselines:
         side = _side_by_side(pool_dir, a.chunk_size, CORES)
@@ -311,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("the side-by-side parts' near-duplicates differ from the whole pool's")
         side["identical_flagged_to_local"] = True
         scan["local_side_by_side"] = side
+        checkpoint(scan)
     # per-image compute of a one-thread scan, for the attribution (the side-by-side parts'
     # when "one" did not run: the same one-thread scan, with the cores shared)
     local_compute = (scan["local_1_thread"]["compute_s"]["total"] if "local_1_thread" in scan
@@ -336,13 +347,14 @@ def main(argv: list[str] | None = None) -> int:
         row["identical_to_local"] = True
         row["attribution"] = _attribution(dist, s, t_start, workers, n, local_compute)
         scan[f"dask_{workers}"] = row
+        checkpoint(scan)
     scan["flagged"] = int(ref_scan.dedup.n_flagged)
     scan["loadavg_before_after"] = [load0, _load()]
     scan["loaded"] = max(load0[0], scan["loadavg_before_after"][1][0]) > CORES
     scan["overhead_target"] = 0.15
     results["scan"] = scan
     if a.no_simulated:
-        write(a.out or ("distributed_quick" if a.quick else "distributed"), results)
+        write(out_name, results)
         if tmp is not None:
             tmp.cleanup()
         return 0
@@ -380,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     })
     sim["loaded"] = max(load0[0], sim["loadavg_before_after"][1][0]) > CORES
     results["simulated"] = sim
-    write(a.out or ("distributed_quick" if a.quick else "distributed"), results)
+    write(out_name, results)
     if tmp is not None:
         tmp.cleanup()
     return 0
