@@ -172,8 +172,8 @@ def _scan_part(listing: Path, chunk_size: int) -> int:
     return 0
 
 
-def _side_by_side(pool_dir: Path, chunk_size: int, parts: int) -> dict:
-    """The pool's shards split into ``parts`` contiguous groups, each scanned by its own
+def _side_by_side(shards: list[Path], chunk_size: int, parts: int) -> dict:
+    """The pool's shards (the source's own ``paths``, the ones the whole-pool scan read) split into ``parts`` contiguous groups, each scanned by its own
     one-thread process, all at once: what ``parts`` cores do with no engine between them
     (same memory-bandwidth and cache sharing as ``parts`` single-threaded workers). The
     wall time runs from the start signal (after every child has imported and loaded its
@@ -181,15 +181,14 @@ def _side_by_side(pool_dir: Path, chunk_size: int, parts: int) -> dict:
     worker receives them."""
     import json
 
-    shards = sorted(pool_dir.glob("*.tar"))
     parts = min(parts, len(shards))  # a part is whole shards
     groups = [g.tolist() for g in np.array_split(np.array([str(x) for x in shards], dtype=object), parts)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", MKL_NUM_THREADS="1")
     with tempfile.TemporaryDirectory(prefix="bench-side-") as d:
         procs = []
         for i, g in enumerate(groups):
             f = Path(d) / f"part{i}.json"
             f.write_text(json.dumps(g))
-            env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", MKL_NUM_THREADS="1")
             procs.append(subprocess.Popen([sys.executable, __file__, "--scan-part", str(f), "--chunk-size", str(chunk_size)],
                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env))
         for p in procs:
@@ -314,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint(scan)
     ref_scan = local if local is not None else one
     if "side" in baselines:
-        side = _side_by_side(pool_dir, a.chunk_size, CORES)
+        side = _side_by_side(src.paths, a.chunk_size, CORES)
         ids = side.pop("flagged_ids")
         local_ids = sorted(ref_scan.dedup.flagged_ids.tolist())
         if side["flagged"] != int(ref_scan.dedup.n_flagged) or ids != local_ids:
